@@ -1,0 +1,1 @@
+../src/statekeeper/migrations/script.py.mako

@@ -1,0 +1,5 @@
+"""``python -m statekeeper``: the ``statekeeper`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,521 @@
+"""The store's operations, written once and free of I/O.
+
+Each operation is a generator: it yields a :class:`Call` (a prebuilt SQLAlchemy
+Core statement and its parameters), or :data:`BEGIN` / :data:`COMMIT`, and is
+sent back the buffered result. ``_drivers.run`` and ``_drivers.arun`` drive
+the same generator on a sync or an async connection, so the SQL, the dialect
+differences and the semantics live here alone.
+
+Connections run in autocommit: a single statement is its own transaction, with
+no BEGIN/COMMIT round trips. Only an operation that must read before it writes
+(a merge on SQLite) asks for a transaction, and gets ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import functools
+import json
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import codec
+from ._records import SessionInfo, SessionPage
+from ._schema import HEAD_REVISION, ID_LENGTH, VERSION_TABLE, RawJSON, sessions
+from .errors import ConflictError, SchemaNotReadyError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
+
+__all__ = [
+    "BEGIN",
+    "COMMIT",
+    "Call",
+    "Context",
+    "Op",
+    "check_schema",
+    "delete_session",
+    "get_state",
+    "list_sessions",
+    "merge_state",
+    "purge_expired",
+    "session_exists",
+    "set_state",
+    "validate_id",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One statement to execute, with its parameters."""
+
+    statement: sa.Executable
+    params: Mapping[str, Any]
+
+
+BEGIN: Final = "BEGIN"
+"""Yielded to open a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+COMMIT: Final = "COMMIT"
+"""Yielded to commit the transaction opened with :data:`BEGIN`."""
+
+Step = Call | str
+Op = Generator[Step, Any, T]
+
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every operation needs to know about the store that runs it."""
+
+    dialect: str
+    app_name: str
+    ttl: dt.timedelta | None
+
+    @property
+    def sql(self) -> _Statements:
+        """The prebuilt statements for this dialect."""
+        return _statements(self.dialect)
+
+    def expires(self, now: dt.datetime) -> dt.datetime | None:
+        """When a session saved or loaded ``now`` expires."""
+        return None if self.ttl is None else now + self.ttl
+
+
+def validate_id(value: object, what: str, *, allow_empty: bool) -> str:
+    """Return ``value`` if it is a usable id, else raise ``ValueError`` saying why."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > ID_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; at most {ID_LENGTH} are allowed")
+    if "\x00" in value:
+        raise ValueError(f"{what} {value!r} contains a NUL character, which databases cannot store")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{what} {value!r} contains a lone surrogate; ids must be valid text"
+        ) from None
+    return value
+
+
+# --------------------------------------------------------------------------- statements
+
+t = sessions
+c = t.c
+_KEY = sa.and_(
+    c.app_name == sa.bindparam("p_app"),
+    c.user_id == sa.bindparam("p_user"),
+    c.session_id == sa.bindparam("p_session"),
+)
+
+
+def _live(now: Any) -> sa.ColumnElement[bool]:
+    """True for a row that has not expired at ``now``."""
+    return sa.or_(c.expires_at.is_(None), c.expires_at > now)
+
+
+_LIVE = _live(sa.bindparam("p_now", type_=c.expires_at.type))
+_STATE = sa.type_coerce(c.state, RawJSON()).label("state")
+
+
+def _state_param() -> sa.BindParameter[str]:
+    return sa.bindparam("p_state", type_=RawJSON())
+
+
+def _pg_merged(old: Any, new: Any) -> sa.ColumnElement[Any]:
+    """PostgreSQL: the JSON object ``old`` with the top-level keys of ``new`` replaced.
+
+    Works on ``json`` (not ``jsonb``): ``json_each`` hands back each value's
+    text as stored, so values are copied byte for byte, ``\\u0000`` and lone
+    surrogates included. Keys are module names, which are plain text.
+    """
+    old_each = sa.func.json_each(old).table_valued("key", "value").render_derived("o")
+    new_each = sa.func.json_each(new).table_valued("key", "value").render_derived("n")
+    new_keys = sa.select(sa.func.json_object_keys(new).column_valued())
+    kept = sa.select(old_each.c.key, old_each.c.value).where(old_each.c.key.not_in(new_keys))
+    added = sa.select(new_each.c.key, new_each.c.value)
+    merged = sa.union_all(kept, added).subquery("m")
+    agg = sa.func.json_object_agg(merged.c.key, merged.c.value)
+    return sa.select(sa.func.coalesce(agg, sa.literal_column("'{}'::json"))).scalar_subquery()
+
+
+def _pg_parsable(state: Any) -> sa.ColumnElement[bool]:
+    """PostgreSQL: true if ``json_each`` can parse the stored JSON (no NUL or surrogate escape)."""
+    as_text = sa.cast(state, sa.Text)
+    return sa.and_(
+        *(
+            sa.func.strpos(as_text, sa.literal_column(f"'{e}'")) == 0
+            for e in ("\\u0000", "\\ud", "\\uD")
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """Every statement of one dialect, built once so SQLAlchemy's compiled cache always hits."""
+
+    select: sa.Select[Any]
+    select_locked: sa.Select[Any]
+    touch: sa.Executable
+    exists: sa.Select[Any]
+    version: sa.Select[Any]
+    delete: sa.Executable
+    purge: sa.Executable
+    replace: sa.Executable
+    create: sa.Executable
+    update_cas: sa.Executable
+    merge: sa.Executable | None
+    merge_cas: sa.Executable | None
+    schema_version: sa.Select[Any]
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    if dialect == "postgresql":
+        insert: Any = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:  # pragma: no cover - the engine factory refuses other dialects first
+        raise ValueError(f"unsupported dialect {dialect!r}")
+
+    now = sa.bindparam("p_now", type_=c.updated_at.type)
+    fresh = {
+        "app_name": sa.bindparam("p_app"),
+        "user_id": sa.bindparam("p_user"),
+        "session_id": sa.bindparam("p_session"),
+        "state": _state_param(),
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": sa.bindparam("p_expires", type_=c.expires_at.type),
+    }
+    live_old = _live(now)
+
+    def upsert(state_on_live: Any, guard: Any = None) -> Any:
+        stmt = insert(t).values(fresh)
+        ex = stmt.excluded
+        # A live row is updated in place; an expired one reads as absent, so
+        # it is replaced as if it were new.
+        return stmt.on_conflict_do_update(
+            where=None if guard is None else sa.or_(sa.not_(live_old), guard),
+            index_elements=[c.app_name, c.user_id, c.session_id],
+            set_={
+                "state": sa.case((live_old, state_on_live), else_=ex.state),
+                "version": sa.case((live_old, c.version + 1), else_=1),
+                "created_at": sa.case((live_old, c.created_at), else_=ex.created_at),
+                "updated_at": ex.updated_at,
+                "expires_at": ex.expires_at,
+            },
+        ).returning(c.version)
+
+    base = insert(t).values(fresh)
+    create = base.on_conflict_do_update(
+        index_elements=[c.app_name, c.user_id, c.session_id],
+        set_={
+            "state": base.excluded.state,
+            "version": 1,
+            "created_at": base.excluded.created_at,
+            "updated_at": base.excluded.updated_at,
+            "expires_at": base.excluded.expires_at,
+        },
+        where=sa.not_(live_old),
+    ).returning(c.version)
+
+    def update(state: Any) -> Any:
+        return (
+            sa.update(t)
+            .where(_KEY, _LIVE, c.version == sa.bindparam("p_expected"))
+            .values(
+                state=state,
+                version=c.version + 1,
+                updated_at=now,
+                expires_at=sa.bindparam("p_expires", type_=c.expires_at.type),
+            )
+            .returning(c.version)
+        )
+
+    merge = merge_cas = None
+    if dialect == "postgresql":
+        merge = upsert(_pg_merged(c.state, insert(t).excluded.state), guard=_pg_parsable(c.state))
+        merge_cas = update(_pg_merged(c.state, _state_param())).where(_pg_parsable(c.state))
+
+    return _Statements(
+        select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
+        select_locked=sa.select(_STATE, c.version, _LIVE.label("live"))
+        .where(_KEY)
+        .with_for_update(),
+        touch=sa.update(t)
+        .where(_KEY, _LIVE)
+        .values(expires_at=sa.bindparam("p_expires", type_=c.expires_at.type))
+        .returning(_STATE, c.version),
+        exists=sa.select(sa.literal(1)).where(_KEY, _LIVE),
+        version=sa.select(c.version).where(_KEY, _LIVE),
+        # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
+        # a DELETE's RETURNING clause.
+        delete=sa.delete(t).where(_KEY).returning(c.expires_at),
+        purge=sa.delete(t).where(
+            c.app_name == sa.bindparam("p_app"),
+            c.expires_at <= sa.bindparam("p_now", type_=c.expires_at.type),
+        ),
+        replace=upsert(insert(t).excluded.state),
+        create=create,
+        update_cas=update(_state_param()),
+        merge=merge,
+        merge_cas=merge_cas,
+        schema_version=sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE)),
+    )
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> dict[str, Any]:
+    return {"p_app": ctx.app_name, "p_user": user_id, "p_session": session_id, "p_now": now}
+
+
+def _rows(result: CursorResult[Any]) -> list[Any]:
+    return list(result.all())
+
+
+def _conflict(expected: int, actual: int, session_id: str) -> ConflictError:
+    state = f"is at version {actual}" if actual else "does not exist"
+    return ConflictError(
+        f"session {session_id!r} {state}, not the expected version {expected}; "
+        "nothing was written: reload it and retry",
+        expected=expected,
+        actual=actual,
+    )
+
+
+def _current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
+    row = (yield Call(ctx.sql.version, params)).first()
+    return 0 if row is None else int(row[0])
+
+
+def get_state(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[Any]:
+    """Return the decoded state, or ``None``; with a ``ttl``, a load also refreshes it."""
+    params = _params(ctx, user_id, session_id, now)
+    if ctx.ttl is None:
+        row = (yield Call(ctx.sql.select, params)).first()
+    else:
+        params["p_expires"] = ctx.expires(now)
+        row = (yield Call(ctx.sql.touch, params)).first()
+    return None if row is None else codec.decode(row[0])
+
+
+def session_exists(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[bool]:
+    """Return whether a live session exists (without refreshing its ``ttl``)."""
+    row = (yield Call(ctx.sql.exists, _params(ctx, user_id, session_id, now))).first()
+    return row is not None
+
+
+def delete_session(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[bool]:
+    """Delete the session; return whether a live one was there."""
+    row = (yield Call(ctx.sql.delete, _params(ctx, user_id, session_id, now))).first()
+    return row is not None and (row[0] is None or row[0] > now)
+
+
+def purge_expired(ctx: Context, now: dt.datetime) -> Op[int]:
+    """Delete this app's expired sessions; return how many."""
+    result = yield Call(ctx.sql.purge, {"p_app": ctx.app_name, "p_now": now})
+    return int(result.rowcount)
+
+
+def set_state(
+    ctx: Context,
+    user_id: str,
+    session_id: str,
+    text: str,
+    expected: int | None,
+    now: dt.datetime,
+) -> Op[int]:
+    """Replace the whole state with the encoded ``text``; return the new version."""
+    params = _params(ctx, user_id, session_id, now)
+    params["p_state"] = text
+    params["p_expires"] = ctx.expires(now)
+    if expected is None:
+        statement = ctx.sql.replace
+    elif expected == 0:
+        statement = ctx.sql.create
+    else:
+        params["p_expected"] = expected
+        statement = ctx.sql.update_cas
+    row = (yield Call(statement, params)).first()
+    if row is None:
+        assert expected is not None
+        raise _conflict(expected, (yield from _current_version(ctx, params)), session_id)
+    return int(row[0])
+
+
+def merge_state(
+    ctx: Context,
+    user_id: str,
+    session_id: str,
+    modules: Mapping[str, Any],
+    text: str,
+    expected: int | None,
+    now: dt.datetime,
+) -> Op[int]:
+    """Store each module of ``modules`` (encoded as ``text``), keep the others; return the version.
+
+    On PostgreSQL the merge happens inside the upsert: one statement, atomic.
+    Its JSON functions refuse ``\\u0000`` and lone surrogates, so a state holding
+    those (rare) takes the locked path instead, as SQLite always does.
+    """
+    if expected == 0:
+        return (yield from set_state(ctx, user_id, session_id, text, 0, now))
+    sql = ctx.sql
+    if sql.merge is not None and sql.merge_cas is not None and _pg_json_safe(text):
+        params = _params(ctx, user_id, session_id, now)
+        params["p_state"] = text
+        params["p_expires"] = ctx.expires(now)
+        if expected is None:
+            statement = sql.merge
+        else:
+            params["p_expected"] = expected
+            statement = sql.merge_cas
+        row = (yield Call(statement, params)).first()
+        if row is not None:
+            return int(row[0])
+        # Nothing written: a version conflict, or a stored state the fast path
+        # cannot merge. The locked path tells the two apart.
+    return (yield from _merge_locked(ctx, user_id, session_id, modules, text, expected, now))
+
+
+def _pg_json_safe(text: str) -> bool:
+    """Whether PostgreSQL's JSON functions can parse ``text`` (no NUL or surrogate escapes)."""
+    return "\\u0000" not in text and "\\ud" not in text and "\\uD" not in text
+
+
+def _merge_locked(
+    ctx: Context,
+    user_id: str,
+    session_id: str,
+    modules: Mapping[str, Any],
+    text: str,
+    expected: int | None,
+    now: dt.datetime,
+) -> Op[int]:
+    """Merge in Python inside a transaction that locks the session's row.
+
+    SQLite's ``BEGIN IMMEDIATE`` holds the database's one write lock; on
+    PostgreSQL ``SELECT ... FOR UPDATE`` locks the row, and a session created
+    concurrently makes ``create`` return nothing, so the loop locks that row.
+    """
+    params = _params(ctx, user_id, session_id, now)
+    params["p_expires"] = ctx.expires(now)
+    yield BEGIN
+    while True:
+        row = (yield Call(ctx.sql.select_locked, params)).first()
+        live = row is not None and bool(row[2])
+        actual = int(row[1]) if live else 0
+        if expected is not None and expected != actual:
+            raise _conflict(expected, actual, session_id)
+        if live:
+            merged = codec.decode(row[0])
+            merged.update(modules)
+            params["p_state"] = codec.encode(merged)
+            params["p_expected"] = actual
+            written = (yield Call(ctx.sql.update_cas, params)).first()
+        else:
+            params["p_state"] = text
+            written = (yield Call(ctx.sql.create, params)).first()
+        if written is not None:
+            yield COMMIT
+            return int(written[0])
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _encode_cursor(info: SessionInfo) -> str:
+    raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, user_id, session_id = json.loads(raw)
+        updated = dt.datetime.fromisoformat(stamp)
+        if (
+            updated.tzinfo is None
+            or not isinstance(user_id, str)
+            or not isinstance(session_id, str)
+        ):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError(
+            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
+        ) from None
+    return updated, user_id, session_id
+
+
+def list_sessions(
+    ctx: Context, user_id: str | None, limit: int, cursor: str | None, now: dt.datetime
+) -> Op[SessionPage]:
+    """Return one page of live sessions, newest update first, keyset-paginated."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    query = (
+        sa.select(
+            c.app_name,
+            c.user_id,
+            c.session_id,
+            c.version,
+            c.created_at,
+            c.updated_at,
+            c.expires_at,
+        )
+        .where(c.app_name == ctx.app_name, _live(now))
+        .order_by(c.updated_at.desc(), c.user_id.desc(), c.session_id.desc())
+        .limit(limit + 1)
+    )
+    if user_id is not None:
+        query = query.where(c.user_id == user_id)
+    if cursor is not None:
+        updated, after_user, after_session = _decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(c.updated_at, c.user_id, c.session_id)
+            < sa.tuple_(
+                sa.literal(updated, c.updated_at.type),
+                sa.literal(after_user, c.user_id.type),
+                sa.literal(after_session, c.session_id.type),
+            )
+        )
+    rows = _rows((yield Call(query, {})))
+    items = tuple(SessionInfo(*row) for row in rows[:limit])
+    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+    return SessionPage(items, next_cursor)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def check_schema(ctx: Context, command: str) -> Op[None]:
+    """Raise :class:`SchemaNotReadyError` unless the database is at the code's revision."""
+    try:
+        rows = _rows((yield Call(ctx.sql.schema_version, {})))
+    except sa.exc.DBAPIError:
+        rows = []
+        found = "has no statekeeper tables"
+    else:
+        versions = sorted(str(r[0]) for r in rows)
+        found = f"is at revision {', '.join(versions) or 'none'}"
+        if versions == [HEAD_REVISION]:
+            return
+    raise SchemaNotReadyError(
+        f"the database {found}; this statekeeper needs revision {HEAD_REVISION}. "
+        f"Run `{command}`, or create the store with auto_migrate=True"
+    )

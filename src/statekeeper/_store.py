@@ -1,0 +1,180 @@
+"""What the SQL stores do before and after I/O: validation, encoding, module plumbing.
+
+``SqlSession`` and ``AsyncSqlSession`` hold a :class:`StoreCore` and only open
+connections and drive the operations it builds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from . import _ops, codec
+from ._engine import check_dialect
+from .errors import SessionNotFoundError
+
+if TYPE_CHECKING:
+    from ._records import SessionPage
+
+__all__ = ["StoreCore", "ttl_delta"]
+
+logger = logging.getLogger("statekeeper")
+
+
+def ttl_delta(ttl: float | dt.timedelta | None) -> dt.timedelta | None:
+    """Return ``ttl`` as a positive ``timedelta`` (or ``None``), or raise ``ValueError``."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float, dt.timedelta)):
+        raise ValueError(f"ttl must be seconds or a timedelta, got {ttl!r}")
+    delta = ttl if isinstance(ttl, dt.timedelta) else dt.timedelta(seconds=ttl)
+    if delta <= dt.timedelta(0):
+        raise ValueError(f"ttl must be positive, got {ttl!r}")
+    return delta
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _expected(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"expected_version must be a non-negative int or None, got {value!r}")
+    return value
+
+
+class StoreCore:
+    """The I/O-free half of a SQL store: builds the operation for each public method."""
+
+    def __init__(
+        self,
+        dialect: str,
+        *,
+        app_name: str,
+        ttl: float | dt.timedelta | None,
+        schema: str | None,
+        url: str,
+    ) -> None:
+        """Validate the store's settings."""
+        _ops.validate_id(app_name, "app_name", allow_empty=True)
+        if schema is not None and (dialect != "postgresql" or not schema.isidentifier()):
+            raise ValueError(
+                f"schema={schema!r}: a schema needs PostgreSQL and a plain identifier name"
+            )
+        self.ctx = _ops.Context(check_dialect(dialect), app_name, ttl_delta(ttl))
+        self.schema = schema
+        command = f"statekeeper db upgrade --url '{url}'"
+        self.upgrade_command = command + (f" --schema {schema}" if schema else "")
+
+    def execution_options(self) -> dict[str, Any]:
+        """Connection options every operation runs with."""
+        if self.schema is None:
+            return {}
+        return {"schema_translate_map": {None: self.schema}}
+
+    def _key(self, session_id: str, user_id: str) -> tuple[str, str]:
+        _ops.validate_id(session_id, "session_id", allow_empty=False)
+        _ops.validate_id(user_id, "user_id", allow_empty=True)
+        return user_id, session_id
+
+    def check_schema(self) -> _ops.Op[None]:
+        """Build the check that the database is at the code's revision."""
+        return _ops.check_schema(self.ctx, self.upgrade_command)
+
+    def save(self, session_id: str, user_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
+        """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""
+        states = {}
+        for name, module in modules.items():
+            state_dict = getattr(module, "state_dict", None)
+            if not callable(state_dict):
+                raise TypeError(
+                    f"module {name!r} ({type(module).__name__}) has no state_dict() method; "
+                    "pass objects with state_dict() and load_state_dict()"
+                )
+            states[name] = state_dict()
+        return self.merge(user_id, session_id, states, None)
+
+    def merge(
+        self, user_id: str, session_id: str, modules: Mapping[str, Any], expected: int | None
+    ) -> _ops.Op[int]:
+        """Build ``merge_state``."""
+        if not isinstance(modules, Mapping):
+            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
+        user_id, session_id = self._key(session_id, user_id)
+        text = codec.encode_modules(modules)
+        return _ops.merge_state(
+            self.ctx, user_id, session_id, modules, text, _expected(expected), _now()
+        )
+
+    def set(
+        self, user_id: str, session_id: str, state: Mapping[str, Any], expected: int | None
+    ) -> _ops.Op[int]:
+        """Build ``set_state``."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        user_id, session_id = self._key(session_id, user_id)
+        text = codec.encode_modules(state)
+        return _ops.set_state(self.ctx, user_id, session_id, text, _expected(expected), _now())
+
+    def get(self, user_id: str, session_id: str) -> _ops.Op[Any]:
+        """Build ``get_state``."""
+        user_id, session_id = self._key(session_id, user_id)
+        return _ops.get_state(self.ctx, user_id, session_id, _now())
+
+    def apply_loaded(
+        self,
+        state: dict[str, Any] | None,
+        session_id: str,
+        user_id: str,
+        allow_not_exist: bool,
+        modules: Mapping[str, Any],
+    ) -> None:
+        """Finish ``load_session_state``: hand each module its stored state."""
+        if state is None:
+            if not allow_not_exist:
+                raise SessionNotFoundError(
+                    f"session {session_id!r} of user {user_id!r} does not exist "
+                    f"(app {self.ctx.app_name!r}); save it first or pass allow_not_exist=True"
+                )
+            return
+        for name, module in modules.items():
+            if name in state:
+                module.load_state_dict(state[name])
+            else:
+                logger.warning(
+                    "session %r of user %r has no state for module %r; it was left as it is",
+                    session_id,
+                    user_id,
+                    name,
+                )
+
+    def exists(self, user_id: str, session_id: str) -> _ops.Op[bool]:
+        """Build ``session_exists``."""
+        user_id, session_id = self._key(session_id, user_id)
+        return _ops.session_exists(self.ctx, user_id, session_id, _now())
+
+    def delete(self, user_id: str, session_id: str) -> _ops.Op[bool]:
+        """Build ``delete_session``."""
+        user_id, session_id = self._key(session_id, user_id)
+        return _ops.delete_session(self.ctx, user_id, session_id, _now())
+
+    def list(self, user_id: str | None, limit: int, cursor: str | None) -> _ops.Op[SessionPage]:
+        """Build ``list_sessions``."""
+        if user_id is not None:
+            _ops.validate_id(user_id, "user_id", allow_empty=True)
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        return _ops.list_sessions(self.ctx, user_id, limit, cursor, _now())
+
+    def purge(self) -> _ops.Op[int]:
+        """Build ``purge_expired``."""
+        return _ops.purge_expired(self.ctx, _now())
+
+
+def describe(url: sa.URL | str) -> str:
+    """Render a URL for messages, password hidden."""
+    return sa.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,63 @@
+"""The errors statekeeper raises.
+
+Every error derives from :class:`StatekeeperError`, so one ``except`` clause
+catches them all. Where AgentScope raised ``ValueError`` the matching error is
+also a ``ValueError``, so code written for AgentScope keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "SchemaNotReadyError",
+    "SessionNotFoundError",
+    "StateEncodingError",
+    "StatekeeperError",
+]
+
+
+class StatekeeperError(Exception):
+    """Base class of every error raised by statekeeper."""
+
+
+class SessionNotFoundError(StatekeeperError, ValueError):
+    """The session does not exist (or has expired) and absence was not allowed."""
+
+
+class ConflictError(StatekeeperError):
+    """A write named an ``expected_version`` that is not the stored one.
+
+    Nothing was written. Reload the session, reapply the change and retry.
+
+    Attributes:
+        expected: the version the caller expected.
+        actual: the version stored when the write was refused (``0`` when the
+            session does not exist or has expired), or ``None`` when unknown.
+    """
+
+    def __init__(self, message: str, *, expected: int, actual: int | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class StateEncodingError(StatekeeperError, ValueError):
+    """A state holds a value that cannot be stored as exact JSON.
+
+    Nothing was written. ``path`` names the offending value, for example
+    ``agent.memory.content[3].score``.
+
+    Attributes:
+        path: where in the state the offending value sits.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class SchemaNotReadyError(StatekeeperError):
+    """The database is not migrated to the schema this version of statekeeper needs.
+
+    Run ``statekeeper db upgrade --url URL`` (or pass ``auto_migrate=True``).
+    """

@@ -1,0 +1,147 @@
+"""``SqlSession``: the sync SQL store."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+
+from . import _engine
+from ._drivers import run
+from ._store import StoreCore, describe
+from .base import SessionBase
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Mapping
+
+    from ._ops import Op
+    from ._records import SessionPage
+
+__all__ = ["SqlSession"]
+
+T = TypeVar("T")
+
+
+class SqlSession(SessionBase):
+    """Keep agent-session state in SQLite or PostgreSQL, from sync code.
+
+    Args:
+        url_or_engine: a database URL (``"sqlite:///sessions.db"``,
+            ``"postgresql://user@host/db"``, a ``sqlalchemy.URL``) or an existing
+            ``Engine``, which is used as it is and not disposed by :meth:`close`.
+        app_name: isolates apps sharing one database, like a key prefix.
+        ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
+            that long expires and reads as absent. ``None``: never.
+        schema: PostgreSQL schema holding the tables.
+        auto_migrate: upgrade the database to the code's schema on first use,
+            instead of raising :class:`~statekeeper.errors.SchemaNotReadyError`.
+        engine_options: extra ``create_engine`` arguments (ignored for an Engine).
+
+    Raises:
+        ValueError: a setting is invalid or the database is not supported.
+        ImportError: the database driver is missing; the message names the extra.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | sa.Engine,
+        *,
+        app_name: str = "",
+        ttl: float | dt.timedelta | None = None,
+        schema: str | None = None,
+        auto_migrate: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(url_or_engine, sa.Engine):
+            self._owns_engine = False
+            engine = url_or_engine.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            self._owns_engine = True
+            engine = _engine.sync_engine(url_or_engine, engine_options)
+        self._core = StoreCore(
+            engine.dialect.name,
+            app_name=app_name,
+            ttl=ttl,
+            schema=schema,
+            url=describe(engine.url),
+        )
+        options = self._core.execution_options()
+        self._engine = engine.execution_options(**options) if options else engine
+        self._auto_migrate = auto_migrate
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine the store runs on."""
+        return self._engine
+
+    def _run(self, op: Op[T]) -> T:
+        if not self._ready:
+            self._prepare()
+        with self._engine.connect() as conn:
+            return run(conn, op)
+
+    def _prepare(self) -> None:
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self._auto_migrate:
+                from .migrations import upgrade
+
+                upgrade(self._engine, schema=self._core.schema)
+            with self._engine.connect() as conn:
+                run(conn, self._core.check_schema())
+            self._ready = True
+
+    def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
+        self._run(self._core.save(session_id, user_id, modules))
+
+    def load_session_state(
+        self, session_id: str, user_id: str = "", allow_not_exist: bool = True, **modules: Any
+    ) -> None:
+        state = self._run(self._core.get(user_id, session_id))
+        self._core.apply_loaded(state, session_id, user_id, allow_not_exist, modules)
+
+    def get_state(self, session_id: str, user_id: str = "") -> dict[str, Any] | None:
+        return self._run(self._core.get(user_id, session_id))  # type: ignore[no-any-return]
+
+    def set_state(
+        self,
+        session_id: str,
+        state: dict[str, Any],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        return self._run(self._core.set(user_id, session_id, state, expected_version))
+
+    def merge_state(
+        self,
+        session_id: str,
+        modules: dict[str, Any],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        return self._run(self._core.merge(user_id, session_id, modules, expected_version))
+
+    def delete_session(self, session_id: str, user_id: str = "") -> bool:
+        return self._run(self._core.delete(user_id, session_id))
+
+    def session_exists(self, session_id: str, user_id: str = "") -> bool:
+        return self._run(self._core.exists(user_id, session_id))
+
+    def list_sessions(
+        self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> SessionPage:
+        return self._run(self._core.list(user_id, limit, cursor))
+
+    def purge_expired(self) -> int:
+        return self._run(self._core.purge())
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()

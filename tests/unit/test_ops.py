@@ -1,0 +1,143 @@
+"""The sans-IO operations: the statements they yield, per dialect, and how many."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+
+from statekeeper import _ops
+from statekeeper.errors import ConflictError
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg.dialect()}
+
+
+class FakeResult:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+        self.rowcount = len(rows)
+
+    def first(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+def drive(op: Any, *answers: list[tuple[Any, ...]]) -> tuple[list[Any], Any]:
+    """Run ``op`` against canned results; return the steps it yielded and its value."""
+    steps: list[Any] = []
+    replies = iter(answers)
+    try:
+        step = next(op)
+        while True:
+            steps.append(step)
+            reply = FakeResult(next(replies)) if isinstance(step, _ops.Call) else None
+            step = op.send(reply)
+    except StopIteration as stop:
+        return steps, stop.value
+
+
+def ctx(dialect: str, ttl: dt.timedelta | None = None) -> _ops.Context:
+    return _ops.Context(dialect, "app", ttl)
+
+
+def sql(dialect: str, statement: Any) -> str:
+    return str(statement.compile(dialect=DIALECTS[dialect]))
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_writes_are_single_upserts(dialect: str) -> None:
+    statements = ctx(dialect).sql
+    for stmt in (statements.replace, statements.create):
+        text = sql(dialect, stmt)
+        assert "ON CONFLICT (app_name, user_id, session_id) DO UPDATE" in text
+        assert "RETURNING" in text
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_set_state_is_one_round_trip(dialect: str) -> None:
+    steps, version = drive(_ops.set_state(ctx(dialect), "u", "s", "{}", None, NOW), [(3,)])
+    assert len(steps) == 1
+    assert version == 3
+    assert steps[0].params["p_state"] == "{}"
+
+
+def test_postgres_merge_is_one_statement() -> None:
+    c = ctx("postgresql")
+    steps, version = drive(_ops.merge_state(c, "u", "s", {"a": 1}, '{"a":1}', None, NOW), [(2,)])
+    assert [type(s) for s in steps] == [_ops.Call]
+    assert version == 2
+    text = sql("postgresql", steps[0].statement)
+    assert "json_each" in text
+    assert "jsonb" not in text
+
+
+def test_postgres_merge_of_nul_text_takes_the_locked_path() -> None:
+    c = ctx("postgresql")
+    text = '{"a":"\\u0000"}'
+    steps, version = drive(
+        _ops.merge_state(c, "u", "s", {"a": "\x00"}, text, None, NOW),
+        [('{"b":1}', 4, True)],
+        [(5,)],
+    )
+    assert steps[0] == _ops.BEGIN
+    assert steps[-1] == _ops.COMMIT
+    assert "FOR UPDATE" in sql("postgresql", steps[1].statement)
+    assert version == 5
+    assert steps[2].params["p_state"] == '{"b":1,"a":"\\u0000"}'
+    assert steps[2].params["p_expected"] == 4
+
+
+def test_sqlite_merge_reads_and_writes_in_one_transaction() -> None:
+    steps, version = drive(
+        _ops.merge_state(ctx("sqlite"), "u", "s", {"a": 2}, '{"a":2}', None, NOW),
+        [('{"a":1,"b":1}', 1, 1)],
+        [(2,)],
+    )
+    assert steps[0] == _ops.BEGIN
+    assert steps[-1] == _ops.COMMIT
+    assert len(steps) == 4
+    assert steps[2].params["p_state"] == '{"a":2,"b":1}'
+    assert version == 2
+
+
+def test_locked_merge_conflict_raises_before_writing() -> None:
+    op = _ops.merge_state(ctx("sqlite"), "u", "s", {"a": 2}, '{"a":2}', 7, NOW)
+    assert next(op) == _ops.BEGIN
+    assert isinstance(next(op), _ops.Call)
+    with pytest.raises(ConflictError) as info:
+        op.send(FakeResult([('{"a":1}', 3, 1)]))
+    assert (info.value.expected, info.value.actual) == (7, 3)
+
+
+def test_load_without_ttl_is_a_select_and_with_ttl_an_update() -> None:
+    steps, _ = drive(_ops.get_state(ctx("postgresql"), "u", "s", NOW), [])
+    assert sql("postgresql", steps[0].statement).startswith("SELECT")
+    steps, _ = drive(_ops.get_state(ctx("postgresql", dt.timedelta(seconds=5)), "u", "s", NOW), [])
+    assert sql("postgresql", steps[0].statement).startswith("UPDATE")
+    assert steps[0].params["p_expires"] == NOW + dt.timedelta(seconds=5)
+
+
+def test_state_is_read_as_text_so_the_driver_does_not_parse_it() -> None:
+    assert "CAST(statekeeper_sessions.state AS TEXT)" in sql(
+        "postgresql", ctx("postgresql").sql.select
+    )
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_statements_are_built_once(dialect: str) -> None:
+    assert ctx(dialect).sql is ctx(dialect).sql
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    from statekeeper import SessionInfo
+
+    info = SessionInfo("a", "u", "s", 1, NOW, NOW, None)
+    assert _ops._decode_cursor(_ops._encode_cursor(info)) == (NOW, "u", "s")
+    for bad in ("", "!!", "e30", "WzEsMiwzXQ"):
+        with pytest.raises(ValueError, match="invalid cursor"):
+            _ops._decode_cursor(bad)

@@ -1,0 +1,90 @@
+"""The sync and async twins expose the same API, name for name."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import statekeeper
+from statekeeper import AsyncSessionBase, AsyncSqlSession, SessionBase, SqlSession
+
+TWINS = [(SessionBase, AsyncSessionBase), (SqlSession, AsyncSqlSession)]
+API = [
+    "save_session_state",
+    "load_session_state",
+    "get_state",
+    "set_state",
+    "merge_state",
+    "delete_session",
+    "session_exists",
+    "list_sessions",
+    "purge_expired",
+    "close",
+]
+
+
+def _public(cls: type) -> set[str]:
+    return {
+        name
+        for name, _ in inspect.getmembers(cls)
+        if not name.startswith("_") and callable(getattr(cls, name))
+    }
+
+
+@pytest.mark.parametrize(("sync", "async_"), TWINS)
+def test_twins_have_the_same_public_methods(sync: type, async_: type) -> None:
+    assert _public(sync) == _public(async_)
+    assert set(API) <= _public(sync)
+
+
+@pytest.mark.parametrize(("sync", "async_"), TWINS)
+@pytest.mark.parametrize("name", API)
+def test_twins_have_the_same_signature_and_docstring(sync: type, async_: type, name: str) -> None:
+    s, a = getattr(sync, name), getattr(async_, name)
+    assert inspect.signature(s) == inspect.signature(a)
+    assert inspect.getdoc(s) == inspect.getdoc(a)
+    assert inspect.getdoc(s)
+    assert not inspect.iscoroutinefunction(s)
+    assert inspect.iscoroutinefunction(a)
+
+
+def test_constructors_match() -> None:
+    sync = inspect.signature(SqlSession)
+    async_ = inspect.signature(AsyncSqlSession)
+    assert list(sync.parameters) == list(async_.parameters)
+    for name in sync.parameters:
+        if name != "url_or_engine":
+            assert sync.parameters[name] == async_.parameters[name]
+
+
+def test_context_managers() -> None:
+    assert hasattr(SqlSession, "__enter__")
+    assert hasattr(SqlSession, "__exit__")
+    assert hasattr(AsyncSqlSession, "__aenter__")
+    assert hasattr(AsyncSqlSession, "__aexit__")
+
+
+def test_every_public_name_is_documented() -> None:
+    for name in statekeeper.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(statekeeper, name)
+        assert inspect.getdoc(obj), name
+        for member, value in vars(obj).items():
+            if not member.startswith("_") and callable(value):
+                assert inspect.getdoc(getattr(obj, member)), f"{name}.{member}"
+
+
+def test_errors_hierarchy() -> None:
+    from statekeeper import errors
+
+    for cls in (
+        errors.SessionNotFoundError,
+        errors.ConflictError,
+        errors.StateEncodingError,
+        errors.SchemaNotReadyError,
+    ):
+        assert issubclass(cls, errors.StatekeeperError)
+    assert issubclass(errors.SessionNotFoundError, ValueError)
+    assert issubclass(errors.StateEncodingError, ValueError)
