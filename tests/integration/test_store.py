@@ -103,7 +103,7 @@ async def test_save_rejects_objects_without_state_dict(store: Any) -> None:
     assert await store.session_exists("s") is False
 
 
-# --------------------------------------------------------------------------- get/set/merge, versions
+# ------------------------------------------------------------------ get/set/merge, versions
 
 
 async def test_versions_count_every_write(store: Any) -> None:

@@ -1,0 +1,102 @@
+"""Engines: connection settings, callers' engines, schema readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from statekeeper import AsyncSqlSession, SchemaNotReadyError, SqlSession, migrations
+
+
+def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_url: str) -> None:
+    migrations.upgrade(sqlite_url)
+    with SqlSession(sqlite_url) as store, store.engine.connect() as conn:
+        pragma = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+        }
+    assert pragma == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
+
+
+async def test_async_sqlite_connections_get_the_same(sqlite_url: str) -> None:
+    migrations.upgrade(sqlite_url)
+    async with AsyncSqlSession(sqlite_url) as store, store.engine.connect() as conn:
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+    assert (mode, timeout) == ("wal", 30000)
+
+
+def test_callers_engine_is_used_and_not_disposed(db_url: str) -> None:
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with SqlSession(engine, app_name="mine") as store:
+        store.set_state("s", {"a": 1})
+    # The store is closed; the caller's engine still works and sees the data.
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.text("SELECT count(*) FROM statekeeper_sessions WHERE app_name = 'mine'")
+        ).scalar()
+    assert count == 1
+    assert engine.get_execution_options().get("isolation_level") is None
+    engine.dispose()
+
+
+async def test_callers_async_engine_is_used_and_not_disposed(db_url: str) -> None:
+    url = sa.make_url(db_url)
+    url = url.set(
+        drivername="sqlite+aiosqlite"
+        if url.get_backend_name() == "sqlite"
+        else "postgresql+psycopg"
+    )
+    engine = create_async_engine(url)
+    async with AsyncSqlSession(engine, app_name="mine-async") as store:
+        await store.set_state("s", {"a": 1})
+    async with engine.connect() as conn:
+        count = (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM statekeeper_sessions WHERE app_name = 'mine-async'")
+            )
+        ).scalar()
+    assert count == 1
+    await engine.dispose()
+
+
+def test_unmigrated_database_names_the_command(sqlite_url: str) -> None:
+    with SqlSession(sqlite_url) as store, pytest.raises(SchemaNotReadyError) as info:
+        store.get_state("s")
+    assert "statekeeper db upgrade --url" in str(info.value)
+    assert "auto_migrate=True" in str(info.value)
+
+
+async def test_unmigrated_database_async(sqlite_url: str) -> None:
+    async with AsyncSqlSession(sqlite_url) as store:
+        with pytest.raises(SchemaNotReadyError, match="statekeeper db upgrade"):
+            await store.get_state("s")
+
+
+def test_auto_migrate(sqlite_url: str) -> None:
+    with SqlSession(sqlite_url, auto_migrate=True) as store:
+        assert store.set_state("s", {"a": 1}) == 1
+    assert migrations.current(sqlite_url) == migrations.head()
+
+
+async def test_auto_migrate_async(sqlite_url: str) -> None:
+    async with AsyncSqlSession(sqlite_url, auto_migrate=True) as store:
+        assert await store.set_state("s", {"a": 1}) == 1
+    assert migrations.current(sqlite_url) == migrations.head()
+
+
+def test_other_databases_are_refused() -> None:
+    with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
+        SqlSession("mysql://root@127.0.0.1/test")
+
+
+@pytest.mark.parametrize("schema", ["agents", None])
+def test_schema_needs_postgres(sqlite_url: str, schema: Any) -> None:
+    if schema is None:
+        SqlSession(sqlite_url).close()
+        return
+    with pytest.raises(ValueError, match="schema"):
+        SqlSession(sqlite_url, schema=schema)
