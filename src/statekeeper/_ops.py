@@ -20,18 +20,15 @@ import functools
 import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import codec
 from ._records import SessionInfo, SessionPage
-from ._schema import HEAD_REVISION, ID_LENGTH, VERSION_TABLE, RawJSON, sessions
+from ._schema import HEAD_REVISION, ID_LENGTH, RawJSON, sessions, version_table
 from .errors import ConflictError, SchemaNotReadyError
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import CursorResult
 
 __all__ = [
     "BEGIN",
@@ -59,6 +56,18 @@ class Call:
 
     statement: sa.Executable
     params: Mapping[str, Any]
+
+
+class Result(Protocol):
+    """What an operation is sent back for a :class:`Call`: the rows, fully fetched."""
+
+    rowcount: int
+
+    def first(self) -> Any:
+        """Return the first row, or ``None``."""
+
+    def all(self) -> Any:
+        """Return every row."""
 
 
 BEGIN: Final = "BEGIN"
@@ -178,6 +187,7 @@ class _Statements:
     merge: sa.Executable | None
     merge_cas: sa.Executable | None
     schema_version: sa.Select[Any]
+    pages: dict[tuple[bool, bool], sa.Select[Any]]
 
 
 @functools.cache
@@ -273,7 +283,8 @@ def _statements(dialect: str) -> _Statements:
         update_cas=update(_state_param()),
         merge=merge,
         merge_cas=merge_cas,
-        schema_version=sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE)),
+        schema_version=sa.select(version_table.c.version_num),
+        pages=_page_statements(),
     )
 
 
@@ -282,10 +293,6 @@ def _statements(dialect: str) -> _Statements:
 
 def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> dict[str, Any]:
     return {"p_app": ctx.app_name, "p_user": user_id, "p_session": session_id, "p_now": now}
-
-
-def _rows(result: CursorResult[Any]) -> list[Any]:
-    return list(result.all())
 
 
 def _conflict(expected: int, actual: int, session_id: str) -> ConflictError:
@@ -468,7 +475,21 @@ def list_sessions(
     """Return one page of live sessions, newest update first, keyset-paginated."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive int, got {limit!r}")
-    query = (
+    params: dict[str, Any] = {"p_app": ctx.app_name, "p_now": now, "p_limit": limit + 1}
+    if user_id is not None:
+        params["p_user"] = user_id
+    if cursor is not None:
+        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor)
+    statement = ctx.sql.pages[user_id is not None, cursor is not None]
+    rows = (yield Call(statement, params)).all()
+    items = tuple(SessionInfo(*row) for row in rows[:limit])
+    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+    return SessionPage(items, next_cursor)
+
+
+def _page_statements() -> dict[tuple[bool, bool], sa.Select[Any]]:
+    """The four listing queries: with or without a user, first page or after a cursor."""
+    base = (
         sa.select(
             c.app_name,
             c.user_id,
@@ -478,26 +499,21 @@ def list_sessions(
             c.updated_at,
             c.expires_at,
         )
-        .where(c.app_name == ctx.app_name, _live(now))
+        .where(c.app_name == sa.bindparam("p_app"), _LIVE)
         .order_by(c.updated_at.desc(), c.user_id.desc(), c.session_id.desc())
-        .limit(limit + 1)
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
     )
-    if user_id is not None:
-        query = query.where(c.user_id == user_id)
-    if cursor is not None:
-        updated, after_user, after_session = _decode_cursor(cursor)
-        query = query.where(
-            sa.tuple_(c.updated_at, c.user_id, c.session_id)
-            < sa.tuple_(
-                sa.literal(updated, c.updated_at.type),
-                sa.literal(after_user, c.user_id.type),
-                sa.literal(after_session, c.session_id.type),
-            )
-        )
-    rows = _rows((yield Call(query, {})))
-    items = tuple(SessionInfo(*row) for row in rows[:limit])
-    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
-    return SessionPage(items, next_cursor)
+    after = sa.tuple_(c.updated_at, c.user_id, c.session_id) < sa.tuple_(
+        sa.bindparam("c_updated", type_=c.updated_at.type),
+        sa.bindparam("c_user", type_=c.user_id.type),
+        sa.bindparam("c_session", type_=c.session_id.type),
+    )
+    pages = {}
+    for by_user in (False, True):
+        for paged in (False, True):
+            query = base.where(c.user_id == sa.bindparam("p_user")) if by_user else base
+            pages[by_user, paged] = query.where(after) if paged else query
+    return pages
 
 
 # --------------------------------------------------------------------------- schema
@@ -506,7 +522,7 @@ def list_sessions(
 def check_schema(ctx: Context, command: str) -> Op[None]:
     """Raise :class:`SchemaNotReadyError` unless the database is at the code's revision."""
     try:
-        rows = _rows((yield Call(ctx.sql.schema_version, {})))
+        rows = (yield Call(ctx.sql.schema_version, {})).all()
     except sa.exc.DBAPIError:
         rows = []
         found = "has no statekeeper tables"

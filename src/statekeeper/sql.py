@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from . import _engine
-from ._drivers import run
+from ._drivers import Compiler, run
 from ._store import StoreCore, describe
 from .base import SessionBase
 
@@ -54,6 +54,7 @@ class SqlSession(SessionBase):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
+        engine: sa.Engine
         if isinstance(url_or_engine, sa.Engine):
             self._owns_engine = False
             engine = url_or_engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -69,6 +70,8 @@ class SqlSession(SessionBase):
         )
         options = self._core.execution_options()
         self._engine = engine.execution_options(**options) if options else engine
+        # Engines we made are in autocommit from connect: run on them directly.
+        self._compiler = Compiler(engine.dialect, schema) if self._owns_engine else None
         self._auto_migrate = auto_migrate
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -81,8 +84,7 @@ class SqlSession(SessionBase):
     def _run(self, op: Op[T]) -> T:
         if not self._ready:
             self._prepare()
-        with self._engine.connect() as conn:
-            return run(conn, op)
+        return run(self._engine, op, self._compiler)
 
     def _prepare(self) -> None:
         with self._ready_lock:
@@ -92,8 +94,7 @@ class SqlSession(SessionBase):
                 from .migrations import upgrade
 
                 upgrade(self._engine, schema=self._core.schema)
-            with self._engine.connect() as conn:
-                run(conn, self._core.check_schema())
+            run(self._engine, self._core.check_schema(), self._compiler)
             self._ready = True
 
     def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine
-from ._drivers import arun
+from ._drivers import Compiler, arun
 from ._store import StoreCore, describe
 from .base import AsyncSessionBase
 
@@ -56,6 +56,7 @@ class AsyncSqlSession(AsyncSessionBase):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
+        engine: AsyncEngine
         if isinstance(url_or_engine, AsyncEngine):
             self._owns_engine = False
             engine = url_or_engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -71,6 +72,8 @@ class AsyncSqlSession(AsyncSessionBase):
         )
         options = self._core.execution_options()
         self._engine = engine.execution_options(**options) if options else engine
+        # Engines we made are in autocommit from connect: run on them directly.
+        self._compiler = Compiler(engine.dialect, schema) if self._owns_engine else None
         self._auto_migrate = auto_migrate
         self._ready = False
         self._ready_lock = asyncio.Lock()
@@ -83,8 +86,7 @@ class AsyncSqlSession(AsyncSessionBase):
     async def _run(self, op: Op[T]) -> T:
         if not self._ready:
             await self._prepare()
-        async with self._engine.connect() as conn:
-            return await arun(conn, op)
+        return await arun(self._engine, op, self._compiler)
 
     async def _prepare(self) -> None:
         async with self._ready_lock:
@@ -94,8 +96,7 @@ class AsyncSqlSession(AsyncSessionBase):
                 from .migrations import aupgrade
 
                 await aupgrade(self._engine, schema=self._core.schema)
-            async with self._engine.connect() as conn:
-                await arun(conn, self._core.check_schema())
+            await arun(self._engine, self._core.check_schema(), self._compiler)
             self._ready = True
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
@@ -108,7 +109,7 @@ class AsyncSqlSession(AsyncSessionBase):
         self._core.apply_loaded(state, session_id, user_id, allow_not_exist, modules)
 
     async def get_state(self, session_id: str, user_id: str = "") -> dict[str, Any] | None:
-        return await self._run(self._core.get(user_id, session_id))  # type: ignore[no-any-return]
+        return await self._run(self._core.get(user_id, session_id))
 
     async def set_state(
         self,

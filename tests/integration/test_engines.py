@@ -8,7 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from statekeeper import AsyncSqlSession, SchemaNotReadyError, SqlSession, migrations
+from statekeeper import (
+    AsyncSqlSession,
+    ConflictError,
+    SchemaNotReadyError,
+    SqlSession,
+    migrations,
+)
 
 
 def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_url: str) -> None:
@@ -100,3 +106,65 @@ def test_schema_needs_postgres(sqlite_url: str, schema: Any) -> None:
         return
     with pytest.raises(ValueError, match="schema"):
         SqlSession(sqlite_url, schema=schema)
+
+
+def _terminate_other_backends(url: str) -> int:
+    engine = sa.create_engine(
+        sa.make_url(url).set(drivername="postgresql+psycopg"), poolclass=sa.NullPool
+    )
+    with engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    engine.dispose()
+    return int(killed or 0)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_pooled_connections_killed_by_the_server_are_replaced(db_url: str) -> None:
+    with SqlSession(db_url, app_name="ping") as store:
+        store.set_state("s", {"a": 1})
+        assert _terminate_other_backends(db_url) >= 1
+        assert store.get_state("s") == {"a": 1}  # pre-ping noticed, reconnected
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_async_pooled_connections_killed_by_the_server_are_replaced(db_url: str) -> None:
+    async with AsyncSqlSession(db_url, app_name="ping-async") as store:
+        await store.set_state("s", {"a": 1})
+        assert _terminate_other_backends(db_url) >= 1
+        assert await store.get_state("s") == {"a": 1}
+
+
+async def test_callers_engine_gets_every_behaviour(db_url: str, facade: str) -> None:
+    url = sa.make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite" if facade == "async" else "sqlite")
+    else:
+        url = url.set(drivername="postgresql+psycopg")
+    if facade == "async":
+        engine: Any = create_async_engine(url)
+        store: Any = AsyncSqlSession(engine, app_name="callers")
+    else:
+        engine = sa.create_engine(url)
+        store = SqlSession(engine, app_name="callers")
+
+    async def call(name: str, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(store, name)(*args, **kwargs)
+        return await result if facade == "async" else result
+
+    assert await call("set_state", "s", {"a": "\x00", "b": 1}) == 1
+    assert await call("merge_state", "s", {"b": 2}, expected_version=1) == 2
+    with pytest.raises(ConflictError):
+        await call("merge_state", "s", {"b": 3}, expected_version=1)
+    assert await call("get_state", "s") == {"a": "\x00", "b": 2}
+    assert [i.session_id for i in (await call("list_sessions")).items] == ["s"]
+    assert await call("delete_session", "s") is True
+    await call("close")
+    if facade == "async":
+        await engine.dispose()
+    else:
+        engine.dispose()
