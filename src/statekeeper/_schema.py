@@ -25,6 +25,7 @@ __all__ = [
     "UTCDateTime",
     "metadata",
     "sessions",
+    "version_table",
 ]
 
 TABLE_PREFIX = "statekeeper_"
@@ -104,4 +105,14 @@ sessions = sa.Table(
     sa.Index(
         "ix_statekeeper_sessions_user_updated", "app_name", "user_id", "updated_at", "session_id"
     ),
+)
+
+
+#: The migrations' version table, for reading the revision in statements.
+#: Kept out of ``metadata``: Alembic owns it, and a ``Table`` (unlike
+#: ``sa.table()``) follows ``schema_translate_map``.
+version_table = sa.Table(
+    VERSION_TABLE,
+    sa.MetaData(),
+    sa.Column("version_num", sa.String(32), primary_key=True),
 )

@@ -1,4 +1,9 @@
-"""The ``statekeeper`` command."""
+"""The ``statekeeper`` command: ``db`` (migrations), ``sessions`` (admin) and ``demo``.
+
+Every subcommand takes ``--url`` (or ``STATEKEEPER_URL``) and, for
+PostgreSQL, ``--schema`` (or ``STATEKEEPER_SCHEMA``). Run
+``statekeeper COMMAND --help`` for the details, or ``python -m statekeeper``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from ._cli_db import db
+from ._cli_sessions import sessions
 from ._version import __version__
 
 __all__ = ["main"]
@@ -14,7 +21,14 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="statekeeper")
 def main() -> None:
-    """Keep AI-agent session state in SQL databases."""
+    """Keep AI-agent session state in SQL databases.
+
+    First run `statekeeper db upgrade --url URL` to create the tables.
+    """
+
+
+main.add_command(db)
+main.add_command(sessions)
 
 
 @main.command()

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -28,6 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "BRANCH_LABEL",
@@ -128,7 +130,10 @@ def upgrade_command(bind: Bind | AsyncEngine | sa.Connection, schema: str | None
 
 def _engine(bind: Bind) -> tuple[sa.Engine, bool]:
     if isinstance(bind, AsyncEngine):
-        raise TypeError("this function takes a sync Engine or a URL; for an AsyncEngine await its a...() twin")
+        raise TypeError(
+            "got an AsyncEngine where a sync Engine or a URL is needed: await the async "
+            "twin instead (aupgrade, adowngrade, acurrent, acheck)"
+        )
     if isinstance(bind, sa.Engine):
         return bind, False
     from .._engine import sync_engine
@@ -147,13 +152,16 @@ def _with_connection(bind: Bind, fn: Callable[..., T], *args: Any) -> T:
             engine.dispose()
 
 
-def _run_command(conn: sa.Connection, action: str, revision: str, schema: str | None) -> None:
+def _run_command(conn: sa.Connection, action: str, revision: str, schema: str | None) -> list[str]:
     cfg = config(schema=schema)
     cfg.attributes["connection"] = conn
+    applied: list[str] = []
+    cfg.attributes["applied"] = applied
     getattr(command, action)(cfg, revision)
+    return applied
 
 
-def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = None) -> None:
+def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = None) -> list[str]:
     """Upgrade the database to ``revision`` (default: the newest).
 
     Creates statekeeper's tables (and, on PostgreSQL, the ``schema``) when
@@ -165,14 +173,18 @@ def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = No
         revision: the target revision.
         schema: PostgreSQL schema holding statekeeper's tables.
 
+    Returns:
+        The revisions this call applied, oldest first; empty when another
+        process (or an earlier call) had already applied them.
+
     Raises:
         ValueError: ``schema`` was given for a database that is not PostgreSQL.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    _with_connection(engine_or_url, _run_command, "upgrade", revision, schema)
+    return _with_connection(engine_or_url, _run_command, "upgrade", revision, schema)
 
 
-def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> None:
+def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> list[str]:
     """Downgrade the database to ``revision``; ``"base"`` drops statekeeper's tables and data.
 
     Args:
@@ -180,35 +192,46 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
         revision: the target revision, e.g. ``"base"`` or ``"-1"``.
         schema: PostgreSQL schema holding statekeeper's tables.
 
+    Returns:
+        The revisions this call undid, newest first.
+
     Raises:
         ValueError: ``schema`` was given for a database that is not PostgreSQL.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    _with_connection(engine_or_url, _run_command, "downgrade", revision, schema)
+    return _with_connection(engine_or_url, _run_command, "downgrade", revision, schema)
 
 
-async def aupgrade(engine: AsyncEngine, revision: str = "head", schema: str | None = None) -> None:
+async def aupgrade(
+    engine: AsyncEngine, revision: str = "head", schema: str | None = None
+) -> list[str]:
     """Upgrade the database of an ``AsyncEngine`` to ``revision``; see :func:`upgrade`.
 
     Args:
         engine: the async engine.
         revision: the target revision.
         schema: PostgreSQL schema holding statekeeper's tables.
+
+    Returns:
+        The revisions this call applied, oldest first.
     """
     async with engine.connect() as conn:
-        await conn.run_sync(_run_command, "upgrade", revision, schema)
+        return await conn.run_sync(_run_command, "upgrade", revision, schema)
 
 
-async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = None) -> None:
+async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = None) -> list[str]:
     """Downgrade the database of an ``AsyncEngine`` to ``revision``; see :func:`downgrade`.
 
     Args:
         engine: the async engine.
         revision: the target revision.
         schema: PostgreSQL schema holding statekeeper's tables.
+
+    Returns:
+        The revisions this call undid, newest first.
     """
     async with engine.connect() as conn:
-        await conn.run_sync(_run_command, "downgrade", revision, schema)
+        return await conn.run_sync(_run_command, "downgrade", revision, schema)
 
 
 def _current_on(conn: sa.Connection, schema: str | None) -> str | None:
@@ -248,13 +271,18 @@ async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None
         return await conn.run_sync(_current_on, schema)
 
 
-def not_ready_message(found: str | None, where: str, command: str) -> str | None:
+def not_ready_message(
+    found: str | None, where: str, command: str, *, store_hint: bool = True
+) -> str | None:
     """Describe why a database at revision ``found`` does not suit this code, or return ``None``.
+
+    Used by :func:`check` and ``statekeeper db check``.
 
     Args:
         found: the database's revision (``None``: no statekeeper tables).
         where: the database, for the message.
         command: the command that upgrades it.
+        store_hint: also mention the stores' ``auto_migrate=True``.
 
     Returns:
         The message, or ``None`` when the database is at the code's revision.
@@ -271,9 +299,10 @@ def not_ready_message(found: str | None, where: str, command: str) -> str | None
             "(pip install -U statekeeper)"
         )
     state = "has no statekeeper tables" if found is None else f"is at statekeeper revision {found}"
+    hint = ", or create the store with auto_migrate=True" if store_hint else ""
     return (
         f"the database {where} {state}; this statekeeper needs revision {HEAD_REVISION}. "
-        f"Run `{command}`, or create the store with auto_migrate=True"
+        f"Run `{command}`{hint}"
     )
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import context
 
 from .._schema import TABLE_PREFIX, VERSION_TABLE, metadata
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Key of the PostgreSQL advisory lock that serialises concurrent upgrades.
 ADVISORY_LOCK_KEY = 0x5354_4B50  # "STKP"
@@ -70,14 +72,30 @@ def _check_schema(schema: str | None, dialect: str) -> None:
         raise ValueError(f"schema {schema!r}: use a plain identifier (letters, digits, _)")
 
 
+def _record_steps(config: Any) -> Any:
+    """Alembic ``on_version_apply`` hook: note each revision applied or undone, if asked to."""
+    applied = config.attributes.get("applied")
+    if applied is None:
+        return None
+
+    def on_version_apply(*, step: Any, **_: Any) -> None:
+        applied.append(step.up_revision_id)
+
+    return on_version_apply
+
+
 def _configure(schema: str | None, **kwargs: Any) -> None:
     context.configure(
+        on_version_apply=_record_steps(context.config),
         target_metadata=metadata,
         version_table=VERSION_TABLE,
         version_table_schema=schema,
         include_object=ours,
         include_schemas=False,
         compare_type=True,
+        # SQLite alters most columns by copying the table; batch operations do
+        # that there and emit plain ALTERs on PostgreSQL.
+        render_as_batch=True,
         **kwargs,
     )
 
@@ -97,6 +115,18 @@ def _sqlite_transaction(connection: sa.Connection) -> Iterator[None]:
         dbapi_connection.isolation_level = saved
 
 
+def _postgresql_prepare(connection: sa.Connection, schema: str | None) -> None:
+    """Take the upgrade lock, then create the schema if it is missing."""
+    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    if schema is not None:
+        found = connection.execute(
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+        ).first()
+        if found is None:
+            quoted = connection.dialect.identifier_preparer.quote_schema(schema)
+            connection.exec_driver_sql(f"CREATE SCHEMA {quoted}")
+
+
 @contextlib.contextmanager
 def _postgresql_transaction(connection: sa.Connection, schema: str | None) -> Iterator[None]:
     """Run the block in a transaction holding the upgrade lock, the schema in place."""
@@ -104,14 +134,7 @@ def _postgresql_transaction(connection: sa.Connection, schema: str | None) -> It
     # process before us committed.
     connection.execution_options(isolation_level="READ COMMITTED")
     with connection.begin():
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
-        if schema is not None:
-            found = connection.execute(
-                sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
-            ).first()
-            if found is None:
-                quoted = connection.dialect.identifier_preparer.quote_schema(schema)
-                connection.exec_driver_sql(f"CREATE SCHEMA {quoted}")
+        _postgresql_prepare(connection, schema)
         yield
 
 
@@ -122,6 +145,8 @@ def _run_online(connection: sa.Connection, schema: str | None) -> None:
         connection.execution_options(schema_translate_map={None: schema})
     if connection.in_transaction():  # the caller's transaction: the caller commits
         transaction: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if dialect == "postgresql":
+            _postgresql_prepare(connection, schema)
     elif dialect == "postgresql":
         transaction = _postgresql_transaction(connection, schema)
     elif dialect == "sqlite":

@@ -7,15 +7,13 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = ("statekeeper",)
-depends_on: str | Sequence[str] | None = None
+branch_labels: str | tuple[str, ...] | None = ("statekeeper",)
+depends_on: str | tuple[str, ...] | None = None
 
 
 def upgrade() -> None:
@@ -34,9 +32,7 @@ def upgrade() -> None:
             "app_name", "user_id", "session_id", name="pk_statekeeper_sessions"
         ),
     )
-    op.create_index(
-        "ix_statekeeper_sessions_expires_at", "statekeeper_sessions", ["expires_at"]
-    )
+    op.create_index("ix_statekeeper_sessions_expires_at", "statekeeper_sessions", ["expires_at"])
     op.create_index(
         "ix_statekeeper_sessions_user_updated",
         "statekeeper_sessions",
