@@ -18,7 +18,7 @@ import binascii
 import datetime as dt
 import functools
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -145,18 +145,25 @@ def _state_param() -> sa.BindParameter[str]:
 def _pg_merged(old: Any, new: Any) -> sa.ColumnElement[Any]:
     """PostgreSQL: the JSON object ``old`` with the top-level keys of ``new`` replaced.
 
-    Works on ``json`` (not ``jsonb``): ``json_each`` hands back each value's
-    text as stored, so values are copied byte for byte, ``\\u0000`` and lone
-    surrogates included. Keys are module names, which are plain text.
+    Only ``old`` is taken apart: ``json_each`` hands back each kept entry's
+    value as the text stored (``json``, not ``jsonb``, so nothing is
+    reformatted), and the new object's entries are spliced in as text. The
+    new keys come as the ``p_keys`` array, so ``new`` is never parsed twice.
     """
-    old_each = sa.func.json_each(old).table_valued("key", "value").render_derived("o")
-    new_each = sa.func.json_each(new).table_valued("key", "value").render_derived("n")
-    new_keys = sa.select(sa.func.json_object_keys(new).column_valued())
-    kept = sa.select(old_each.c.key, old_each.c.value).where(old_each.c.key.not_in(new_keys))
-    added = sa.select(new_each.c.key, new_each.c.value)
-    merged = sa.union_all(kept, added).subquery("m")
-    agg = sa.func.json_object_agg(merged.c.key, merged.c.value)
-    return sa.select(sa.func.coalesce(agg, sa.literal_column("'{}'::json"))).scalar_subquery()
+    each = sa.func.json_each(old).table_valued("key", "value").render_derived("o")
+    new_text = sa.cast(new, sa.Text)
+    entry = sa.cast(sa.func.to_json(each.c.key), sa.Text) + ":" + sa.cast(each.c.value, sa.Text)
+    spliced = "{" + sa.func.string_agg(entry, ",") + "," + sa.func.substr(new_text, 2)
+    keys = sa.bindparam("p_keys", type_=postgresql.ARRAY(sa.Text))
+    kept_and_new = (
+        sa.select(sa.cast(spliced, postgresql.JSON))
+        .select_from(each)
+        .where(each.c.key != sa.all_(keys))
+        .having(sa.and_(sa.func.count() > 0, new_text != "{}"))
+        .scalar_subquery()
+    )
+    # Nothing kept: the new object; nothing new: the old one.
+    return sa.func.coalesce(kept_and_new, sa.case((new_text == "{}", old), else_=new))
 
 
 def _pg_parsable(state: Any) -> sa.ColumnElement[bool]:
@@ -212,7 +219,7 @@ def _statements(dialect: str) -> _Statements:
     }
     live_old = _live(now)
 
-    def upsert(state_on_live: Any, guard: Any = None) -> Any:
+    def upsert(state_on_live: Callable[[Any], Any], guard: Any = None) -> Any:
         stmt = insert(t).values(fresh)
         ex = stmt.excluded
         # A live row is updated in place; an expired one reads as absent, so
@@ -221,7 +228,7 @@ def _statements(dialect: str) -> _Statements:
             where=None if guard is None else sa.or_(sa.not_(live_old), guard),
             index_elements=[c.app_name, c.user_id, c.session_id],
             set_={
-                "state": sa.case((live_old, state_on_live), else_=ex.state),
+                "state": sa.case((live_old, state_on_live(ex)), else_=ex.state),
                 "version": sa.case((live_old, c.version + 1), else_=1),
                 "created_at": sa.case((live_old, c.created_at), else_=ex.created_at),
                 "updated_at": ex.updated_at,
@@ -257,8 +264,12 @@ def _statements(dialect: str) -> _Statements:
 
     merge = merge_cas = None
     if dialect == "postgresql":
-        merge = upsert(_pg_merged(c.state, insert(t).excluded.state), guard=_pg_parsable(c.state))
-        merge_cas = update(_pg_merged(c.state, _state_param())).where(_pg_parsable(c.state))
+        # As a literal: a subquery naming `excluded` as a table would add it to its FROM.
+        excluded_state: Any = sa.literal_column("excluded.state")
+        merge = upsert(lambda ex: _pg_merged(c.state, excluded_state), guard=_pg_parsable(c.state))
+        merge_cas = update(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))).where(
+            _pg_parsable(c.state)
+        )
 
     return _Statements(
         select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
@@ -278,7 +289,7 @@ def _statements(dialect: str) -> _Statements:
             c.app_name == sa.bindparam("p_app"),
             c.expires_at <= sa.bindparam("p_now", type_=c.expires_at.type),
         ),
-        replace=upsert(insert(t).excluded.state),
+        replace=upsert(lambda ex: ex.state),
         create=create,
         update_cas=update(_state_param()),
         merge=merge,
@@ -377,15 +388,16 @@ def merge_state(
     """Store each module of ``modules`` (encoded as ``text``), keep the others; return the version.
 
     On PostgreSQL the merge happens inside the upsert: one statement, atomic.
-    Its JSON functions refuse ``\\u0000`` and lone surrogates, so a state holding
-    those (rare) takes the locked path instead, as SQLite always does.
+    ``json_each`` refuses a stored state holding ``\\u0000`` or lone surrogates,
+    so such a state (rare) takes the locked path instead, as SQLite always does.
     """
     if expected == 0:
         return (yield from set_state(ctx, user_id, session_id, text, 0, now))
     sql = ctx.sql
-    if sql.merge is not None and sql.merge_cas is not None and _pg_json_safe(text):
+    if sql.merge is not None and sql.merge_cas is not None:
         params = _params(ctx, user_id, session_id, now)
         params["p_state"] = text
+        params["p_keys"] = list(modules)
         params["p_expires"] = ctx.expires(now)
         if expected is None:
             statement = sql.merge
@@ -398,11 +410,6 @@ def merge_state(
         # Nothing written: a version conflict, or a stored state the fast path
         # cannot merge. The locked path tells the two apart.
     return (yield from _merge_locked(ctx, user_id, session_id, modules, text, expected, now))
-
-
-def _pg_json_safe(text: str) -> bool:
-    """Whether PostgreSQL's JSON functions can parse ``text`` (no NUL or surrogate escapes)."""
-    return "\\u0000" not in text and "\\ud" not in text and "\\uD" not in text
 
 
 def _merge_locked(

@@ -76,20 +76,23 @@ def test_postgres_merge_is_one_statement() -> None:
     assert "jsonb" not in text
 
 
-def test_postgres_merge_of_nul_text_takes_the_locked_path() -> None:
+def test_postgres_merge_falls_back_to_the_locked_path() -> None:
+    # The one-statement merge writes nothing when the stored state holds a NUL
+    # or surrogate escape json_each refuses; the locked path then merges in Python.
     c = ctx("postgresql")
-    text = '{"a":"\\u0000"}'
     steps, version = drive(
-        _ops.merge_state(c, "u", "s", {"a": "\x00"}, text, None, NOW),
-        [('{"b":1}', 4, True)],
+        _ops.merge_state(c, "u", "s", {"a": "\x00"}, '{"a":"\\u0000"}', None, NOW),
+        [],
+        [('{"b":"\\u0000"}', 4, True)],
         [(5,)],
     )
-    assert steps[0] == _ops.BEGIN
+    assert steps[0].params["p_keys"] == ["a"]
+    assert steps[1] == _ops.BEGIN
     assert steps[-1] == _ops.COMMIT
-    assert "FOR UPDATE" in sql("postgresql", steps[1].statement)
+    assert "FOR UPDATE" in sql("postgresql", steps[2].statement)
     assert version == 5
-    assert steps[2].params["p_state"] == '{"b":1,"a":"\\u0000"}'
-    assert steps[2].params["p_expected"] == 4
+    assert steps[3].params["p_state"] == '{"b":"\\u0000","a":"\\u0000"}'
+    assert steps[3].params["p_expected"] == 4
 
 
 def test_sqlite_merge_reads_and_writes_in_one_transaction() -> None:
