@@ -18,7 +18,7 @@ import binascii
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -177,6 +177,22 @@ def _pg_parsable(state: Any) -> sa.ColumnElement[bool]:
     )
 
 
+def _sqlite_merged(old: Any, modules: int) -> sa.ColumnElement[Any]:
+    """SQLite: the JSON object ``old`` with ``modules`` top-level entries set.
+
+    ``json_set`` replaces or appends each entry and leaves every other byte of
+    the stored text alone (escapes and number spellings included). Entry ``i``
+    comes as the ``p_path{i}`` / ``p_value{i}`` params.
+    """
+    args: list[Any] = []
+    for i in range(modules):
+        args += [
+            sa.bindparam(f"p_path{i}", type_=sa.Text),
+            sa.func.json(sa.bindparam(f"p_value{i}", type_=sa.Text)),
+        ]
+    return sa.func.json_set(old, *args)
+
+
 @dataclass(frozen=True)
 class _Statements:
     """Every statement of one dialect, built once so SQLAlchemy's compiled cache always hits."""
@@ -191,86 +207,85 @@ class _Statements:
     replace: sa.Executable
     create: sa.Executable
     update_cas: sa.Executable
-    merge: sa.Executable | None
-    merge_cas: sa.Executable | None
     schema_version: sa.Select[Any]
     pages: dict[tuple[bool, bool], sa.Select[Any]]
 
 
-@functools.cache
-def _statements(dialect: str) -> _Statements:
+_NOW = sa.bindparam("p_now", type_=c.updated_at.type)
+_EXPIRES = sa.bindparam("p_expires", type_=c.expires_at.type)
+_FRESH = {
+    "app_name": sa.bindparam("p_app"),
+    "user_id": sa.bindparam("p_user"),
+    "session_id": sa.bindparam("p_session"),
+    "state": _state_param(),
+    "version": 1,
+    "created_at": _NOW,
+    "updated_at": _NOW,
+    "expires_at": _EXPIRES,
+}
+# In an upsert's SET, a subquery naming `excluded` as a table would add it to
+# its own FROM; as a literal it refers to the row that was not inserted.
+_EXCLUDED_STATE: Any = sa.literal_column("excluded.state")
+
+
+def _insert(dialect: str) -> Any:
     if dialect == "postgresql":
-        insert: Any = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:  # pragma: no cover - the engine factory refuses other dialects first
-        raise ValueError(f"unsupported dialect {dialect!r}")
+        return postgresql.insert(t).values(_FRESH)
+    if dialect == "sqlite":
+        return sqlite.insert(t).values(_FRESH)
+    raise ValueError(f"unsupported dialect {dialect!r}")  # pragma: no cover
 
-    now = sa.bindparam("p_now", type_=c.updated_at.type)
-    fresh = {
-        "app_name": sa.bindparam("p_app"),
-        "user_id": sa.bindparam("p_user"),
-        "session_id": sa.bindparam("p_session"),
-        "state": _state_param(),
-        "version": 1,
-        "created_at": now,
-        "updated_at": now,
-        "expires_at": sa.bindparam("p_expires", type_=c.expires_at.type),
-    }
-    live_old = _live(now)
 
-    def upsert(state_on_live: Callable[[Any], Any], guard: Any = None) -> Any:
-        stmt = insert(t).values(fresh)
-        ex = stmt.excluded
-        # A live row is updated in place; an expired one reads as absent, so
-        # it is replaced as if it were new.
-        return stmt.on_conflict_do_update(
-            where=None if guard is None else sa.or_(sa.not_(live_old), guard),
-            index_elements=[c.app_name, c.user_id, c.session_id],
-            set_={
-                "state": sa.case((live_old, state_on_live(ex)), else_=ex.state),
-                "version": sa.case((live_old, c.version + 1), else_=1),
-                "created_at": sa.case((live_old, c.created_at), else_=ex.created_at),
-                "updated_at": ex.updated_at,
-                "expires_at": ex.expires_at,
-            },
-        ).returning(c.version)
+def _upsert(dialect: str, state_on_live: Any, guard: Any = None) -> Any:
+    """INSERT the fresh row, or update a live one with ``state_on_live``.
 
-    base = insert(t).values(fresh)
-    create = base.on_conflict_do_update(
+    An expired row reads as absent, so it is replaced as if it were new.
+    """
+    stmt = _insert(dialect)
+    ex = stmt.excluded
+    live = _live(_NOW)
+    return stmt.on_conflict_do_update(
+        where=None if guard is None else sa.or_(sa.not_(live), guard),
         index_elements=[c.app_name, c.user_id, c.session_id],
         set_={
-            "state": base.excluded.state,
-            "version": 1,
-            "created_at": base.excluded.created_at,
-            "updated_at": base.excluded.updated_at,
-            "expires_at": base.excluded.expires_at,
+            "state": sa.case((live, state_on_live), else_=ex.state),
+            "version": sa.case((live, c.version + 1), else_=1),
+            "created_at": sa.case((live, c.created_at), else_=ex.created_at),
+            "updated_at": ex.updated_at,
+            "expires_at": ex.expires_at,
         },
-        where=sa.not_(live_old),
     ).returning(c.version)
 
-    def update(state: Any) -> Any:
-        return (
-            sa.update(t)
-            .where(_KEY, _LIVE, c.version == sa.bindparam("p_expected"))
-            .values(
-                state=state,
-                version=c.version + 1,
-                updated_at=now,
-                expires_at=sa.bindparam("p_expires", type_=c.expires_at.type),
-            )
-            .returning(c.version)
-        )
 
-    merge = merge_cas = None
-    if dialect == "postgresql":
-        # As a literal: a subquery naming `excluded` as a table would add it to its FROM.
-        excluded_state: Any = sa.literal_column("excluded.state")
-        merge = upsert(lambda ex: _pg_merged(c.state, excluded_state), guard=_pg_parsable(c.state))
-        merge_cas = update(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))).where(
-            _pg_parsable(c.state)
-        )
+def _create(dialect: str) -> Any:
+    """INSERT the fresh row unless a live one exists (then return nothing)."""
+    stmt = _insert(dialect)
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[c.app_name, c.user_id, c.session_id],
+        set_={
+            "state": ex.state,
+            "version": 1,
+            "created_at": ex.created_at,
+            "updated_at": ex.updated_at,
+            "expires_at": ex.expires_at,
+        },
+        where=sa.not_(_live(_NOW)),
+    ).returning(c.version)
 
+
+def _update_cas(state: Any) -> Any:
+    """UPDATE a live row at version ``p_expected`` to ``state``."""
+    return (
+        sa.update(t)
+        .where(_KEY, _LIVE, c.version == sa.bindparam("p_expected"))
+        .values(state=state, version=c.version + 1, updated_at=_NOW, expires_at=_EXPIRES)
+        .returning(c.version)
+    )
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
     return _Statements(
         select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
         select_locked=sa.select(_STATE, c.version, _LIVE.label("live"))
@@ -278,24 +293,48 @@ def _statements(dialect: str) -> _Statements:
         .with_for_update(),
         touch=sa.update(t)
         .where(_KEY, _LIVE)
-        .values(expires_at=sa.bindparam("p_expires", type_=c.expires_at.type))
+        .values(expires_at=_EXPIRES)
         .returning(_STATE, c.version),
         exists=sa.select(sa.literal(1)).where(_KEY, _LIVE),
         version=sa.select(c.version).where(_KEY, _LIVE),
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
         delete=sa.delete(t).where(_KEY).returning(c.expires_at),
-        purge=sa.delete(t).where(
-            c.app_name == sa.bindparam("p_app"),
-            c.expires_at <= sa.bindparam("p_now", type_=c.expires_at.type),
-        ),
-        replace=upsert(lambda ex: ex.state),
-        create=create,
-        update_cas=update(_state_param()),
-        merge=merge,
-        merge_cas=merge_cas,
+        purge=sa.delete(t).where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW),
+        replace=_upsert(dialect, _insert(dialect).excluded.state),
+        create=_create(dialect),
+        update_cas=_update_cas(_state_param()),
         schema_version=sa.select(version_table.c.version_num),
         pages=_page_statements(),
+    )
+
+
+#: SQLite merges with one ``json_remove`` path per module; more modules than
+#: this in one call, or a name its path syntax cannot quote, take the locked path.
+SQLITE_MERGE_MAX_MODULES = 8
+
+
+@functools.cache
+def _merge_statements(dialect: str, modules: int) -> tuple[Any, Any]:
+    """The one-statement merge of ``modules`` modules: as an upsert and as a CAS update."""
+    if dialect == "postgresql":
+        return (
+            _upsert(
+                "postgresql", _pg_merged(c.state, _EXCLUDED_STATE), guard=_pg_parsable(c.state)
+            ),
+            _update_cas(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))).where(
+                _pg_parsable(c.state)
+            ),
+        )
+    merged = _sqlite_merged(c.state, modules)
+    return _upsert("sqlite", merged), _update_cas(merged)
+
+
+def _one_statement_merge(dialect: str, modules: Mapping[str, Any]) -> bool:
+    if dialect == "postgresql":
+        return True
+    return 0 < len(modules) <= SQLITE_MERGE_MAX_MODULES and not any(  # quotable in a JSON path
+        '"' in name or "\\" in name for name in modules
     )
 
 
@@ -381,29 +420,37 @@ def merge_state(
     user_id: str,
     session_id: str,
     modules: Mapping[str, Any],
-    text: str,
+    entries: Mapping[str, str],
     expected: int | None,
     now: dt.datetime,
 ) -> Op[int]:
-    """Store each module of ``modules`` (encoded as ``text``), keep the others; return the version.
+    """Store each module of ``modules``, keep the others; return the new version.
 
-    On PostgreSQL the merge happens inside the upsert: one statement, atomic.
-    ``json_each`` refuses a stored state holding ``\\u0000`` or lone surrogates,
-    so such a state (rare) takes the locked path instead, as SQLite always does.
+    ``entries`` holds each module's encoded state (``codec.encode_entries``).
+    The merge happens inside the upsert: one statement, atomic. The locked
+    path serves what that statement cannot: on PostgreSQL a stored state
+    holding ``\\u0000`` or lone surrogates (``json_each`` refuses those), on
+    SQLite module names its JSON paths cannot quote or too many modules.
     """
+    text = codec.join_entries(entries)
     if expected == 0:
         return (yield from set_state(ctx, user_id, session_id, text, 0, now))
-    sql = ctx.sql
-    if sql.merge is not None and sql.merge_cas is not None:
+    if _one_statement_merge(ctx.dialect, modules):
+        upsert, cas = _merge_statements(ctx.dialect, len(modules))
         params = _params(ctx, user_id, session_id, now)
         params["p_state"] = text
-        params["p_keys"] = list(modules)
         params["p_expires"] = ctx.expires(now)
+        if ctx.dialect == "postgresql":
+            params["p_keys"] = list(modules)
+        else:
+            for i, (name, entry) in enumerate(entries.items()):
+                params[f"p_path{i}"] = f'$."{name}"'
+                params[f"p_value{i}"] = entry
         if expected is None:
-            statement = sql.merge
+            statement = upsert
         else:
             params["p_expected"] = expected
-            statement = sql.merge_cas
+            statement = cas
         row = (yield Call(statement, params)).first()
         if row is not None:
             return int(row[0])

@@ -105,9 +105,9 @@ class StoreCore:
         if not isinstance(modules, Mapping):
             raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
         user_id, session_id = self._key(session_id, user_id)
-        text = codec.encode_modules(modules)
+        entries = codec.encode_entries(modules)
         return _ops.merge_state(
-            self.ctx, user_id, session_id, modules, text, _expected(expected), _now()
+            self.ctx, user_id, session_id, modules, entries, _expected(expected), _now()
         )
 
     def set(

@@ -41,7 +41,14 @@ from statekeeper.errors import StateEncodingError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["check_module_name", "decode", "encode", "encode_modules"]
+__all__ = [
+    "check_module_name",
+    "decode",
+    "encode",
+    "encode_entries",
+    "encode_modules",
+    "join_entries",
+]
 
 _MAX_MODULE_NAME_LENGTH = 255
 
@@ -115,6 +122,32 @@ def encode_modules(modules: Mapping[str, object]) -> str:
     """
     checked = {check_module_name(name): state for name, state in modules.items()}
     return encode(checked)
+
+
+def encode_entries(modules: Mapping[str, object]) -> dict[str, str]:
+    """Encode each module's state on its own: module name to JSON text.
+
+    :func:`join_entries` turns the result into the text :func:`encode_modules`
+    would write; stores that merge inside the database bind the parts.
+
+    Raises:
+        StateEncodingError: as :func:`encode_modules`.
+    """
+    return {
+        check_module_name(name): encode(state, root=_render("", (None, name)))
+        for name, state in modules.items()
+    }
+
+
+def join_entries(entries: Mapping[str, str]) -> str:
+    """Return the JSON object text of already encoded module states."""
+    return (
+        "{"
+        + ",".join(
+            f"{json.dumps(name, ensure_ascii=False)}:{text}" for name, text in entries.items()
+        )
+        + "}"
+    )
 
 
 def check_module_name(name: object) -> str:

@@ -66,14 +66,36 @@ def test_set_state_is_one_round_trip(dialect: str) -> None:
     assert steps[0].params["p_state"] == "{}"
 
 
-def test_postgres_merge_is_one_statement() -> None:
-    c = ctx("postgresql")
-    steps, version = drive(_ops.merge_state(c, "u", "s", {"a": 1}, '{"a":1}', None, NOW), [(2,)])
+@pytest.mark.parametrize(
+    ("dialect", "function"), [("postgresql", "json_each"), ("sqlite", "json_set")]
+)
+def test_merge_is_one_statement(dialect: str, function: str) -> None:
+    steps, version = drive(
+        _ops.merge_state(
+            ctx(dialect), "u", "s", {"a": 1, "b.c": 2}, {"a": "1", "b.c": "2"}, None, NOW
+        ),
+        [(2,)],
+    )
     assert [type(s) for s in steps] == [_ops.Call]
     assert version == 2
-    text = sql("postgresql", steps[0].statement)
-    assert "json_each" in text
+    text = sql(dialect, steps[0].statement)
+    assert function in text
     assert "jsonb" not in text
+    assert steps[0].params["p_state"] == '{"a":1,"b.c":2}'
+
+
+def test_sqlite_merge_binds_one_path_and_value_per_module() -> None:
+    steps, _ = drive(
+        _ops.merge_state(
+            ctx("sqlite"), "u", "s", {"a": 1, "b.c": 2}, {"a": "1", "b.c": "2"}, 3, NOW
+        ),
+        [(4,)],
+    )
+    params = steps[0].params
+    assert (params["p_path0"], params["p_value0"]) == ('$."a"', "1")
+    assert (params["p_path1"], params["p_value1"]) == ('$."b.c"', "2")
+    assert params["p_expected"] == 3
+    assert sql("sqlite", steps[0].statement).startswith("UPDATE")
 
 
 def test_postgres_merge_falls_back_to_the_locked_path() -> None:
@@ -81,7 +103,7 @@ def test_postgres_merge_falls_back_to_the_locked_path() -> None:
     # or surrogate escape json_each refuses; the locked path then merges in Python.
     c = ctx("postgresql")
     steps, version = drive(
-        _ops.merge_state(c, "u", "s", {"a": "\x00"}, '{"a":"\\u0000"}', None, NOW),
+        _ops.merge_state(c, "u", "s", {"a": "\x00"}, {"a": '"\\u0000"'}, None, NOW),
         [],
         [('{"b":"\\u0000"}', 4, True)],
         [(5,)],
@@ -95,21 +117,22 @@ def test_postgres_merge_falls_back_to_the_locked_path() -> None:
     assert steps[3].params["p_expected"] == 4
 
 
-def test_sqlite_merge_reads_and_writes_in_one_transaction() -> None:
+@pytest.mark.parametrize("name", ['say "hi"', "back\\slash"])
+def test_sqlite_names_a_json_path_cannot_quote_take_the_locked_path(name: str) -> None:
     steps, version = drive(
-        _ops.merge_state(ctx("sqlite"), "u", "s", {"a": 2}, '{"a":2}', None, NOW),
-        [('{"a":1,"b":1}', 1, 1)],
+        _ops.merge_state(ctx("sqlite"), "u", "s", {name: 2}, {name: "2"}, None, NOW),
+        [('{"b":1}', 1, 1)],
         [(2,)],
     )
     assert steps[0] == _ops.BEGIN
     assert steps[-1] == _ops.COMMIT
     assert len(steps) == 4
-    assert steps[2].params["p_state"] == '{"a":2,"b":1}'
+    assert _ops.codec.decode(steps[2].params["p_state"]) == {"b": 1, name: 2}
     assert version == 2
 
 
 def test_locked_merge_conflict_raises_before_writing() -> None:
-    op = _ops.merge_state(ctx("sqlite"), "u", "s", {"a": 2}, '{"a":2}', 7, NOW)
+    op = _ops.merge_state(ctx("sqlite"), "u", "s", {'"': 2}, {'"': "2"}, 7, NOW)
     assert next(op) == _ops.BEGIN
     assert isinstance(next(op), _ops.Call)
     with pytest.raises(ConflictError) as info:
