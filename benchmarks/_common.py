@@ -1,0 +1,496 @@
+"""Shared pieces of the benchmark: settings, states, timing, databases, raw SQL.
+
+Nothing here is part of statekeeper's API; the benchmark imports statekeeper
+only through its public names and ``statekeeper.migrations.upgrade``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+try:  # a fresh clone that has not been installed yet still runs
+    import statekeeper  # noqa: F401
+except ImportError:  # pragma: no cover - depends on how the repo was set up
+    sys.path.insert(0, str(REPO / "src"))
+
+import sqlalchemy as sa  # noqa: E402  (after the path fix above, like statekeeper)
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+TABLE = "statekeeper_sessions"
+#: What statekeeper's SQLite connections get (src/statekeeper/_engine.py); the floor gets the same.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_PRAGMAS = (
+    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA journal_mode = WAL",
+)
+
+SIZES: dict[str, int] = {"1KB": 1_000, "10KB": 10_000, "100KB": 100_000, "1MB": 1_000_000}
+COLUMNS = "app_name, user_id, session_id, state, version, created_at, updated_at, expires_at"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to push: batch sizes and repetitions for one run."""
+
+    quick: bool
+    rounds: int  # batches per side of a pair (statekeeper, floor, statekeeper, ...)
+    batch_seconds: float  # aimed duration of one batch
+    min_ops: int
+    max_ops: int
+    warmup_ops: int
+    writers: int = 64
+    pool_size: int = 16
+    writes_per_writer: int = 25
+    concurrency_rounds: int = 5
+    scale_points: tuple[int, ...] = (1_000, 100_000)
+    sessions_per_user: int = 100
+    memory_bytes: int = 10_000_000
+    durable: bool = False  # fsync in the numbers (see scratch_dir / postgres_database)
+
+    @classmethod
+    def make(cls, *, quick: bool, million: bool, durable: bool = False) -> Settings:
+        """The settings of a full run, a ``--quick`` smoke run, or a ``--million`` run."""
+        if quick:
+            return cls(
+                quick=True,
+                durable=durable,
+                rounds=2,
+                batch_seconds=0.01,
+                min_ops=1,
+                max_ops=5,
+                warmup_ops=1,
+                writes_per_writer=2,
+                concurrency_rounds=1,
+                scale_points=(200, 2_000),
+                memory_bytes=1_000_000,
+            )
+        points = (1_000, 100_000, 1_000_000) if million else (1_000, 100_000)
+        return cls(
+            quick=False,
+            durable=durable,
+            rounds=7,
+            batch_seconds=0.1,
+            min_ops=3,
+            max_ops=400,
+            warmup_ops=5,
+            scale_points=points,
+        )
+
+
+# --------------------------------------------------------------------------- states
+
+_WORDS = (
+    "the",
+    "agent",
+    "should",
+    "call",
+    "search",
+    "tool",
+    "with",
+    "query",
+    "results",
+    "summary",
+    "user",
+    "asked",
+    "about",
+    "weather",
+    "plan",
+    "step",
+    "observation",
+    "thought",
+    "answer",
+    "because",
+    "therefore",
+    "file",
+    "code",
+    "error",
+    "retry",
+    "context",
+    "token",
+    "budget",
+    "memory",
+    "note",
+    "task",
+    "done",
+    "next",
+    "review",
+    "function",
+    "argument",
+    "value",
+    "returned",
+    "list",
+    "café",
+    "naïve",
+    "東京",
+    "データ",
+    "ünïcödé",
+    "émoji",
+    "🚀",
+)
+
+
+def _message(rng: random.Random, index: int, words: int) -> dict[str, Any]:
+    role = ("user", "assistant", "tool")[index % 3]
+    msg: dict[str, Any] = {
+        "id": f"msg_{rng.getrandbits(64):016x}",
+        "name": {"user": "alice", "assistant": "assistant", "tool": "search"}[role],
+        "role": role,
+        "content": " ".join(rng.choice(_WORDS) for _ in range(words)),
+        "timestamp": f"2026-11-21 16:{index // 60 % 60:02d}:{index % 60:02d}.{index % 1000:03d}",
+        "metadata": {"tokens": rng.randint(5, 900), "latency_ms": round(rng.random() * 900, 3)},
+    }
+    if role == "assistant" and index % 2:
+        msg["tool_calls"] = [
+            {
+                "id": f"call_{index}",
+                "type": "function",
+                "function": {"name": "search", "arguments": json.dumps({"q": "weather", "k": 5})},
+            }
+        ]
+    return msg
+
+
+def agent_modules(target_bytes: int, seed: int = 7) -> dict[str, dict[str, Any]]:
+    """An AgentScope-like state of about ``target_bytes`` of JSON: an agent and its memory.
+
+    ``{"agent": {...}, "memory": {"content": [message dicts]}}``; the messages
+    hold ids, roles, some non-ASCII text, token counts and tool calls.
+    """
+    rng = random.Random(seed)
+    agent: dict[str, Any] = {
+        "name": "assistant",
+        "sys_prompt": "You are a helpful assistant. Answer briefly and cite tools you used.",
+        "model": {"name": "gpt-like", "temperature": 0.2, "max_tokens": 2048},
+        "turn": 0,
+        "toolkit": {"active_groups": ["basic", "search"], "tools": ["search", "read_file"]},
+    }
+    content: list[dict[str, Any]] = []
+    state: dict[str, dict[str, Any]] = {"agent": agent, "memory": {"content": content}}
+    size = json_size(state)
+    words = max(8, min(300, target_bytes // 60))  # ~1 message per 10% at small sizes
+    while size < target_bytes:
+        msg = _message(rng, len(content), words)
+        size += json_size(msg) + 1
+        content.append(msg)
+    # Trim the last message's text so the JSON lands close to the target.
+    if content:
+        over = size - target_bytes
+        last = content[-1]
+        while over > 0 and len(last["content"]) > 1:
+            cut = last["content"][-over:]
+            over -= len(cut.encode())
+            last["content"] = last["content"][: -len(cut)]
+    agent["turn"] = len(content)
+    return state
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what statekeeper stores)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+class Module:
+    """A minimal state module: anything with ``state_dict`` / ``load_state_dict``."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the module's state."""
+        return self.state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a stored state."""
+        self.state = state
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Pair:
+    """Two sides of one comparison measured in alternating batches; times are seconds per op."""
+
+    a: list[float] = field(default_factory=list)
+    b: list[float] = field(default_factory=list)
+    ops_per_batch: int = 0
+
+    @property
+    def a_median(self) -> float:
+        """Median per-op time of side A (statekeeper) over its batches."""
+        return statistics.median(self.a)
+
+    @property
+    def b_median(self) -> float:
+        """Median per-op time of side B (the floor) over its batches."""
+        return statistics.median(self.b)
+
+    @property
+    def ratio(self) -> float:
+        """A / B of the medians."""
+        return self.a_median / self.b_median
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers: medians, ratio, spread of the batches."""
+        return {
+            "statekeeper_s": self.a_median,
+            "floor_s": self.b_median,
+            "ratio": self.ratio,
+            "ops_per_batch": self.ops_per_batch,
+            "batches": len(self.a),
+            "statekeeper_batches_s": self.a,
+            "floor_batches_s": self.b,
+        }
+
+
+def _ops_for(settings: Settings, per_op: float) -> int:
+    if per_op <= 0:
+        return settings.max_ops
+    return max(settings.min_ops, min(settings.max_ops, round(settings.batch_seconds / per_op)))
+
+
+def measure_pair(a: Callable[[], object], b: Callable[[], object], settings: Settings) -> Pair:
+    """Time ``a`` and ``b`` in alternating batches (A B B A A B ...), the same op count each.
+
+    The first batch of each side is a warm-up and a calibration; both sides
+    then run ``rounds`` batches, the order flipping every round so neither
+    always goes first.
+    """
+
+    def batch(fn: Callable[[], object], n: int) -> float:
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    warm = settings.warmup_ops
+    per_op = max(batch(a, warm), batch(b, warm))
+    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
+    for r in range(settings.rounds):
+        first, second = (a, b) if r % 2 == 0 else (b, a)
+        t1 = batch(first, pair.ops_per_batch)
+        t2 = batch(second, pair.ops_per_batch)
+        pair.a.append(t1 if first is a else t2)
+        pair.b.append(t2 if first is a else t1)
+    return pair
+
+
+async def ameasure_pair(
+    a: Callable[[], Awaitable[object]], b: Callable[[], Awaitable[object]], settings: Settings
+) -> Pair:
+    """:func:`measure_pair` for coroutine functions, on the running event loop."""
+
+    async def batch(fn: Callable[[], Awaitable[object]], n: int) -> float:
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        return (time.perf_counter() - start) / n
+
+    warm = settings.warmup_ops
+    per_op = max(await batch(a, warm), await batch(b, warm))
+    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
+    for r in range(settings.rounds):
+        first, second = (a, b) if r % 2 == 0 else (b, a)
+        t1 = await batch(first, pair.ops_per_batch)
+        t2 = await batch(second, pair.ops_per_batch)
+        pair.a.append(t1 if first is a else t2)
+        pair.b.append(t2 if first is a else t1)
+    return pair
+
+
+def rotating(keys: list[str]) -> Callable[[], str]:
+    """Return a function giving the next key of ``keys``, round-robin."""
+    it = iter(range(sys.maxsize))
+    n = len(keys)
+    return lambda: keys[next(it) % n]
+
+
+# --------------------------------------------------------------------------- raw SQL (the floor)
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def sqlite_stamp(value: dt.datetime) -> str:
+    """A UTC time as statekeeper stores it in SQLite (SQLAlchemy's DateTime text)."""
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def upsert_sql(paramstyle: str, table: str = TABLE) -> str:
+    """The floor's write: one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING version``.
+
+    Parameters: app, user, session, state (JSON text), now (created and updated).
+    """
+    p = "?" if paramstyle == "qmark" else "%s"
+    state = p if paramstyle == "qmark" else "%s::json"
+    return (
+        f"INSERT INTO {table} ({COLUMNS}) VALUES ({p}, {p}, {p}, {state}, 1, {p}, {p}, NULL) "
+        "ON CONFLICT (app_name, user_id, session_id) DO UPDATE SET "
+        f"state = excluded.state, version = {table}.version + 1, "
+        "updated_at = excluded.updated_at, expires_at = excluded.expires_at "
+        "RETURNING version"
+    )
+
+
+def select_sql(paramstyle: str, table: str = TABLE) -> str:
+    """The floor's read: one point ``SELECT`` of a live session's state text and version.
+
+    Parameters: app, user, session, now.
+    """
+    p = "?" if paramstyle == "qmark" else "%s"
+    state = "state" if paramstyle == "qmark" else "state::text"
+    return (
+        f"SELECT {state}, version FROM {table} "
+        f"WHERE app_name = {p} AND user_id = {p} AND session_id = {p} "
+        f"AND (expires_at IS NULL OR expires_at > {p})"
+    )
+
+
+def list_sql(paramstyle: str, table: str = TABLE) -> str:
+    """The floor's page of a user's sessions, newest update first.
+
+    Parameters: app, user, now, limit.
+    """
+    p = "?" if paramstyle == "qmark" else "%s"
+    return (
+        "SELECT app_name, user_id, session_id, version, created_at, updated_at, expires_at "
+        f"FROM {table} WHERE app_name = {p} AND user_id = {p} "
+        f"AND (expires_at IS NULL OR expires_at > {p}) "
+        f"ORDER BY updated_at DESC, user_id DESC, session_id DESC LIMIT {p}"
+    )
+
+
+def sqlite_connect(path: Path) -> Any:
+    """A ``sqlite3`` connection in autocommit with the pragmas statekeeper's store sets."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    for pragma in SQLITE_PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+async def aiosqlite_connect(path: Path) -> Any:
+    """An ``aiosqlite`` connection in autocommit with the pragmas statekeeper's store sets."""
+    import aiosqlite
+
+    conn = await aiosqlite.connect(
+        path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+    )
+    for pragma in SQLITE_PRAGMAS:
+        await conn.execute(pragma)
+    return conn
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def libpq_url(url: sa.URL) -> str:
+    """A URL psycopg understands (no ``+driver``), password included."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def postgres_database(admin_url: str, *, durable: bool = True) -> Iterator[str]:
+    """Create a throwaway database ``statekeeper_bench_<random>``; yield its URL; drop it.
+
+    With ``durable=False`` its sessions default to ``synchronous_commit = off``:
+    a commit does not wait for the WAL flush, so the disk's fsync time (large
+    and erratic on most machines) stays out of both sides' numbers.
+    """
+    import psycopg
+
+    admin = sa.make_url(admin_url)
+    name = f"statekeeper_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(libpq_url(admin), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        if not durable:
+            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    try:
+        yield libpq_url(admin.set(database=name))
+    finally:
+        with psycopg.connect(libpq_url(admin), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def scratch_dir(*, durable: bool) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder for the SQLite files: on disk, or in memory (``/dev/shm``).
+
+    In memory, SQLite's fsync at each WAL commit costs nothing, so the numbers
+    compare the two client stacks rather than the disk.
+    """
+    shm = Path("/dev/shm")
+    memory = not durable and shm.is_dir() and os.access(shm, os.W_OK)
+    return tempfile.TemporaryDirectory(prefix="statekeeper-bench-", dir=shm if memory else None)
+
+
+def postgres_reason(admin_url: str) -> str | None:
+    """``None`` if PostgreSQL answers at ``admin_url``, else why not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed: pip install 'statekeeper[postgres]'"
+    try:
+        with psycopg.connect(libpq_url(sa.make_url(admin_url)), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any connection failure means: skip PostgreSQL
+        return f"PostgreSQL not reachable at {admin_url}: {exc}".strip()
+    return None
+
+
+def server_version(url: str) -> str:
+    """PostgreSQL's ``server_version``."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def upgrade(url: str, schema: str | None = None) -> None:
+    """Create statekeeper's tables with its own migrations."""
+    from statekeeper.migrations import upgrade as sk_upgrade
+
+    if schema is None:
+        sk_upgrade(url)
+    else:
+        sk_upgrade(url, schema=schema)
+
+
+def run_async(coro: Awaitable[Any]) -> Any:
+    """Run a coroutine on a fresh event loop."""
+
+    async def main() -> Any:
+        return await coro
+
+    return asyncio.run(main())
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses to dicts, for ``results.json``."""
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else value

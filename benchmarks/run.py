@@ -1,0 +1,289 @@
+"""statekeeper's benchmark: every scenario beside the raw driver doing the same work.
+
+Usage::
+
+    python benchmarks/run.py                 # full run, < 5 minutes on 2 cores
+    python benchmarks/run.py --quick         # smoke run, tiny batches (~30 s)
+    python benchmarks/run.py --million       # scale also at 1 000 000 sessions (longer)
+    python benchmarks/run.py --write-docs    # also regenerate docs/performance.md
+    python benchmarks/run.py --from-json benchmarks/results.json --write-docs   # no run
+
+It prints a table, writes ``benchmarks/results.json`` and draws
+``docs/performance.png`` (needs matplotlib: ``pip install 'statekeeper[bench]'``
+or ``pip install matplotlib``). PostgreSQL is used when it answers at
+``--pg-url`` (default ``$STATEKEEPER_TEST_POSTGRES_URL`` or
+``postgresql://postgres@127.0.0.1:5432/test``): the benchmark creates a
+throwaway database ``statekeeper_bench_<random>`` there and drops it at the end.
+See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import _report
+from _common import REPO, Settings
+
+SECTIONS = ("latency", "concurrency", "scale", "memory")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description="Benchmark statekeeper against the raw database drivers.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny batches, small scale and memory cases (noisy numbers)",
+    )
+    p.add_argument(
+        "--million",
+        action="store_true",
+        help="also measure the scale scenario at 1 000 000 sessions",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results JSON (default benchmarks/results.json; "
+        "benchmarks/results-quick.json with --quick)",
+    )
+    p.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="chart PNG (default docs/performance.png; beside --out with --quick)",
+    )
+    p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    p.add_argument(
+        "--write-docs", action="store_true", help="regenerate docs/performance.md from the results"
+    )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="RESULTS",
+        help="do not run: report, chart and docs from an existing results JSON",
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL),
+        help="PostgreSQL server for a throwaway database (default: %(default)s)",
+    )
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="keep fsync in the numbers: SQLite files on disk (not /dev/shm) and "
+        "PostgreSQL's synchronous_commit on",
+    )
+    p.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: {','.join(SECTIONS)})",
+    )
+    return p
+
+
+def _progress(kind: str, row: dict[str, Any]) -> None:
+    if kind == "latency":
+        text = (
+            f"{row['db']} {row['api']} {row['op']} {row['size']}: "
+            f"{_report.fmt_time(row['statekeeper_s'])} vs {_report.fmt_time(row['floor_s'])} "
+            f"({_report.fmt_ratio(row['ratio'])})"
+        )
+    elif kind == "scale":
+        text = (
+            f"{row['db']} {row['op']} at {row['sessions']:,}: "
+            f"{_report.fmt_time(row['statekeeper_s'])} "
+            f"({_report.fmt_ratio(row['vs_smallest'])} of the smallest)"
+        )
+    elif kind == "memory":
+        text = (
+            f"{row['db']} {row['op']}: {row['statekeeper_multiple']:.2f}x JSON "
+            f"(floor {row['floor_multiple']:.2f}x)"
+        )
+    else:
+        text = (
+            f"{row['statekeeper_ops_s']:,.0f} vs {row['floor_ops_s']:,.0f} writes/s "
+            f"({_report.fmt_ratio(row['ratio'])})"
+        )
+    print(f"  [{kind}] {text}", file=sys.stderr, flush=True)
+
+
+def _collector(results: dict[str, Any], kind: str) -> Any:
+    def report(row: dict[str, Any]) -> None:
+        results[kind].append(row)
+        _progress(kind, row)
+
+    return report
+
+
+class _Timer:
+    """Print how long each section took, on stderr."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        took = time.perf_counter() - self.start
+        print(f"  ({self.name}: {took:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _sqlite(results: dict[str, Any], settings: Settings, folder: Path, only: set[str]) -> None:
+    import _latency
+    import _memory
+    import _scale
+
+    path = folder / "bench.db"
+    url = f"sqlite:///{path}"
+    _common.upgrade(url)
+    print("SQLite", file=sys.stderr, flush=True)
+    if "latency" in only:
+        with _Timer("SQLite latency"):
+            _latency.run_sync("sqlite", url, path, settings, _collector(results, "latency"))
+            asyncio.run(
+                _latency.run_async("sqlite", url, path, settings, _collector(results, "latency"))
+            )
+    if "scale" in only:
+        with _Timer("SQLite scale"):
+            _scale.run("sqlite", None, folder, settings, _collector(results, "scale"))
+    if "memory" in only:
+        with _Timer("SQLite memory"):
+            _memory.run("sqlite", url, path, settings, _collector(results, "memory"))
+
+
+def _postgres(results: dict[str, Any], settings: Settings, admin_url: str, only: set[str]) -> str:
+    import _concurrency
+    import _latency
+    import _memory
+    import _scale
+
+    with _common.postgres_database(admin_url, durable=settings.durable) as url:
+        print(
+            f"PostgreSQL (throwaway database {url.rsplit('/', 1)[-1]})", file=sys.stderr, flush=True
+        )
+        version = _common.server_version(url)
+        _common.upgrade(url)
+        if "latency" in only:
+            with _Timer("PostgreSQL latency"):
+                _latency.run_sync("postgresql", url, None, settings, _collector(results, "latency"))
+                asyncio.run(
+                    _latency.run_async(
+                        "postgresql", url, None, settings, _collector(results, "latency")
+                    )
+                )
+        if "concurrency" in only:
+            with _Timer("PostgreSQL concurrency"):
+                results["concurrency"] = asyncio.run(_concurrency.run(url, settings))
+                _progress("concurrency", results["concurrency"])
+        if "scale" in only:
+            with _Timer("PostgreSQL scale"):
+                _scale.run("postgresql", url, None, settings, _collector(results, "scale"))
+        if "memory" in only:
+            with _Timer("PostgreSQL memory"):
+                _memory.run("postgresql", url, None, settings, _collector(results, "memory"))
+    return version
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the selected sections on SQLite and PostgreSQL; return the results."""
+    settings = Settings.make(quick=args.quick, million=args.million, durable=args.durable)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    results: dict[str, Any] = {
+        "latency": [],
+        "concurrency": None,
+        "scale": [],
+        "memory": [],
+        "skipped": [],
+    }
+    start = time.perf_counter()
+    pg_version = None
+    with _common.scratch_dir(durable=settings.durable) as folder:
+        results["sqlite_dir"] = str(Path(folder).parent)
+        _sqlite(results, settings, Path(folder), only)
+    if args.no_postgres:
+        results["skipped"].append("PostgreSQL: --no-postgres")
+    elif (reason := _common.postgres_reason(args.pg_url)) is not None:
+        results["skipped"].append(f"PostgreSQL: {reason}")
+        print(f"skipping PostgreSQL: {reason}", file=sys.stderr)
+    else:
+        pg_version = _postgres(results, settings, args.pg_url, only)
+    results["meta"] = {
+        "command": "python benchmarks/run.py " + shlex.join(sys.argv[1:]),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": time.perf_counter() - start,
+        "settings": dataclasses.asdict(settings),
+        "machine": _report.machine(pg_version),
+    }
+    results["targets"] = _report.targets(results)
+    return results
+
+
+def _relative(path: Path, to: Path) -> str:
+    return os.path.relpath(path.resolve(), to.resolve().parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or load) the benchmark, then print, save, draw and document it."""
+    args = _parser().parse_args(argv)
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        out = None
+    else:
+        results = run(args)
+        default_out = "results-quick.json" if args.quick else "results.json"
+        out = args.out or REPO / "benchmarks" / default_out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    print(_report.console(results))
+    if out is not None:
+        print(f"results: {out}")
+
+    chart_path: Path | None = None
+    if not args.no_chart:
+        quick = results["meta"]["settings"]["quick"]
+        base = out or args.from_json
+        chart_path = args.chart or (
+            base.with_suffix(".png") if quick else REPO / "docs" / "performance.png"
+        )
+        try:
+            _report.chart(results, chart_path)
+        except ImportError:
+            print(
+                "no chart: matplotlib is not installed. "
+                "Install it with: pip install 'statekeeper[bench]'  (or: pip install matplotlib)"
+            )
+            chart_path = None
+        else:
+            print(f"chart: {chart_path}")
+    if args.write_docs:
+        doc = REPO / "docs" / "performance.md"
+        link = _relative(chart_path, doc) if chart_path else None
+        doc.write_text(_report.markdown(results, link))
+        print(f"docs: {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
