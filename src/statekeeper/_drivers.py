@@ -15,7 +15,6 @@ Two ways to execute a :class:`~statekeeper._ops.Call`:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,7 +36,6 @@ class Rows:
     """The fetched rows of one statement."""
 
     rows: Sequence[tuple[Any, ...]]
-    rowcount: int
 
     def first(self) -> tuple[Any, ...] | None:
         """Return the first row, or ``None``."""
@@ -140,12 +138,14 @@ def run(engine: sa.Engine, op: Op[T], compiler: Compiler | None) -> T:
             return _drive(op, _connection_executor(conn))
     fairy = engine.raw_connection()
     try:
-        return _drive(op, _direct_executor(fairy, compiler))
+        return _drive(op, _direct_executor(fairy, compiler), fairy.invalidate)
     finally:
         fairy.close()
 
 
-def _drive(op: Op[T], execute: Callable[[Call | str], Any]) -> T:
+def _drive(
+    op: Op[T], execute: Callable[[Call | str], Any], broken: Callable[[], Any] | None = None
+) -> T:
     in_tx = False
     try:
         step = next(op)
@@ -164,8 +164,12 @@ def _drive(op: Op[T], execute: Callable[[Call | str], Any]) -> T:
         return stop.value  # type: ignore[no-any-return]
     except BaseException:
         if in_tx:
-            with contextlib.suppress(Exception):
+            try:
                 execute("ROLLBACK")
+            except Exception:
+                # Never hand a connection inside a transaction back to the pool.
+                if broken is not None:
+                    broken()
         raise
 
 
@@ -194,7 +198,7 @@ def _direct_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], A
             if not isinstance(step, Call):
                 return None
             raw = cursor.fetchall() if cursor.description else []
-            return Rows(prepared.rows(raw), cursor.rowcount)
+            return Rows(prepared.rows(raw))
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, fairy.dbapi_connection, cursor):
                 fairy.invalidate(exc)
@@ -215,12 +219,16 @@ async def arun(engine: AsyncEngine, op: Op[T], compiler: Compiler | None) -> T:
             return await _adrive(op, _aconnection_executor(conn))
     fairy = await engine.raw_connection()
     try:
-        return await _adrive(op, _adirect_executor(fairy, compiler))
+        return await _adrive(
+            op, _adirect_executor(fairy, compiler), lambda: greenlet_spawn(fairy.invalidate)
+        )
     finally:
         await greenlet_spawn(fairy.close)
 
 
-async def _adrive(op: Op[T], execute: Callable[[Call | str], Any]) -> T:
+async def _adrive(
+    op: Op[T], execute: Callable[[Call | str], Any], broken: Callable[[], Any] | None = None
+) -> T:
     in_tx = False
     try:
         step = next(op)
@@ -239,8 +247,11 @@ async def _adrive(op: Op[T], execute: Callable[[Call | str], Any]) -> T:
         return stop.value  # type: ignore[no-any-return]
     except BaseException:
         if in_tx:
-            with contextlib.suppress(Exception):
+            try:
                 await execute("ROLLBACK")
+            except Exception:
+                if broken is not None:
+                    await broken()
         raise
 
 
@@ -257,6 +268,18 @@ def _aconnection_executor(conn: Any) -> Callable[[Call | str], Any]:
 def _adirect_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], Any]:
     dialect = compiler.dialect
     driver = fairy.driver_connection  # psycopg.AsyncConnection or aiosqlite.Connection
+    # aiosqlite runs each call in its connection's thread: execute and fetch
+    # in one hop there.
+    one_hop = getattr(driver, "execute_fetchall", None)
+
+    async def fetch(sql: str, params: Any) -> Sequence[Any]:
+        if one_hop is not None:
+            return list(await one_hop(sql, params))
+        cursor = await driver.execute(sql, params)
+        try:
+            return await cursor.fetchall() if cursor.description else []
+        finally:
+            await cursor.close()
 
     async def execute(step: Call | str) -> Any:
         if isinstance(step, Call):
@@ -264,20 +287,12 @@ def _adirect_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], 
             sql, params = prepared.sql, prepared.parameters(step.params)
         else:
             sql, params = (_begin_sql(dialect) if step == BEGIN else step), ()
-        cursor = driver.cursor()
-        if not hasattr(cursor, "execute"):  # aiosqlite: cursor() is a coroutine
-            cursor = await cursor
         try:
-            await cursor.execute(sql, params)
-            if not isinstance(step, Call):
-                return None
-            raw = await cursor.fetchall() if cursor.description else []
-            return Rows(prepared.rows(raw), cursor.rowcount)
+            raw = await fetch(sql, params)
         except dialect.loaded_dbapi.Error as exc:  # the drivers' own classes
             if dialect.is_disconnect(exc, fairy.dbapi_connection, None):
                 await greenlet_spawn(fairy.invalidate, exc)
             raise _error(exc, dialect, sql, params) from exc
-        finally:
-            await cursor.close()
+        return Rows(prepared.rows(raw)) if isinstance(step, Call) else None
 
     return execute

@@ -56,7 +56,10 @@ def normalize_url(url: str | sa.URL, *, is_async: bool) -> sa.URL:
 
 
 def _options(url: sa.URL, engine_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+    # Autocommit from connect: nothing to roll back when a connection goes
+    # back to the pool (an operation that opened a transaction ends it, or
+    # invalidates the connection).
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
     if url.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:

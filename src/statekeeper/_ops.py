@@ -61,8 +61,6 @@ class Call:
 class Result(Protocol):
     """What an operation is sent back for a :class:`Call`: the rows, fully fetched."""
 
-    rowcount: int
-
     def first(self) -> Any:
         """Return the first row, or ``None``."""
 
@@ -300,7 +298,9 @@ def _statements(dialect: str) -> _Statements:
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
         delete=sa.delete(t).where(_KEY).returning(c.expires_at),
-        purge=sa.delete(t).where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW),
+        purge=sa.delete(t)
+        .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
+        .returning(c.version),
         replace=_upsert(dialect, _insert(dialect).excluded.state),
         create=_create(dialect),
         update_cas=_update_cas(_state_param()),
@@ -386,7 +386,7 @@ def delete_session(ctx: Context, user_id: str, session_id: str, now: dt.datetime
 def purge_expired(ctx: Context, now: dt.datetime) -> Op[int]:
     """Delete this app's expired sessions; return how many."""
     result = yield Call(ctx.sql.purge, {"p_app": ctx.app_name, "p_now": now})
-    return int(result.rowcount)
+    return len(result.all())
 
 
 def set_state(

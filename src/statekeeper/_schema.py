@@ -105,6 +105,10 @@ sessions = sa.Table(
     sa.Index(
         "ix_statekeeper_sessions_user_updated", "app_name", "user_id", "updated_at", "session_id"
     ),
+    # Serves an app's sessions of every user, newest update first.
+    sa.Index(
+        "ix_statekeeper_sessions_app_updated", "app_name", "updated_at", "user_id", "session_id"
+    ),
 )
 
 

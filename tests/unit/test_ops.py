@@ -18,7 +18,6 @@ DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg.dialect
 class FakeResult:
     def __init__(self, rows: list[tuple[Any, ...]]) -> None:
         self.rows = rows
-        self.rowcount = len(rows)
 
     def first(self) -> tuple[Any, ...] | None:
         return self.rows[0] if self.rows else None
@@ -167,3 +166,21 @@ def test_cursor_round_trip_and_garbage() -> None:
     for bad in ("", "!!", "e30", "WzEsMiwzXQ"):
         with pytest.raises(ValueError, match="invalid cursor"):
             _ops._decode_cursor(bad)
+
+
+def test_a_failed_rollback_discards_the_connection() -> None:
+    from statekeeper._drivers import _drive
+
+    discarded: list[bool] = []
+
+    def execute(step: Any) -> Any:
+        if step == "ROLLBACK":
+            raise OSError("connection lost")
+        if isinstance(step, _ops.Call):
+            return FakeResult([('{"a":1}', 3, 1)])
+        return None
+
+    op = _ops.merge_state(ctx("sqlite"), "u", "s", {'"': 2}, {'"': "2"}, 7, NOW)
+    with pytest.raises(ConflictError):
+        _drive(op, execute, lambda: discarded.append(True))
+    assert discarded == [True]

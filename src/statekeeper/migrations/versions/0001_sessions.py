@@ -38,9 +38,15 @@ def upgrade() -> None:
         "statekeeper_sessions",
         ["app_name", "user_id", "updated_at", "session_id"],
     )
+    op.create_index(
+        "ix_statekeeper_sessions_app_updated",
+        "statekeeper_sessions",
+        ["app_name", "updated_at", "user_id", "session_id"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_statekeeper_sessions_app_updated", table_name="statekeeper_sessions")
     op.drop_index("ix_statekeeper_sessions_user_updated", table_name="statekeeper_sessions")
     op.drop_index("ix_statekeeper_sessions_expires_at", table_name="statekeeper_sessions")
     op.drop_table("statekeeper_sessions")
