@@ -7,8 +7,9 @@ the same generator on a sync or an async connection, so the SQL, the dialect
 differences and the semantics live here alone.
 
 Connections run in autocommit: a single statement is its own transaction, with
-no BEGIN/COMMIT round trips. Only an operation that must read before it writes
-(a merge on SQLite) asks for a transaction, and gets ``BEGIN IMMEDIATE``.
+no BEGIN/COMMIT round trips. Every write is one statement; only a merge the
+one-statement form cannot express reads before it writes, inside a
+transaction that locks the row (``BEGIN IMMEDIATE`` on SQLite).
 """
 
 from __future__ import annotations
@@ -76,8 +77,6 @@ COMMIT: Final = "COMMIT"
 Step = Call | str
 Op = Generator[Step, Any, T]
 
-UTC = dt.timezone.utc
-
 
 @dataclass(frozen=True, slots=True)
 class Context:
@@ -127,12 +126,9 @@ _KEY = sa.and_(
 )
 
 
-def _live(now: Any) -> sa.ColumnElement[bool]:
-    """True for a row that has not expired at ``now``."""
-    return sa.or_(c.expires_at.is_(None), c.expires_at > now)
-
-
-_LIVE = _live(sa.bindparam("p_now", type_=c.expires_at.type))
+_NOW = sa.bindparam("p_now", type_=c.updated_at.type)
+#: True for a row that has not expired at ``p_now``.
+_LIVE = sa.or_(c.expires_at.is_(None), c.expires_at > _NOW)
 _STATE = sa.type_coerce(c.state, RawJSON()).label("state")
 
 
@@ -209,7 +205,6 @@ class _Statements:
     pages: dict[tuple[bool, bool], sa.Select[Any]]
 
 
-_NOW = sa.bindparam("p_now", type_=c.updated_at.type)
 _EXPIRES = sa.bindparam("p_expires", type_=c.expires_at.type)
 _FRESH = {
     "app_name": sa.bindparam("p_app"),
@@ -241,7 +236,7 @@ def _upsert(dialect: str, state_on_live: Any, guard: Any = None) -> Any:
     """
     stmt = _insert(dialect)
     ex = stmt.excluded
-    live = _live(_NOW)
+    live = _LIVE
     return stmt.on_conflict_do_update(
         where=None if guard is None else sa.or_(sa.not_(live), guard),
         index_elements=[c.app_name, c.user_id, c.session_id],
@@ -268,7 +263,7 @@ def _create(dialect: str) -> Any:
             "updated_at": ex.updated_at,
             "expires_at": ex.expires_at,
         },
-        where=sa.not_(_live(_NOW)),
+        where=sa.not_(_LIVE),
     ).returning(c.version)
 
 
@@ -301,7 +296,7 @@ def _statements(dialect: str) -> _Statements:
         purge=sa.delete(t)
         .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
         .returning(c.version),
-        replace=_upsert(dialect, _insert(dialect).excluded.state),
+        replace=_upsert(dialect, _EXCLUDED_STATE),
         create=_create(dialect),
         update_cas=_update_cas(_state_param()),
         schema_version=sa.select(version_table.c.version_num),
@@ -309,8 +304,8 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
-#: SQLite merges with one ``json_remove`` path per module; more modules than
-#: this in one call, or a name its path syntax cannot quote, take the locked path.
+#: SQLite merges with one ``json_set`` path per module; more modules than this
+#: in one call, or a name its path syntax cannot quote, take the locked path.
 SQLITE_MERGE_MAX_MODULES = 8
 
 
@@ -557,17 +552,19 @@ def _page_statements() -> dict[tuple[bool, bool], sa.Select[Any]]:
         .order_by(c.updated_at.desc(), c.user_id.desc(), c.session_id.desc())
         .limit(sa.bindparam("p_limit", type_=sa.Integer))
     )
-    after = sa.tuple_(c.updated_at, c.user_id, c.session_id) < sa.tuple_(
-        sa.bindparam("c_updated", type_=c.updated_at.type),
-        sa.bindparam("c_user", type_=c.user_id.type),
-        sa.bindparam("c_session", type_=c.session_id.type),
-    )
-    pages = {}
-    for by_user in (False, True):
-        for paged in (False, True):
-            query = base.where(c.user_id == sa.bindparam("p_user")) if by_user else base
-            pages[by_user, paged] = query.where(after) if paged else query
-    return pages
+    updated = sa.bindparam("c_updated", type_=c.updated_at.type)
+    user = sa.bindparam("c_user", type_=c.user_id.type)
+    session = sa.bindparam("c_session", type_=c.session_id.type)
+    # Row comparisons in each index's column order, so the page is a seek.
+    after_all = sa.tuple_(c.updated_at, c.user_id, c.session_id) < sa.tuple_(updated, user, session)
+    after_user = sa.tuple_(c.updated_at, c.session_id) < sa.tuple_(updated, session)
+    by_user = base.where(c.user_id == sa.bindparam("p_user"))
+    return {
+        (False, False): base,
+        (False, True): base.where(after_all),
+        (True, False): by_user,
+        (True, True): by_user.where(after_user, c.user_id == user),
+    }
 
 
 # --------------------------------------------------------------------------- schema
