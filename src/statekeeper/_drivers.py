@@ -197,8 +197,8 @@ def _direct_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], A
             cursor.execute(sql, params)
             if not isinstance(step, Call):
                 return None
-            raw = cursor.fetchall() if cursor.description else []
-            return Rows(prepared.rows(raw))
+            # Every statement in _ops returns rows (writes use RETURNING).
+            return Rows(prepared.rows(cursor.fetchall()))
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, fairy.dbapi_connection, cursor):
                 fairy.invalidate(exc)
@@ -272,12 +272,12 @@ def _adirect_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], 
     # in one hop there.
     one_hop = getattr(driver, "execute_fetchall", None)
 
-    async def fetch(sql: str, params: Any) -> Sequence[Any]:
+    async def fetch(sql: str, params: Any, rows: bool) -> Sequence[Any]:
         if one_hop is not None:
             return list(await one_hop(sql, params))
         cursor = await driver.execute(sql, params)
         try:
-            return await cursor.fetchall() if cursor.description else []
+            return await cursor.fetchall() if rows else []
         finally:
             await cursor.close()
 
@@ -288,7 +288,7 @@ def _adirect_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], 
         else:
             sql, params = (_begin_sql(dialect) if step == BEGIN else step), ()
         try:
-            raw = await fetch(sql, params)
+            raw = await fetch(sql, params, isinstance(step, Call))
         except dialect.loaded_dbapi.Error as exc:  # the drivers' own classes
             if dialect.is_disconnect(exc, fairy.dbapi_connection, None):
                 await greenlet_spawn(fairy.invalidate, exc)

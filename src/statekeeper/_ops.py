@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import codec
 from ._records import SessionInfo, SessionPage
-from ._schema import HEAD_REVISION, ID_LENGTH, RawJSON, sessions, version_table
+from ._schema import ID_LENGTH, RawJSON, sessions, version_table
 from .errors import ConflictError, SchemaNotReadyError
 
 __all__ = [
@@ -160,17 +160,6 @@ def _pg_merged(old: Any, new: Any) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(kept_and_new, sa.case((new_text == "{}", old), else_=new))
 
 
-def _pg_parsable(state: Any) -> sa.ColumnElement[bool]:
-    """PostgreSQL: true if ``json_each`` can parse the stored JSON (no NUL or surrogate escape)."""
-    as_text = sa.cast(state, sa.Text)
-    return sa.and_(
-        *(
-            sa.func.strpos(as_text, sa.literal_column(f"'{e}'")) == 0
-            for e in ("\\u0000", "\\ud", "\\uD")
-        )
-    )
-
-
 def _sqlite_merged(old: Any, modules: int) -> sa.ColumnElement[Any]:
     """SQLite: the JSON object ``old`` with ``modules`` top-level entries set.
 
@@ -229,7 +218,7 @@ def _insert(dialect: str) -> Any:
     raise ValueError(f"unsupported dialect {dialect!r}")  # pragma: no cover
 
 
-def _upsert(dialect: str, state_on_live: Any, guard: Any = None) -> Any:
+def _upsert(dialect: str, state_on_live: Any) -> Any:
     """INSERT the fresh row, or update a live one with ``state_on_live``.
 
     An expired row reads as absent, so it is replaced as if it were new.
@@ -238,7 +227,6 @@ def _upsert(dialect: str, state_on_live: Any, guard: Any = None) -> Any:
     ex = stmt.excluded
     live = _LIVE
     return stmt.on_conflict_do_update(
-        where=None if guard is None else sa.or_(sa.not_(live), guard),
         index_elements=[c.app_name, c.user_id, c.session_id],
         set_={
             "state": sa.case((live, state_on_live), else_=ex.state),
@@ -304,6 +292,10 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
+#: SQLSTATEs of PostgreSQL's JSON functions refusing ``\\u0000`` (22P05) or a lone
+#: surrogate (22P02) in a stored state; that merge takes the locked path.
+_JSON_REFUSED = frozenset({"22P05", "22P02"})
+
 #: SQLite merges with one ``json_set`` path per module; more modules than this
 #: in one call, or a name its path syntax cannot quote, take the locked path.
 SQLITE_MERGE_MAX_MODULES = 8
@@ -314,12 +306,8 @@ def _merge_statements(dialect: str, modules: int) -> tuple[Any, Any]:
     """The one-statement merge of ``modules`` modules: as an upsert and as a CAS update."""
     if dialect == "postgresql":
         return (
-            _upsert(
-                "postgresql", _pg_merged(c.state, _EXCLUDED_STATE), guard=_pg_parsable(c.state)
-            ),
-            _update_cas(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))).where(
-                _pg_parsable(c.state)
-            ),
+            _upsert("postgresql", _pg_merged(c.state, _EXCLUDED_STATE)),
+            _update_cas(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))),
         )
     merged = _sqlite_merged(c.state, modules)
     return _upsert("sqlite", merged), _update_cas(merged)
@@ -424,8 +412,9 @@ def merge_state(
     ``entries`` holds each module's encoded state (``codec.encode_entries``).
     The merge happens inside the upsert: one statement, atomic. The locked
     path serves what that statement cannot: on PostgreSQL a stored state
-    holding ``\\u0000`` or lone surrogates (``json_each`` refuses those), on
-    SQLite module names its JSON paths cannot quote or too many modules.
+    holding ``\\u0000`` or lone surrogates (``json_each`` refuses those, and
+    the statement fails harmlessly in autocommit), on SQLite module names its
+    JSON paths cannot quote, or more than eight modules.
     """
     text = codec.join_entries(entries)
     if expected == 0:
@@ -446,10 +435,15 @@ def merge_state(
         else:
             params["p_expected"] = expected
             statement = cas
-        row = (yield Call(statement, params)).first()
+        try:
+            row = (yield Call(statement, params)).first()
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _JSON_REFUSED:
+                raise
+            row = None  # a stored NUL or lone surrogate json_each cannot read
         if row is not None:
             return int(row[0])
-        # Nothing written: a version conflict, or a stored state the fast path
+        # Nothing written: a version conflict, or a state the one statement
         # cannot merge. The locked path tells the two apart.
     return (yield from _merge_locked(ctx, user_id, session_id, modules, text, expected, now))
 
@@ -570,19 +564,15 @@ def _page_statements() -> dict[tuple[bool, bool], sa.Select[Any]]:
 # --------------------------------------------------------------------------- schema
 
 
-def check_schema(ctx: Context, command: str) -> Op[None]:
+def check_schema(ctx: Context, where: str, schema: str | None) -> Op[None]:
     """Raise :class:`SchemaNotReadyError` unless the database is at the code's revision."""
+    from . import migrations  # Alembic is imported only when a store first checks
+
     try:
         rows = (yield Call(ctx.sql.schema_version, {})).all()
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError:  # no version table: no statekeeper tables at all
         rows = []
-        found = "has no statekeeper tables"
-    else:
-        versions = sorted(str(r[0]) for r in rows)
-        found = f"is at revision {', '.join(versions) or 'none'}"
-        if versions == [HEAD_REVISION]:
-            return
-    raise SchemaNotReadyError(
-        f"the database {found}; this statekeeper needs revision {HEAD_REVISION}. "
-        f"Run `{command}`, or create the store with auto_migrate=True"
-    )
+    found = str(rows[0][0]) if rows else None
+    message = migrations.not_ready_message(found, where, migrations.upgrade_command(where, schema))
+    if message is not None:
+        raise SchemaNotReadyError(message)

@@ -67,8 +67,7 @@ class StoreCore:
             )
         self.ctx = _ops.Context(check_dialect(dialect), app_name, ttl_delta(ttl))
         self.schema = schema
-        command = f"statekeeper db upgrade --url '{url}'"
-        self.upgrade_command = command + (f" --schema {schema}" if schema else "")
+        self.url = url
 
     def execution_options(self) -> dict[str, Any]:
         """Connection options every operation runs with."""
@@ -83,7 +82,7 @@ class StoreCore:
 
     def check_schema(self) -> _ops.Op[None]:
         """Build the check that the database is at the code's revision."""
-        return _ops.check_schema(self.ctx, self.upgrade_command)
+        return _ops.check_schema(self.ctx, self.url, self.schema)
 
     def save(self, session_id: str, user_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
         """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""

@@ -9,11 +9,14 @@ and reads it back through :func:`decode`. The contract:
   limit, floats (``-0.0`` and every bit of precision included), bools and
   ``None``. As with :mod:`json`, tuples come back as lists, dict keys that
   are ``int``, ``float``, ``bool`` or ``None`` come back as their JSON text
-  (``1`` as ``"1"``, ``None`` as ``"null"``), and subclasses of ``str``,
-  ``int``, ``float``, ``dict`` and ``list`` come back as the base type.
-* The text is compact, UTF-8 encodable and holds no raw NUL, so it fits a
-  PostgreSQL ``json`` column and a SQLite ``TEXT`` column. NUL is written as
-  ``\\u0000`` and lone surrogates as ``\\udXXX`` escapes.
+  (``1`` as ``"1"``, ``None`` as ``"null"``), subclasses of ``str``,
+  ``int``, ``float``, ``dict`` and ``list`` come back as the base type, and
+  a high surrogate directly followed by a low one (two code points) comes
+  back as the one character the pair encodes: JSON cannot tell them apart.
+* The text is compact ASCII (everything else is written as ``\\uXXXX``
+  escapes), so it fits a PostgreSQL ``json`` column in any server encoding
+  and a SQLite ``TEXT`` column, holds no raw NUL or surrogate, and is as
+  cheap as text gets for Python and the drivers to copy.
 * NaN, infinities, circular references and values JSON cannot hold (sets,
   bytes, datetimes, arbitrary objects, ...) raise
   :class:`~statekeeper.errors.StateEncodingError` naming the offending
@@ -53,16 +56,13 @@ __all__ = [
 _MAX_MODULE_NAME_LENGTH = 255
 
 _ENCODER = json.JSONEncoder(
-    ensure_ascii=False,
+    ensure_ascii=True,
     allow_nan=False,
     check_circular=True,
     separators=(",", ":"),
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# A high surrogate directly followed by a low one: JSON has no way to write
-# these two code points so that a decoder keeps them apart.
-_SPLIT_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 # Python refuses to turn ints with more digits than this into text; below
 # roughly this many bits an int is always short enough.
@@ -83,27 +83,17 @@ def encode(state: object, *, root: str = "") -> str:
             is named ``$`` and its parts ``key.sub[3]``.
 
     Returns:
-        JSON text without insignificant whitespace; it is UTF-8 encodable and
-        holds no raw NUL character.
+        ASCII JSON text without insignificant whitespace.
 
     Raises:
         StateEncodingError: the state holds NaN or an infinity, a value or
-            dict key JSON cannot represent, a circular reference, an int too
-            long to write as text, or a string whose adjacent lone surrogates
-            JSON would read back as one character. ``path`` names the
-            offending value.
+            dict key JSON cannot represent, a circular reference, or an int
+            too long to write as text. ``path`` names the offending value.
     """
     try:
-        text = _ENCODER.encode(state)
+        return _ENCODER.encode(state)
     except (TypeError, ValueError, RecursionError) as exc:
         raise _explain(state, root, exc) from exc
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _escape_surrogates(text, state, root)
-    return text
 
 
 def encode_modules(modules: Mapping[str, object]) -> str:
@@ -210,13 +200,6 @@ def decode(text: str | bytes) -> Any:
 # -- encoding helpers ---------------------------------------------------------
 
 
-def _escape_surrogates(text: str, state: object, root: str) -> str:
-    """Replace the raw surrogates in encoder output with ``\\uXXXX`` escapes."""
-    if _SPLIT_PAIR.search(text):
-        raise _explain(state, root, None)
-    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
-
 def _explain(state: object, root: str, exc: BaseException | None) -> StateEncodingError:
     """Walk ``state`` to build the error that names what cannot be encoded."""
     error = _find_problem(state, root)
@@ -260,9 +243,7 @@ def _find_problem(state: object, root: str) -> StateEncodingError | None:
             continue
         if kind == _KEY:
             problem = _check_key(value)
-        elif isinstance(value, str):
-            problem = _check_string(value, is_key=False)
-        elif value is None or isinstance(value, bool):
+        elif value is None or isinstance(value, (str, bool)):
             problem = None
         elif isinstance(value, int):
             problem = _check_int(value, is_key=False)
@@ -342,9 +323,7 @@ def _key_text(key: object) -> str:
 
 def _check_key(key: object) -> _Problem | None:
     """Return what is wrong with a dict key JSON cannot write, else ``None``."""
-    if isinstance(key, str):
-        return _check_string(key, is_key=True)
-    if key is None or isinstance(key, bool):
+    if key is None or isinstance(key, (str, bool)):
         return None
     if isinstance(key, int):
         return _check_int(key, is_key=True)
@@ -354,21 +333,6 @@ def _check_key(key: object) -> _Problem | None:
         f"a dict key of type {_type_name(key)} in",
         "JSON object keys are strings (str, int, float, bool and None keys are "
         "converted); convert the key to a str",
-    )
-
-
-def _check_string(value: str, *, is_key: bool) -> _Problem | None:
-    """Return what is wrong with a string JSON cannot round-trip, else ``None``."""
-    match = _SPLIT_PAIR.search(value)
-    if match is None:
-        return None
-    high, low = (ord(char) for char in match.group())
-    joined = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
-    return (
-        "a dict key in" if is_key else "the string at",
-        f"it holds the surrogates U+{high:04X} U+{low:04X} as two separate "
-        f"characters, which JSON reads back as the one character U+{joined:04X}; "
-        "join them first with s.encode('utf-16', 'surrogatepass').decode('utf-16')",
     )
 
 

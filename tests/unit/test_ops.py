@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from statekeeper import _ops
@@ -26,7 +27,7 @@ class FakeResult:
         return self.rows
 
 
-def drive(op: Any, *answers: list[tuple[Any, ...]]) -> tuple[list[Any], Any]:
+def drive(op: Any, *answers: list[tuple[Any, ...]] | BaseException) -> tuple[list[Any], Any]:
     """Run ``op`` against canned results; return the steps it yielded and its value."""
     steps: list[Any] = []
     replies = iter(answers)
@@ -34,8 +35,11 @@ def drive(op: Any, *answers: list[tuple[Any, ...]]) -> tuple[list[Any], Any]:
         step = next(op)
         while True:
             steps.append(step)
-            reply = FakeResult(next(replies)) if isinstance(step, _ops.Call) else None
-            step = op.send(reply)
+            answer = next(replies) if isinstance(step, _ops.Call) else None
+            if isinstance(answer, BaseException):
+                step = op.throw(answer)
+                continue
+            step = op.send(None if answer is None else FakeResult(answer))
     except StopIteration as stop:
         return steps, stop.value
 
@@ -97,13 +101,21 @@ def test_sqlite_merge_binds_one_path_and_value_per_module() -> None:
     assert sql("sqlite", steps[0].statement).startswith("UPDATE")
 
 
-def test_postgres_merge_falls_back_to_the_locked_path() -> None:
-    # The one-statement merge writes nothing when the stored state holds a NUL
-    # or surrogate escape json_each refuses; the locked path then merges in Python.
+def _refused(sqlstate: str) -> sa.exc.DBAPIError:
+    class Refused(Exception):
+        pass
+
+    orig = Refused("json_each refused the stored state")
+    orig.sqlstate = sqlstate  # type: ignore[attr-defined]
+    return sa.exc.DBAPIError("MERGE", {}, orig)
+
+
+@pytest.mark.parametrize("sqlstate", ["22P05", "22P02"])
+def test_postgres_merge_falls_back_when_json_each_refuses_the_stored_state(sqlstate: str) -> None:
     c = ctx("postgresql")
     steps, version = drive(
-        _ops.merge_state(c, "u", "s", {"a": "\x00"}, {"a": '"\\u0000"'}, None, NOW),
-        [],
+        _ops.merge_state(c, "u", "s", {"a": "x"}, {"a": '"x"'}, None, NOW),
+        _refused(sqlstate),
         [('{"b":"\\u0000"}', 4, True)],
         [(5,)],
     )
@@ -112,8 +124,14 @@ def test_postgres_merge_falls_back_to_the_locked_path() -> None:
     assert steps[-1] == _ops.COMMIT
     assert "FOR UPDATE" in sql("postgresql", steps[2].statement)
     assert version == 5
-    assert steps[3].params["p_state"] == '{"b":"\\u0000","a":"\\u0000"}'
+    assert steps[3].params["p_state"] == '{"b":"\\u0000","a":"x"}'
     assert steps[3].params["p_expected"] == 4
+
+
+def test_postgres_merge_other_errors_propagate() -> None:
+    op = _ops.merge_state(ctx("postgresql"), "u", "s", {"a": 1}, {"a": "1"}, None, NOW)
+    with pytest.raises(sa.exc.DBAPIError):
+        drive(op, _refused("40001"))
 
 
 @pytest.mark.parametrize("name", ['say "hi"', "back\\slash"])
