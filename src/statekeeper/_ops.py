@@ -417,6 +417,8 @@ def merge_state(
     JSON paths cannot quote, or more than eight modules.
     """
     text = codec.join_entries(entries)
+    if ctx.dialect != "sqlite":
+        entries = {}  # only SQLite binds the parts: free them before the I/O
     if expected == 0:
         return (yield from set_state(ctx, user_id, session_id, text, 0, now))
     if _one_statement_merge(ctx.dialect, modules):

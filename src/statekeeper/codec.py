@@ -131,13 +131,11 @@ def encode_entries(modules: Mapping[str, object]) -> dict[str, str]:
 
 def join_entries(entries: Mapping[str, str]) -> str:
     """Return the JSON object text of already encoded module states."""
-    return (
-        "{"
-        + ",".join(
-            f"{json.dumps(name, ensure_ascii=False)}:{text}" for name, text in entries.items()
-        )
-        + "}"
-    )
+    pieces = []
+    for name, text in entries.items():
+        pieces += ["," if pieces else "{", json.dumps(name), ":", text]  # no copy of the texts
+    pieces.append("}" if pieces else "{}")
+    return "".join(pieces)
 
 
 def check_module_name(name: object) -> str:
