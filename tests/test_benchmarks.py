@@ -1,0 +1,32 @@
+"""The benchmark command runs on a fresh checkout (a smoke run; no timings are asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--no-chart", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert "Targets" in run.stdout
+    assert results["targets"], "no targets reported"
+    names = " ".join(t["target"] for t in results["targets"])
+    for scenario in ("write 10KB", "merge 1MB", "read 10KB", "writers", "sessions", "memory"):
+        assert scenario in names
+    assert all(isinstance(t["value"], float) and t["value"] > 0 for t in results["targets"])
