@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _ops, codec
+from ._drivers import Compiler
 from ._engine import check_dialect
 from .errors import SessionNotFoundError
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["StoreCore", "ttl_delta"]
 
 logger = logging.getLogger("statekeeper")
+
+E = TypeVar("E", sa.Engine, AsyncEngine)
 
 
 def ttl_delta(ttl: float | dt.timedelta | None) -> dt.timedelta | None:
@@ -52,28 +56,37 @@ class StoreCore:
 
     def __init__(
         self,
-        dialect: str,
+        engine: sa.Engine | AsyncEngine,
         *,
+        owned: bool,
         app_name: str,
         ttl: float | dt.timedelta | None,
         schema: str | None,
-        url: str,
+        auto_migrate: bool,
     ) -> None:
         """Validate the store's settings."""
+        dialect = check_dialect(engine.dialect.name)
         _ops.validate_id(app_name, "app_name", allow_empty=True)
         if schema is not None and (dialect != "postgresql" or not schema.isidentifier()):
             raise ValueError(
                 f"schema={schema!r}: a schema needs PostgreSQL and a plain identifier name"
             )
-        self.ctx = _ops.Context(check_dialect(dialect), app_name, ttl_delta(ttl))
+        self.ctx = _ops.Context(dialect, app_name, ttl_delta(ttl))
         self.schema = schema
-        self.url = url
+        self.auto_migrate = auto_migrate
+        self.url = engine.url.render_as_string(hide_password=True)
+        # Engines statekeeper made are in autocommit from connect: operations
+        # run on their pooled DBAPI connections directly.
+        self.compiler = Compiler(engine.dialect, schema) if owned else None
 
-    def execution_options(self) -> dict[str, Any]:
-        """Connection options every operation runs with."""
-        if self.schema is None:
-            return {}
-        return {"schema_translate_map": {None: self.schema}}
+    def bind(self, engine: E) -> E:
+        """Return the engine operations run on: autocommit, statekeeper's schema mapped."""
+        options: dict[str, Any] = {}
+        if self.compiler is None:  # a caller's engine: autocommit per connection
+            options["isolation_level"] = "AUTOCOMMIT"
+        if self.schema is not None:
+            options["schema_translate_map"] = {None: self.schema}
+        return engine.execution_options(**options) if options else engine
 
     def _key(self, session_id: str, user_id: str) -> tuple[str, str]:
         _ops.validate_id(session_id, "session_id", allow_empty=False)
@@ -172,8 +185,3 @@ class StoreCore:
     def purge(self) -> _ops.Op[int]:
         """Build ``purge_expired``."""
         return _ops.purge_expired(self.ctx, _now())
-
-
-def describe(url: sa.URL | str) -> str:
-    """Render a URL for messages, password hidden."""
-    return sa.make_url(url).render_as_string(hide_password=True)

@@ -131,7 +131,7 @@ def encode_entries(modules: Mapping[str, object]) -> dict[str, str]:
 
 def join_entries(entries: Mapping[str, str]) -> str:
     """Return the JSON object text of already encoded module states."""
-    pieces = []
+    pieces: list[str] = []
     for name, text in entries.items():
         pieces += ["," if pieces else "{", json.dumps(name), ":", text]  # no copy of the texts
     pieces.append("}" if pieces else "{}")

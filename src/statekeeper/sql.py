@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from . import _engine
-from ._drivers import Compiler, run
-from ._store import StoreCore, describe
+from ._drivers import run
+from ._store import StoreCore
 from .base import SessionBase
 
 if TYPE_CHECKING:
@@ -54,25 +54,20 @@ class SqlSession(SessionBase):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        engine: sa.Engine
+        self._owned_engine: sa.Engine | None = None
         if isinstance(url_or_engine, sa.Engine):
-            self._owns_engine = False
-            engine = url_or_engine.execution_options(isolation_level="AUTOCOMMIT")
+            engine = url_or_engine
         else:
-            self._owns_engine = True
-            engine = _engine.sync_engine(url_or_engine, engine_options)
+            engine = self._owned_engine = _engine.sync_engine(url_or_engine, engine_options)
         self._core = StoreCore(
-            engine.dialect.name,
+            engine,
+            owned=self._owned_engine is not None,
             app_name=app_name,
             ttl=ttl,
             schema=schema,
-            url=describe(engine.url),
+            auto_migrate=auto_migrate,
         )
-        options = self._core.execution_options()
-        self._engine = engine.execution_options(**options) if options else engine
-        # Engines we made are in autocommit from connect: run on them directly.
-        self._compiler = Compiler(engine.dialect, schema) if self._owns_engine else None
-        self._auto_migrate = auto_migrate
+        self._engine = self._core.bind(engine)
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -84,17 +79,17 @@ class SqlSession(SessionBase):
     def _run(self, op: Op[T]) -> T:
         if not self._ready:
             self._prepare()
-        return run(self._engine, op, self._compiler)
+        return run(self._engine, op, self._core.compiler)
 
     def _prepare(self) -> None:
         with self._ready_lock:
             if self._ready:
                 return
-            if self._auto_migrate:
+            if self._core.auto_migrate:
                 from .migrations import upgrade
 
                 upgrade(self._engine, schema=self._core.schema)
-            run(self._engine, self._core.check_schema(), self._compiler)
+            run(self._engine, self._core.check_schema(), self._core.compiler)
             self._ready = True
 
     def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
@@ -144,5 +139,5 @@ class SqlSession(SessionBase):
         return self._run(self._core.purge())
 
     def close(self) -> None:
-        if self._owns_engine:
-            self._engine.dispose()
+        if self._owned_engine is not None:
+            self._owned_engine.dispose()

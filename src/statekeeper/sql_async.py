@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine
-from ._drivers import Compiler, arun
-from ._store import StoreCore, describe
+from ._drivers import arun
+from ._store import StoreCore
 from .base import AsyncSessionBase
 
 if TYPE_CHECKING:
@@ -56,25 +56,20 @@ class AsyncSqlSession(AsyncSessionBase):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        engine: AsyncEngine
+        self._owned_engine: AsyncEngine | None = None
         if isinstance(url_or_engine, AsyncEngine):
-            self._owns_engine = False
-            engine = url_or_engine.execution_options(isolation_level="AUTOCOMMIT")
+            engine = url_or_engine
         else:
-            self._owns_engine = True
-            engine = _engine.async_engine(url_or_engine, engine_options)
+            engine = self._owned_engine = _engine.async_engine(url_or_engine, engine_options)
         self._core = StoreCore(
-            engine.dialect.name,
+            engine,
+            owned=self._owned_engine is not None,
             app_name=app_name,
             ttl=ttl,
             schema=schema,
-            url=describe(engine.url),
+            auto_migrate=auto_migrate,
         )
-        options = self._core.execution_options()
-        self._engine = engine.execution_options(**options) if options else engine
-        # Engines we made are in autocommit from connect: run on them directly.
-        self._compiler = Compiler(engine.dialect, schema) if self._owns_engine else None
-        self._auto_migrate = auto_migrate
+        self._engine = self._core.bind(engine)
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -86,17 +81,17 @@ class AsyncSqlSession(AsyncSessionBase):
     async def _run(self, op: Op[T]) -> T:
         if not self._ready:
             await self._prepare()
-        return await arun(self._engine, op, self._compiler)
+        return await arun(self._engine, op, self._core.compiler)
 
     async def _prepare(self) -> None:
         async with self._ready_lock:
             if self._ready:
                 return
-            if self._auto_migrate:
+            if self._core.auto_migrate:
                 from .migrations import aupgrade
 
                 await aupgrade(self._engine, schema=self._core.schema)
-            await arun(self._engine, self._core.check_schema(), self._compiler)
+            await arun(self._engine, self._core.check_schema(), self._core.compiler)
             self._ready = True
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
@@ -146,5 +141,5 @@ class AsyncSqlSession(AsyncSessionBase):
         return await self._run(self._core.purge())
 
     async def close(self) -> None:
-        if self._owns_engine:
-            await self._engine.dispose()
+        if self._owned_engine is not None:
+            await self._owned_engine.dispose()
