@@ -6,9 +6,8 @@ Two ways to execute a :class:`~statekeeper._ops.Call`:
   per store by SQLAlchemy, then run on the pooled DBAPI connection with its
   bind and result processors applied here. Pooling, pre-ping, dialects and
   types stay SQLAlchemy's; the per-call execution machinery (cache-key
-  generation, execution contexts, result objects) is skipped, which keeps a
-  call within a few microseconds of the bare driver. Those connections are
-  in autocommit from the moment they are made.
+  generation, execution contexts, result objects) is skipped. Those
+  connections are in autocommit from the moment they are made.
 * **connection** (an ``Engine`` the caller passed in): through a SQLAlchemy
   ``Connection`` in autocommit, leaving the caller's pool as it was.
 """
