@@ -1,7 +1,7 @@
 """The store's operations, written once and free of I/O.
 
-Each operation is a generator: it yields a :class:`Call` (a prebuilt SQLAlchemy
-Core statement and its parameters), or :data:`BEGIN` / :data:`COMMIT`, and is
+Each operation is a generator: it yields a :class:`Call` (a SQLAlchemy Core
+statement prebuilt in ``_statements``, and its parameters), or :data:`BEGIN` / :data:`COMMIT`, and is
 sent back the buffered result. ``_drivers.run`` and ``_drivers.arun`` drive
 the same generator on a sync or an async connection, so the SQL, the dialect
 differences and the semantics live here alone.
@@ -17,18 +17,17 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import functools
 import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from . import codec
 from ._records import SessionInfo, SessionPage
-from ._schema import ID_LENGTH, RawJSON, sessions, version_table
+from ._schema import ID_LENGTH
+from ._statements import Statements, merge_statements, one_statement_merge, statements
 from .errors import ConflictError, SchemaNotReadyError
 
 __all__ = [
@@ -87,9 +86,9 @@ class Context:
     ttl: dt.timedelta | None
 
     @property
-    def sql(self) -> _Statements:
+    def sql(self) -> Statements:
         """The prebuilt statements for this dialect."""
-        return _statements(self.dialect)
+        return statements(self.dialect)
 
     def expires(self, now: dt.datetime) -> dt.datetime | None:
         """When a session saved or loaded ``now`` expires."""
@@ -115,213 +114,11 @@ def validate_id(value: object, what: str, *, allow_empty: bool) -> str:
     return value
 
 
-# --------------------------------------------------------------------------- statements
-
-t = sessions
-c = t.c
-_KEY = sa.and_(
-    c.app_name == sa.bindparam("p_app"),
-    c.user_id == sa.bindparam("p_user"),
-    c.session_id == sa.bindparam("p_session"),
-)
-
-
-_NOW = sa.bindparam("p_now", type_=c.updated_at.type)
-#: True for a row that has not expired at ``p_now``.
-_LIVE = sa.or_(c.expires_at.is_(None), c.expires_at > _NOW)
-_STATE = sa.type_coerce(c.state, RawJSON()).label("state")
-
-
-def _state_param() -> sa.BindParameter[str]:
-    return sa.bindparam("p_state", type_=RawJSON())
-
-
-def _pg_merged(old: Any, new: Any) -> sa.ColumnElement[Any]:
-    """PostgreSQL: the JSON object ``old`` with the top-level keys of ``new`` replaced.
-
-    Only ``old`` is taken apart: ``json_each`` hands back each kept entry's
-    value as the text stored (``json``, not ``jsonb``, so nothing is
-    reformatted), and the new object's entries are spliced in as text. The
-    new keys come as the ``p_keys`` array, so ``new`` is never parsed twice.
-    """
-    each = sa.func.json_each(old).table_valued("key", "value").render_derived("o")
-    new_text = sa.cast(new, sa.Text)
-    entry = sa.cast(sa.func.to_json(each.c.key), sa.Text) + ":" + sa.cast(each.c.value, sa.Text)
-    spliced = "{" + sa.func.string_agg(entry, ",") + "," + sa.func.substr(new_text, 2)
-    keys = sa.bindparam("p_keys", type_=postgresql.ARRAY(sa.Text))
-    kept_and_new = (
-        sa.select(sa.cast(spliced, postgresql.JSON))
-        .select_from(each)
-        .where(each.c.key != sa.all_(keys))
-        .having(sa.and_(sa.func.count() > 0, new_text != "{}"))
-        .scalar_subquery()
-    )
-    # Nothing kept: the new object; nothing new: the old one.
-    return sa.func.coalesce(kept_and_new, sa.case((new_text == "{}", old), else_=new))
-
-
-def _sqlite_merged(old: Any, modules: int) -> sa.ColumnElement[Any]:
-    """SQLite: the JSON object ``old`` with ``modules`` top-level entries set.
-
-    ``json_set`` replaces or appends each entry and leaves every other byte of
-    the stored text alone (escapes and number spellings included). Entry ``i``
-    comes as the ``p_path{i}`` / ``p_value{i}`` params.
-    """
-    args: list[Any] = []
-    for i in range(modules):
-        args += [
-            sa.bindparam(f"p_path{i}", type_=sa.Text),
-            sa.func.json(sa.bindparam(f"p_value{i}", type_=sa.Text)),
-        ]
-    return sa.func.json_set(old, *args)
-
-
-@dataclass(frozen=True)
-class _Statements:
-    """Every statement of one dialect, built once so SQLAlchemy's compiled cache always hits."""
-
-    select: sa.Select[Any]
-    select_locked: sa.Select[Any]
-    touch: sa.Executable
-    exists: sa.Select[Any]
-    version: sa.Select[Any]
-    delete: sa.Executable
-    purge: sa.Executable
-    replace: sa.Executable
-    create: sa.Executable
-    update_cas: sa.Executable
-    schema_version: sa.Select[Any]
-    pages: dict[tuple[bool, bool], sa.Select[Any]]
-
-
-_EXPIRES = sa.bindparam("p_expires", type_=c.expires_at.type)
-_FRESH = {
-    "app_name": sa.bindparam("p_app"),
-    "user_id": sa.bindparam("p_user"),
-    "session_id": sa.bindparam("p_session"),
-    "state": _state_param(),
-    "version": 1,
-    "created_at": _NOW,
-    "updated_at": _NOW,
-    "expires_at": _EXPIRES,
-}
-# In an upsert's SET, a subquery naming `excluded` as a table would add it to
-# its own FROM; as a literal it refers to the row that was not inserted.
-_EXCLUDED_STATE: Any = sa.literal_column("excluded.state")
-
-
-def _insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(t).values(_FRESH)
-    if dialect == "sqlite":
-        return sqlite.insert(t).values(_FRESH)
-    raise ValueError(f"unsupported dialect {dialect!r}")  # pragma: no cover
-
-
-def _upsert(dialect: str, state_on_live: Any) -> Any:
-    """INSERT the fresh row, or update a live one with ``state_on_live``.
-
-    An expired row reads as absent, so it is replaced as if it were new.
-    """
-    stmt = _insert(dialect)
-    ex = stmt.excluded
-    live = _LIVE
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={
-            "state": sa.case((live, state_on_live), else_=ex.state),
-            "version": sa.case((live, c.version + 1), else_=1),
-            "created_at": sa.case((live, c.created_at), else_=ex.created_at),
-            "updated_at": ex.updated_at,
-            "expires_at": ex.expires_at,
-        },
-    ).returning(c.version)
-
-
-def _create(dialect: str) -> Any:
-    """INSERT the fresh row unless a live one exists (then return nothing)."""
-    stmt = _insert(dialect)
-    ex = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={
-            "state": ex.state,
-            "version": 1,
-            "created_at": ex.created_at,
-            "updated_at": ex.updated_at,
-            "expires_at": ex.expires_at,
-        },
-        where=sa.not_(_LIVE),
-    ).returning(c.version)
-
-
-def _update_cas(state: Any) -> Any:
-    """UPDATE a live row at version ``p_expected`` to ``state``."""
-    return (
-        sa.update(t)
-        .where(_KEY, _LIVE, c.version == sa.bindparam("p_expected"))
-        .values(state=state, version=c.version + 1, updated_at=_NOW, expires_at=_EXPIRES)
-        .returning(c.version)
-    )
-
-
-@functools.cache
-def _statements(dialect: str) -> _Statements:
-    return _Statements(
-        select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
-        select_locked=sa.select(_STATE, c.version, _LIVE.label("live"))
-        .where(_KEY)
-        .with_for_update(),
-        touch=sa.update(t)
-        .where(_KEY, _LIVE)
-        .values(expires_at=_EXPIRES)
-        .returning(_STATE, c.version),
-        exists=sa.select(sa.literal(1)).where(_KEY, _LIVE),
-        version=sa.select(c.version).where(_KEY, _LIVE),
-        # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
-        # a DELETE's RETURNING clause.
-        delete=sa.delete(t).where(_KEY).returning(c.expires_at),
-        purge=sa.delete(t)
-        .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
-        .returning(c.version),
-        replace=_upsert(dialect, _EXCLUDED_STATE),
-        create=_create(dialect),
-        update_cas=_update_cas(_state_param()),
-        schema_version=sa.select(version_table.c.version_num),
-        pages=_page_statements(),
-    )
-
+# --------------------------------------------------------------------------- operations
 
 #: SQLSTATEs of PostgreSQL's JSON functions refusing ``\\u0000`` (22P05) or a lone
 #: surrogate (22P02) in a stored state; that merge takes the locked path.
 _JSON_REFUSED = frozenset({"22P05", "22P02"})
-
-#: SQLite merges with one ``json_set`` path per module; more modules than this
-#: in one call, or a name its path syntax cannot quote, take the locked path.
-SQLITE_MERGE_MAX_MODULES = 8
-
-
-@functools.cache
-def _merge_statements(dialect: str, modules: int) -> tuple[Any, Any]:
-    """The one-statement merge of ``modules`` modules: as an upsert and as a CAS update."""
-    if dialect == "postgresql":
-        return (
-            _upsert("postgresql", _pg_merged(c.state, _EXCLUDED_STATE)),
-            _update_cas(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))),
-        )
-    merged = _sqlite_merged(c.state, modules)
-    return _upsert("sqlite", merged), _update_cas(merged)
-
-
-def _one_statement_merge(dialect: str, modules: Mapping[str, Any]) -> bool:
-    if dialect == "postgresql":
-        return True
-    return 0 < len(modules) <= SQLITE_MERGE_MAX_MODULES and not any(  # quotable in a JSON path
-        '"' in name or "\\" in name for name in modules
-    )
-
-
-# --------------------------------------------------------------------------- operations
 
 
 def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> dict[str, Any]:
@@ -421,8 +218,8 @@ def merge_state(
         entries = {}  # only SQLite binds the parts: free them before the I/O
     if expected == 0:
         return (yield from set_state(ctx, user_id, session_id, text, 0, now))
-    if _one_statement_merge(ctx.dialect, modules):
-        upsert, cas = _merge_statements(ctx.dialect, len(modules))
+    if one_statement_merge(ctx.dialect, modules):
+        upsert, cas = merge_statements(ctx.dialect, len(modules))
         params = _params(ctx, user_id, session_id, now)
         params["p_state"] = text
         params["p_expires"] = ctx.expires(now)
@@ -530,37 +327,6 @@ def list_sessions(
     items = tuple(SessionInfo(*row) for row in rows[:limit])
     next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
     return SessionPage(items, next_cursor)
-
-
-def _page_statements() -> dict[tuple[bool, bool], sa.Select[Any]]:
-    """The four listing queries: with or without a user, first page or after a cursor."""
-    base = (
-        sa.select(
-            c.app_name,
-            c.user_id,
-            c.session_id,
-            c.version,
-            c.created_at,
-            c.updated_at,
-            c.expires_at,
-        )
-        .where(c.app_name == sa.bindparam("p_app"), _LIVE)
-        .order_by(c.updated_at.desc(), c.user_id.desc(), c.session_id.desc())
-        .limit(sa.bindparam("p_limit", type_=sa.Integer))
-    )
-    updated = sa.bindparam("c_updated", type_=c.updated_at.type)
-    user = sa.bindparam("c_user", type_=c.user_id.type)
-    session = sa.bindparam("c_session", type_=c.session_id.type)
-    # Row comparisons in each index's column order, so the page is a seek.
-    after_all = sa.tuple_(c.updated_at, c.user_id, c.session_id) < sa.tuple_(updated, user, session)
-    after_user = sa.tuple_(c.updated_at, c.session_id) < sa.tuple_(updated, session)
-    by_user = base.where(c.user_id == sa.bindparam("p_user"))
-    return {
-        (False, False): base,
-        (False, True): base.where(after_all),
-        (True, False): by_user,
-        (True, True): by_user.where(after_user, c.user_id == user),
-    }
 
 
 # --------------------------------------------------------------------------- schema
