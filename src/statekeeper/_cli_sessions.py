@@ -149,6 +149,22 @@ def ls(url: str, schema: str | None, app_name: str, user_id: str | None, limit: 
         err_console().print(f"More sessions exist: raise --limit (now {limit}) to see them.")
 
 
+def _one_session(command: F) -> F:
+    """Give a command the arguments that name one session: its id, URL, schema, app and user."""
+    for decorate in reversed(
+        (
+            click.argument("session_id"),
+            url_option(),
+            schema_option,
+            _app_option(),
+            _user_option('The session\'s user. Default: "".', ""),
+            reports_errors,
+        )
+    ):
+        command = decorate(command)
+    return command
+
+
 def _json_text(state: Any) -> str:
     """Pretty JSON that any terminal can print: lone surrogates stay ``\\udXXX`` escapes."""
     text = json.dumps(state, indent=2, ensure_ascii=False)
@@ -156,12 +172,7 @@ def _json_text(state: Any) -> str:
 
 
 @sessions.command()
-@click.argument("session_id")
-@url_option()
-@schema_option
-@_app_option()
-@_user_option('The session\'s user. Default: "".', "")
-@reports_errors
+@_one_session
 def show(session_id: str, url: str, schema: str | None, app_name: str, user_id: str) -> None:
     """Print a session's state as JSON (without refreshing its expiry)."""
     with SqlSession(url, app_name=app_name, schema=schema) as store:
@@ -175,12 +186,7 @@ def show(session_id: str, url: str, schema: str | None, app_name: str, user_id: 
 
 
 @sessions.command()
-@click.argument("session_id")
-@url_option()
-@schema_option
-@_app_option()
-@_user_option('The session\'s user. Default: "".', "")
-@reports_errors
+@_one_session
 def rm(session_id: str, url: str, schema: str | None, app_name: str, user_id: str) -> None:
     """Delete a session."""
     with SqlSession(url, app_name=app_name, schema=schema) as store:
