@@ -140,7 +140,9 @@ def _current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
     return 0 if row is None else int(row[0])
 
 
-def get_state(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[Any]:
+def get_state(
+    ctx: Context, user_id: str, session_id: str, now: dt.datetime
+) -> Op[dict[str, Any] | None]:
     """Return the decoded state, or ``None``; with a ``ttl``, a load also refreshes it."""
     params = _params(ctx, user_id, session_id, now)
     if ctx.ttl is None:
@@ -148,7 +150,10 @@ def get_state(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> 
     else:
         params["p_expires"] = ctx.expires(now)
         row = (yield Call(ctx.sql.touch, params)).first()
-    return None if row is None else codec.decode(row[0])
+    if row is None:
+        return None
+    state: dict[str, Any] = codec.decode(row[0])  # stored states are always JSON objects
+    return state
 
 
 def session_exists(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[bool]:

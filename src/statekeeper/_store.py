@@ -88,16 +88,15 @@ class StoreCore:
             options["schema_translate_map"] = {None: self.schema}
         return engine.execution_options(**options) if options else engine
 
-    def _key(self, session_id: str, user_id: str) -> tuple[str, str]:
-        _ops.validate_id(session_id, "session_id", allow_empty=False)
+    def _check_ids(self, user_id: str, session_id: str) -> None:
         _ops.validate_id(user_id, "user_id", allow_empty=True)
-        return user_id, session_id
+        _ops.validate_id(session_id, "session_id", allow_empty=False)
 
     def check_schema(self) -> _ops.Op[None]:
         """Build the check that the database is at the code's revision."""
         return _ops.check_schema(self.ctx, self.url, self.schema)
 
-    def save(self, session_id: str, user_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
+    def save(self, user_id: str, session_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
         """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""
         states = {}
         for name, module in modules.items():
@@ -116,7 +115,7 @@ class StoreCore:
         """Build ``merge_state``."""
         if not isinstance(modules, Mapping):
             raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
-        user_id, session_id = self._key(session_id, user_id)
+        self._check_ids(user_id, session_id)
         entries = codec.encode_entries(modules)
         return _ops.merge_state(
             self.ctx, user_id, session_id, modules, entries, _expected(expected), _now()
@@ -128,13 +127,13 @@ class StoreCore:
         """Build ``set_state``."""
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
-        user_id, session_id = self._key(session_id, user_id)
+        self._check_ids(user_id, session_id)
         text = codec.encode_modules(state)
         return _ops.set_state(self.ctx, user_id, session_id, text, _expected(expected), _now())
 
-    def get(self, user_id: str, session_id: str) -> _ops.Op[Any]:
+    def get(self, user_id: str, session_id: str) -> _ops.Op[dict[str, Any] | None]:
         """Build ``get_state``."""
-        user_id, session_id = self._key(session_id, user_id)
+        self._check_ids(user_id, session_id)
         return _ops.get_state(self.ctx, user_id, session_id, _now())
 
     def apply_loaded(
@@ -166,12 +165,12 @@ class StoreCore:
 
     def exists(self, user_id: str, session_id: str) -> _ops.Op[bool]:
         """Build ``session_exists``."""
-        user_id, session_id = self._key(session_id, user_id)
+        self._check_ids(user_id, session_id)
         return _ops.session_exists(self.ctx, user_id, session_id, _now())
 
     def delete(self, user_id: str, session_id: str) -> _ops.Op[bool]:
         """Build ``delete_session``."""
-        user_id, session_id = self._key(session_id, user_id)
+        self._check_ids(user_id, session_id)
         return _ops.delete_session(self.ctx, user_id, session_id, _now())
 
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> _ops.Op[SessionPage]:

@@ -93,7 +93,7 @@ class SqlSession(SessionBase):
             self._ready = True
 
     def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
-        self._run(self._core.save(session_id, user_id, modules))
+        self._run(self._core.save(user_id, session_id, modules))
 
     def load_session_state(
         self, session_id: str, user_id: str = "", allow_not_exist: bool = True, **modules: Any
@@ -102,7 +102,7 @@ class SqlSession(SessionBase):
         self._core.apply_loaded(state, session_id, user_id, allow_not_exist, modules)
 
     def get_state(self, session_id: str, user_id: str = "") -> dict[str, Any] | None:
-        return self._run(self._core.get(user_id, session_id))  # type: ignore[no-any-return]
+        return self._run(self._core.get(user_id, session_id))
 
     def set_state(
         self,

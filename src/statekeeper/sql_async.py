@@ -95,7 +95,7 @@ class AsyncSqlSession(AsyncSessionBase):
             self._ready = True
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
-        await self._run(self._core.save(session_id, user_id, modules))
+        await self._run(self._core.save(user_id, session_id, modules))
 
     async def load_session_state(
         self, session_id: str, user_id: str = "", allow_not_exist: bool = True, **modules: Any
