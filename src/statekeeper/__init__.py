@@ -12,10 +12,12 @@ from ._version import __version__
 from .base import AsyncSessionBase, SessionBase
 from .errors import (
     ConflictError,
+    DatabaseUnavailableError,
     SchemaNotReadyError,
     SessionNotFoundError,
     StateEncodingError,
     StatekeeperError,
+    StoreClosedError,
 )
 from .modules import StateModule
 from .sql import SqlSession
@@ -25,6 +27,7 @@ __all__ = [
     "AsyncSessionBase",
     "AsyncSqlSession",
     "ConflictError",
+    "DatabaseUnavailableError",
     "SchemaNotReadyError",
     "SessionBase",
     "SessionInfo",
@@ -34,5 +37,6 @@ __all__ = [
     "StateEncodingError",
     "StateModule",
     "StatekeeperError",
+    "StoreClosedError",
     "__version__",
 ]

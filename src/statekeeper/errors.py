@@ -9,10 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "ConflictError",
+    "DatabaseUnavailableError",
     "SchemaNotReadyError",
     "SessionNotFoundError",
     "StateEncodingError",
     "StatekeeperError",
+    "StoreClosedError",
 ]
 
 
@@ -61,3 +63,19 @@ class SchemaNotReadyError(StatekeeperError):
 
     Run ``statekeeper db upgrade --url URL`` (or pass ``auto_migrate=True``).
     """
+
+
+class DatabaseUnavailableError(StatekeeperError, ConnectionError):
+    """The database could not be reached, or the connection to it was lost.
+
+    Raised for a refused or timed-out connection, a server that went away
+    mid-call, or a pool that could not hand out a connection in time. A write
+    that raises it was not committed unless the connection broke after the
+    server's reply; the session is never left half-written. Check that the
+    database is up and the URL is right, then retry. The driver's own
+    exception is the ``__cause__``.
+    """
+
+
+class StoreClosedError(StatekeeperError, RuntimeError):
+    """The store (or service) was closed; create a new one to keep working."""
