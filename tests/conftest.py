@@ -158,9 +158,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-async def make_store(
-    db_url: str, facade: str, driver: str
-) -> AsyncIterator[Callable[..., Any]]:
+async def make_store(db_url: str, facade: str, driver: str) -> AsyncIterator[Callable[..., Any]]:
     """Build stores on the test's database; each test gets its own ``app_name`` by default.
 
     With a driver other than ``statekeeper``, each store runs on a caller's
