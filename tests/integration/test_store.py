@@ -1,4 +1,4 @@
-"""Every store behaviour, on {SQLite, PostgreSQL} x {sync, async}."""
+"""Every store behaviour, on {SQL on SQLite and PostgreSQL, JSON files, Redis} x {sync, async}."""
 
 from __future__ import annotations
 
