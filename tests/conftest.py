@@ -143,7 +143,7 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-STORE_KINDS = ["sqlite", "postgres", "json"]
+STORE_KINDS = ["sqlite", "postgres", "json", "redis"]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -156,7 +156,7 @@ def store_factory(
     store_kind: str, facade: str, request: pytest.FixtureRequest, tmp_path: Any
 ) -> Callable[..., Any]:
     """Return a function building stores of ``store_kind`` with ``facade``, sharing one place."""
-    from statekeeper import AsyncJSONSession, JSONSession
+    from statekeeper import AsyncJSONSession, AsyncRedisSession, JSONSession, RedisSession
 
     if store_kind in ("sqlite", "postgres"):
         url = migrated_url(store_kind, request, tmp_path)
@@ -166,8 +166,6 @@ def store_factory(
     elif store_kind == "json":
         kinds, where, extra = (JSONSession, AsyncJSONSession), tmp_path / "sessions", {}
     else:
-        from statekeeper.redis import AsyncRedisSession, RedisSession
-
         kinds, where = (RedisSession, AsyncRedisSession), request.getfixturevalue("redis_url")
         extra = {"key_prefix": request.getfixturevalue("redis_prefix")}
 

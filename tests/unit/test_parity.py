@@ -9,14 +9,20 @@ import pytest
 import statekeeper
 from statekeeper import (
     AsyncJSONSession,
+    AsyncRedisSession,
     AsyncSessionBase,
     AsyncSqlSession,
     JSONSession,
+    RedisSession,
     SessionBase,
     SqlSession,
 )
 
-STORES = [(SqlSession, AsyncSqlSession), (JSONSession, AsyncJSONSession)]
+STORES = [
+    (SqlSession, AsyncSqlSession),
+    (JSONSession, AsyncJSONSession),
+    (RedisSession, AsyncRedisSession),
+]
 TWINS = [(SessionBase, AsyncSessionBase), *STORES]
 API = [
     "save_session_state",
