@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from statekeeper import AsyncSqlSession, SqlSession, migrations
 
@@ -153,7 +154,12 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 def store_factory(
-    store_kind: str, facade: str, request: pytest.FixtureRequest, tmp_path: Any
+    store_kind: str,
+    facade: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Any,
+    driver: str = "statekeeper",
+    engines: list[Any] | None = None,
 ) -> Callable[..., Any]:
     """Return a function building stores of ``store_kind`` with ``facade``, sharing one place."""
     from statekeeper import AsyncJSONSession, AsyncRedisSession, JSONSession, RedisSession
@@ -163,6 +169,13 @@ def store_factory(
         kinds: tuple[Any, Any] = (SqlSession, AsyncSqlSession)
         where: Any = url
         extra: dict[str, Any] = {}
+        if driver != "statekeeper":
+            parsed = sa.make_url(url)
+            backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
+            parsed = parsed.set(drivername=f"{backend}+{driver}")
+            where = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
+            if engines is not None:
+                engines.append(where)
     elif store_kind == "json":
         kinds, where, extra = (JSONSession, AsyncJSONSession), tmp_path / "sessions", {}
     else:
@@ -201,13 +214,53 @@ def facade(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: Engines a store may run on: its own (from the URL), or a caller's on each driver.
+DRIVERS = {
+    ("sqlite", "sync"): ("statekeeper", "pysqlite"),
+    ("sqlite", "async"): ("statekeeper", "aiosqlite"),
+    ("postgres", "sync"): ("statekeeper", "psycopg", "psycopg2"),
+    ("postgres", "async"): ("statekeeper", "psycopg", "asyncpg"),
+    ("json", "sync"): ("statekeeper",),
+    ("json", "async"): ("statekeeper",),
+    ("redis", "sync"): ("statekeeper",),
+    ("redis", "async"): ("statekeeper",),
+}
+
+
+@pytest.fixture(params=sorted({d for drivers in DRIVERS.values() for d in drivers}))
+def driver(request: pytest.FixtureRequest) -> str:
+    """Whose engine the store runs on: ``statekeeper`` (a URL) or a caller's, by driver."""
+    return str(request.param)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep only the driver combinations that exist (pysqlite is not a PostgreSQL driver)."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        combo = (params.get("backend", params.get("store_kind")), params.get("facade"))
+        if "driver" in params and params["driver"] not in DRIVERS.get(combo, ()):  # type: ignore[arg-type]
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture
 async def make_store(
-    store_kind: str, facade: str, request: pytest.FixtureRequest, tmp_path: Any
+    store_kind: str, facade: str, driver: str, request: pytest.FixtureRequest, tmp_path: Any
 ) -> AsyncIterator[Callable[..., Any]]:
-    """Build stores of the kind under test; each test gets its own ``app_name`` by default."""
+    """Build stores of the kind under test; each test gets its own ``app_name`` by default.
+
+    With a driver other than ``statekeeper`` (SQL kinds only), each store runs
+    on a caller's engine made with that driver, disposed after the test.
+    """
     app = f"app-{uuid.uuid4().hex[:8]}"
-    build = store_factory(store_kind, facade, request, tmp_path)
+    engines: list[Any] = []
+    build = store_factory(store_kind, facade, request, tmp_path, driver, engines)
     made: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
@@ -219,6 +272,10 @@ async def make_store(
     yield make
     for store in made:
         result = store.close()
+        if inspect.isawaitable(result):
+            await result
+    for engine in engines:
+        result = engine.dispose()
         if inspect.isawaitable(result):
             await result
 

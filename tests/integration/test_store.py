@@ -446,3 +446,18 @@ async def test_context_manager_closes(db_url: str, facade: str) -> None:
         async with AsyncSqlSession(db_url) as a:
             await a.set_state("x", {"a": 1})
             assert await a.get_state("x") == {"a": 1}
+
+
+async def test_calls_after_close_raise_store_closed(make_store: Any) -> None:
+    from statekeeper import StoreClosedError
+
+    store = make_store()
+    await store.set_state("s", {"a": 1})
+    await store.close()
+    with pytest.raises(StoreClosedError, match="closed"):
+        await store.get_state("s")
+    with pytest.raises(StoreClosedError):
+        await store.set_state("s", {"a": 2})
+    with pytest.raises(StoreClosedError):
+        await store.list_sessions()
+    await store.close()  # closing twice is harmless
