@@ -137,7 +137,7 @@ def _run(
             store,
             dry_run=dry_run,
             overwrite=overwrite,
-            progress=lambda: bar.advance(task),
+            progress=lambda n: bar.advance(task, n),
         )
     seconds = time.perf_counter() - started
     for line in _importers.iter_errors(summary):

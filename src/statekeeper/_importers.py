@@ -26,6 +26,7 @@ __all__ = [
     "agentscope_json",
     "agentscope_redis",
     "import_items",
+    "differs",
     "iter_errors",
 ]
 
@@ -121,21 +122,45 @@ def import_items(
     *,
     dry_run: bool = False,
     overwrite: bool = False,
-    progress: Callable[[], None] = lambda: None,
+    progress: Callable[[int], None] = lambda n: None,
 ) -> Summary:
-    """Write every item into ``store``; return what happened to each."""
+    """Write every item into ``store``; return what happened to each.
+
+    Into a :class:`~statekeeper.SqlSession` sessions are written in batches
+    (``_import_sql``); into other stores, and in a dry run, one by one.
+    """
+    from ._import_sql import BATCH, write_batch
+    from .sql import SqlSession
+
     summary = Summary()
+    sql = store if isinstance(store, SqlSession) and not dry_run else None
+    batch: list[tuple[Item, dict[str, Any]]] = []
     written = []
+    pending = 0
+    if sql is not None:
+        sql.session_exists("-")  # the store's first call checks the schema is ready
     for item in items:
+        pending += 1
         try:
             state = item.load()
             if not isinstance(state, dict):
                 raise ValueError(f"the state is a JSON {type(state).__name__}, not an object")
-            if _import_one(item, state, store, summary, dry_run, overwrite):
+            if sql is not None:
+                batch.append((item, state))
+            elif _import_one(item, state, store, summary, dry_run, overwrite):
                 written.append((item, state))
         except (OSError, ValueError, StatekeeperError) as exc:
             summary.failed.append((item.source, _reason(exc)))
-        progress()
+        if sql is None or len(batch) >= BATCH:
+            if sql is not None:
+                write_batch(sql, batch, summary, overwrite)
+                batch = []
+            progress(pending)
+            pending = 0
+    if sql is not None and batch:
+        write_batch(sql, batch, summary, overwrite)
+    if pending:
+        progress(pending)
     for item, state in written:  # the check: every written state, read back
         if store.get_state(item.session_id, item.user_id) != state:
             summary.imported -= 1
@@ -164,7 +189,7 @@ def _import_one(
         elif overwrite:
             summary.imported += 1
         else:
-            summary.skipped.append((item.source, _differs(item)))
+            summary.skipped.append((item.source, differs(item)))
         return False
     try:
         store.set_state(item.session_id, state, item.user_id, expected_version=0)
@@ -179,11 +204,12 @@ def _import_one(
         store.set_state(item.session_id, state, item.user_id)
         summary.imported += 1
         return True
-    summary.skipped.append((item.source, _differs(item)))
+    summary.skipped.append((item.source, differs(item)))
     return False
 
 
-def _differs(item: Item) -> str:
+def differs(item: Item) -> str:
+    """The reason a session that exists with another state was skipped."""
     return (
         f"session {item.session_id!r} of user {item.user_id!r} already exists with another "
         "state (pass --overwrite to replace it)"
