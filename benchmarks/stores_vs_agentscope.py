@@ -122,11 +122,16 @@ def interleaved(a: Callable[[], None], b: Callable[[], None], rounds: int) -> tu
 
 
 def cases(
-    json_store: JSONSession, redis_store: RedisSession, client: Any, agent: Module, raw_dir: str
+    json_store: JSONSession,
+    redis_store: RedisSession,
+    client: Any,
+    agent: Module,
+    raw_dir: str,
+    prefix: str,
 ) -> list[tuple[str, Callable[[], None], Callable[[], None]]]:
     """Each operation, done by statekeeper and by AgentScope's logic."""
     raw_path = os.path.join(raw_dir, "u_s.json")
-    raw_key = f"{redis_store._keys.prefix}user_id:u:session:s:state"
+    raw_key = f"{prefix}user_id:u:session:s:state"
     return [
         (
             "JSON save",
@@ -176,7 +181,9 @@ def main() -> None:
             other = Module({"tools": ["search"]})
             json_store.save_session_state("s", "u", agent=agent, toolkit=other)
             redis_store.save_session_state("s", "u", agent=agent, toolkit=other)
-            for name, ours, theirs in cases(json_store, redis_store, client, agent, raw_dir):
+            for name, ours, theirs in cases(
+                json_store, redis_store, client, agent, raw_dir, prefix
+            ):
                 a, b = interleaved(ours, theirs, rounds)
                 case = f"{name} {label}"
                 rows.append(

@@ -187,6 +187,9 @@ def decode_body(body: str) -> dict[str, Any]:
     return state
 
 
+_sync_data = getattr(os, "fdatasync", os.fsync)  # the data and the size; not the times
+
+
 def _fsync_dir(folder: str) -> None:
     if sys.platform == "win32":  # pragma: no cover - Windows cannot open folders
         return
@@ -211,7 +214,7 @@ def write(path: str, header: Header, body: str) -> None:
             file.write(header.dumps().encode("ascii"))
             file.write(body.encode("ascii"))
             file.flush()
-            os.fsync(file.fileno())
+            _sync_data(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

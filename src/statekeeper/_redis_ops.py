@@ -28,7 +28,7 @@ import binascii
 import datetime as dt
 import json
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -227,6 +227,10 @@ def _adopt_legacy(keys: Keys, user_id: str, session_id: str) -> RedisOp[None]:
 
 def read(keys: Keys, user_id: str, session_id: str) -> RedisOp[dict[str, Any] | None]:
     """Return the decoded state, or ``None``; with a ``ttl``, a load also refreshes it."""
+    if keys.ttl_us is None:  # nothing to refresh: a plain HGETALL, the script only if absent
+        fields = yield Cmd("hgetall", (keys.session(user_id, session_id),))
+        if fields:
+            return _decode(fields.items())
     expires_us, expires_ms = keys.expiry(_now_us())
     ttl_ms = "" if keys.ttl_us is None else str(-(-keys.ttl_us // 1000))
     reply = yield Cmd(
@@ -242,11 +246,15 @@ def read(keys: Keys, user_id: str, session_id: str) -> RedisOp[dict[str, Any] | 
         legacy: dict[str, Any] = json.loads(reply[1])
         return legacy
     flat = reply[1]
-    entries = {
-        _text(flat[i])[2:]: _text(flat[i + 1])
-        for i in range(0, len(flat), 2)
-        if _text(flat[i]).startswith("m:")
-    }
+    return _decode((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
+def _decode(fields: Iterable[tuple[bytes | str, bytes | str]]) -> dict[str, Any]:
+    entries = {}
+    for name, value in fields:
+        text = _text(name)
+        if text.startswith("m:"):
+            entries[text[2:]] = _text(value)
     state: dict[str, Any] = codec.decode(codec.join_entries(entries))
     return state
 

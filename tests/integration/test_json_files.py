@@ -176,7 +176,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(
     def broken_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    monkeypatch.setattr(_files, "_sync_data", broken_fsync)
     with pytest.raises(OSError, match="No space"):
         store.merge_state("s", {"b": 2})
     monkeypatch.undo()
