@@ -42,7 +42,8 @@ T = TypeVar("T")
 
 _WRITE = """
 local key = KEYS[1]
-local v = tonumber(redis.call('HGET', key, 'v') or '0')
+local meta = redis.call('HMGET', key, 'v', 'c', 'u')
+local v = tonumber(meta[1] or '0')
 if v == 0 and ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
   return {'legacy'}
 end
@@ -53,8 +54,8 @@ local now = tonumber(ARGV[3])
 local created = ARGV[3]
 local updated = now
 if v > 0 then
-  created = redis.call('HGET', key, 'c')
-  local previous = tonumber(redis.call('HGET', key, 'u'))
+  created = meta[2]
+  local previous = tonumber(meta[3])
   if previous >= updated then updated = previous + 1 end
   if ARGV[1] == '1' then redis.call('DEL', key) end
 end
