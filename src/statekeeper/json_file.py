@@ -7,16 +7,14 @@ import datetime as dt
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from . import _files, _ops, codec
 from ._records import SessionInfo, SessionPage
 from ._store import apply_loaded, check_expected, check_ids, collect_states, ttl_delta
 from .base import SessionBase
 from .errors import StatekeeperError, StoreClosedError
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 __all__ = ["JSONSession"]
 
@@ -202,7 +200,7 @@ class JSONSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._path(user_id, session_id)
-        if not isinstance(state, dict):
+        if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         entries = codec.encode_entries(state)
         return self._write(user_id, session_id, entries, False, expected_version)
@@ -216,7 +214,7 @@ class JSONSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._path(user_id, session_id)
-        if not isinstance(modules, dict):
+        if not isinstance(modules, Mapping):
             raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
         entries = codec.encode_entries(modules)
         return self._write(user_id, session_id, entries, True, expected_version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops, _redis_ops, codec
@@ -156,7 +157,7 @@ class RedisSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(state, dict):
+        if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         expected = check_expected(expected_version)
         entries = codec.encode_entries(state)
@@ -171,7 +172,7 @@ class RedisSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(modules, dict):
+        if not isinstance(modules, Mapping):
             raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
         expected = check_expected(expected_version)
         entries = codec.encode_entries(modules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
@@ -121,7 +122,7 @@ class AsyncRedisSession(AsyncSessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(state, dict):
+        if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         expected = check_expected(expected_version)
         entries = codec.encode_entries(state)
@@ -138,7 +139,7 @@ class AsyncRedisSession(AsyncSessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(modules, dict):
+        if not isinstance(modules, Mapping):
             raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
         expected = check_expected(expected_version)
         entries = codec.encode_entries(modules)

@@ -131,6 +131,19 @@ async def test_merge_creates_and_handles_empty(store: Any) -> None:
     assert await store.get_state("s") == {"a": 1}
 
 
+async def test_any_mapping_is_a_state_and_other_values_are_refused(store: Any) -> None:
+    from types import MappingProxyType
+
+    assert await store.set_state("s", MappingProxyType({"a": 1})) == 1
+    assert await store.merge_state("s", MappingProxyType({"b": 2})) == 2
+    assert await store.get_state("s") == {"a": 1, "b": 2}
+    with pytest.raises(TypeError, match="dict"):
+        await store.set_state("s", [("a", 1)])
+    with pytest.raises(TypeError, match="dict"):
+        await store.merge_state("s", "ab")
+    assert await store.get_state("s") == {"a": 1, "b": 2}
+
+
 async def test_get_state_absent_is_none(store: Any) -> None:
     assert await store.get_state("missing") is None
 
