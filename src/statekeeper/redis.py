@@ -35,6 +35,7 @@ def redis_module() -> Any:
     """Import redis-py, or say which extra installs it."""
     try:
         import redis
+        import redis.asyncio
     except ImportError as exc:  # pragma: no cover - the dev extra installs it
         raise ImportError(
             "the Redis stores need redis-py: pip install 'statekeeper[redis]'"

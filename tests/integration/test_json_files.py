@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from statekeeper import AsyncJSONSession, JSONSession, StatekeeperError, StoreClosedError, _files
+from statekeeper import (
+    AsyncJSONSession,
+    ConflictError,
+    JSONSession,
+    StatekeeperError,
+    StoreClosedError,
+    _files,
+)
 
 HOSTILE = [
     "../../etc/passwd",
@@ -254,6 +261,26 @@ def test_threads_merging_one_session_lose_nothing(tmp_path: Path) -> None:
         t.join()
     assert store.get_state("s") == {f"m{i}": {"i": 5, "nul": "\x00"} for i in range(8)}
     assert store.list_sessions().items[0].version == 40
+
+
+def test_compare_and_swap_lets_exactly_one_thread_win(tmp_path: Path) -> None:
+    store = JSONSession(tmp_path)
+    version = store.set_state("s", {"n": 0})
+    results: list[Any] = []
+
+    def write(n: int) -> None:
+        try:
+            results.append(store.set_state("s", {"n": n}, expected_version=version))
+        except ConflictError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r for r in results if isinstance(r, int)] == [version + 1]
+    assert sum(isinstance(r, ConflictError) for r in results) == 7
 
 
 async def test_async_store_keeps_the_event_loop_running(
