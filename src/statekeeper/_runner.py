@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine, _ops
-from ._drivers import arun, run, unavailable
+from ._drivers import arun, run
 from ._schema import HEAD_REVISION
 from .errors import SchemaNotReadyError, StoreClosedError
 
@@ -167,8 +167,7 @@ class Runner(_Base):
                 with migrations.alembic_lock():
                     found = self._revision()
                     if _should_migrate(found):
-                        with unavailable(self.engine):
-                            migrations.upgrade_unlocked(self.engine, self.schema)
+                        migrations.upgrade_unlocked(self.engine, self.schema)
                         found = self._revision()
             self._raise_unless_ready(found)
             self._ready = True
@@ -229,8 +228,7 @@ class AsyncRunner(_Base):
                 async with migrations.aalembic_lock():
                     found = await self._revision()
                     if _should_migrate(found):
-                        with unavailable(self.engine):
-                            await migrations.aupgrade_unlocked(self.engine, self.schema)
+                        await migrations.aupgrade_unlocked(self.engine, self.schema)
                         found = await self._revision()
             self._raise_unless_ready(found)
             self._ready = True

@@ -31,6 +31,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._drivers import aconnect, connect
 from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
 
@@ -183,7 +184,7 @@ def _engine(bind: Bind) -> tuple[sa.Engine, bool]:
 def _with_connection(bind: Bind, fn: Callable[..., T], *args: Any) -> T:
     engine, owned = _engine(bind)
     try:
-        with engine.connect() as conn:
+        with connect(engine) as conn:
             return fn(conn, *args)
     finally:
         if owned:
@@ -206,7 +207,7 @@ def upgrade_unlocked(engine: sa.Engine, schema: str | None) -> list[str]:
 
 async def aupgrade_unlocked(engine: AsyncEngine, schema: str | None) -> list[str]:
     """Upgrade to head; the caller holds :func:`aalembic_lock` (private)."""
-    async with engine.connect() as conn:
+    async with aconnect(engine) as conn:
         return await conn.run_sync(_run_command, "upgrade", "head", schema)
 
 
@@ -228,6 +229,7 @@ def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = No
 
     Raises:
         ValueError: ``schema`` was given for a database that is not PostgreSQL.
+        DatabaseUnavailableError: the database cannot be reached.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     with _ALEMBIC:
@@ -247,6 +249,7 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
 
     Raises:
         ValueError: ``schema`` was given for a database that is not PostgreSQL.
+        DatabaseUnavailableError: the database cannot be reached.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     with _ALEMBIC:
@@ -266,7 +269,7 @@ async def aupgrade(
     Returns:
         The revisions this call applied, oldest first.
     """
-    async with aalembic_lock(), engine.connect() as conn:
+    async with aalembic_lock(), aconnect(engine) as conn:
         return await conn.run_sync(_run_command, "upgrade", revision, schema)
 
 
@@ -281,7 +284,7 @@ async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = No
     Returns:
         The revisions this call undid, newest first.
     """
-    async with aalembic_lock(), engine.connect() as conn:
+    async with aalembic_lock(), aconnect(engine) as conn:
         return await conn.run_sync(_run_command, "downgrade", revision, schema)
 
 
@@ -318,7 +321,7 @@ async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None
     Returns:
         The revision id, or ``None`` when statekeeper's tables are not there.
     """
-    async with engine.connect() as conn:
+    async with aconnect(engine) as conn:
         return await conn.run_sync(_current_on, schema)
 
 
