@@ -32,9 +32,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Rows:
-    """The fetched rows of one statement."""
+    """The fetched rows of one statement, and the number of rows it changed."""
 
     rows: Sequence[tuple[Any, ...]]
+    rowcount: int = -1
 
     def first(self) -> tuple[Any, ...] | None:
         """Return the first row, or ``None``."""
@@ -54,6 +55,7 @@ class Prepared:
     positions: tuple[str, ...] | None
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]
     results: tuple[Callable[[Any], Any] | None, ...]
+    returns_rows: bool
 
     def parameters(self, params: Mapping[str, Any]) -> Any:
         """Return the DBAPI parameters for ``params``."""
@@ -113,6 +115,7 @@ class Compiler:
             positions=tuple(compiled.positiontup) if compiled.positional else None,
             binds=tuple(compiled._bind_processors.items()),
             results=results,
+            returns_rows=bool(results),
         )
 
 
@@ -196,8 +199,8 @@ def _direct_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], A
             cursor.execute(sql, params)
             if not isinstance(step, Call):
                 return None
-            # Every statement in _ops returns rows (writes use RETURNING).
-            return Rows(prepared.rows(cursor.fetchall()))
+            raw = cursor.fetchall() if cursor.description is not None else []
+            return Rows(prepared.rows(raw), cursor.rowcount)
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, fairy.dbapi_connection, cursor):
                 fairy.invalidate(exc)
@@ -271,12 +274,13 @@ def _adirect_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], 
     # in one hop there.
     one_hop = getattr(driver, "execute_fetchall", None)
 
-    async def fetch(sql: str, params: Any, rows: bool) -> Sequence[Any]:
-        if one_hop is not None:
-            return list(await one_hop(sql, params))
+    async def fetch(sql: str, params: Any, rows: bool) -> tuple[Sequence[Any], int]:
+        if rows and one_hop is not None:
+            return list(await one_hop(sql, params)), -1
         cursor = await driver.execute(sql, params)
         try:
-            return await cursor.fetchall() if rows else []
+            fetched = await cursor.fetchall() if rows else []
+            return fetched, cursor.rowcount
         finally:
             await cursor.close()
 
@@ -286,12 +290,13 @@ def _adirect_executor(fairy: Any, compiler: Compiler) -> Callable[[Call | str], 
             sql, params = prepared.sql, prepared.parameters(step.params)
         else:
             sql, params = (_begin_sql(dialect) if step == BEGIN else step), ()
+        returns_rows = isinstance(step, Call) and prepared.returns_rows
         try:
-            raw = await fetch(sql, params, isinstance(step, Call))
+            raw, rowcount = await fetch(sql, params, returns_rows)
         except dialect.loaded_dbapi.Error as exc:  # the drivers' own classes
             if dialect.is_disconnect(exc, fairy.dbapi_connection, None):
                 await greenlet_spawn(fairy.invalidate, exc)
             raise _error(exc, dialect, sql, params) from exc
-        return Rows(prepared.rows(raw)) if isinstance(step, Call) else None
+        return Rows(prepared.rows(raw), rowcount) if isinstance(step, Call) else None
 
     return execute

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ._schema import RawJSON, sessions, version_table
 
 __all__ = [
+    "PURGE_BATCH",
     "SQLITE_MERGE_MAX_MODULES",
     "Statements",
     "merge_statements",
@@ -191,15 +192,35 @@ def statements(dialect: str) -> Statements:
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
         delete=sa.delete(t).where(_KEY).returning(c.expires_at),
-        purge=sa.delete(t)
-        .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
-        .returning(c.version),
+        purge=_purge_batch(),
         replace=_upsert(dialect, _EXCLUDED_STATE),
         create=_create(dialect),
         update_cas=_update_cas(_state_param()),
         schema_version=sa.select(version_table.c.version_num),
         pages=page_statements(),
     )
+
+
+#: Expired sessions one purge statement deletes at most: each batch is its own
+#: short transaction, so a purge never holds locks for long on a busy table.
+PURGE_BATCH = 1000
+
+
+def _purge_batch() -> sa.Executable:
+    """DELETE at most ``p_batch`` of the app's sessions expired at ``p_now``.
+
+    The expiry is tested again on the deleted rows, not only in the subquery:
+    a session saved (revived) while the batch waits for its row lock is kept.
+    No RETURNING: the operation reads the row count.
+    """
+    expired = sa.and_(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
+    key = sa.tuple_(c.app_name, c.user_id, c.session_id)
+    batch = (
+        sa.select(c.app_name, c.user_id, c.session_id)
+        .where(expired)
+        .limit(sa.bindparam("p_batch", type_=sa.Integer))
+    )
+    return sa.delete(t).where(expired, key.in_(batch))
 
 
 #: SQLite merges with one ``json_set`` path per module; more modules than this

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -181,6 +181,6 @@ class StoreCore:
             raise ValueError(f"cursor must be a str or None, got {cursor!r}")
         return _ops.list_sessions(self.ctx, user_id, limit, cursor, _now())
 
-    def purge(self) -> _ops.Op[int]:
-        """Build ``purge_expired``."""
-        return _ops.purge_expired(self.ctx, _now())
+    def purge(self, on_batch: Callable[[int], object] | None = None) -> _ops.Op[int]:
+        """Build ``purge_expired``; ``on_batch`` hears the running count after each batch."""
+        return _ops.purge_expired(self.ctx, _now(), on_batch)

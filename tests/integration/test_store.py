@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from statekeeper import (
     ConflictError,
@@ -15,6 +16,8 @@ from statekeeper import (
     StateEncodingError,
     StateModule,
 )
+from statekeeper._schema import sessions as sessions_table
+from statekeeper._statements import PURGE_BATCH
 
 
 class Memory(StateModule):
@@ -374,6 +377,38 @@ async def test_purge_expired_deletes_and_counts(make_store: Any) -> None:
         "forever",
         "fresh",
     ]
+
+
+async def test_purge_expired_counts_across_batches(make_store: Any, db_url: str) -> None:
+    store = make_store(ttl=3600)
+    await store.set_state("live", {"a": 1})
+    app = (await store.list_sessions()).items[0].app_name
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    count = PURGE_BATCH * 2 + 17
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(sessions_table),
+                [
+                    {
+                        "app_name": app,
+                        "user_id": "u",
+                        "session_id": f"old{i}",
+                        "state": {},
+                        "version": 1,
+                        "created_at": past,
+                        "updated_at": past,
+                        "expires_at": past,
+                    }
+                    for i in range(count)
+                ],
+            )
+    finally:
+        engine.dispose()
+    assert await store.purge_expired() == count
+    assert await store.purge_expired() == 0
+    assert [i.session_id for i in (await store.list_sessions()).items] == ["live"]
 
 
 @pytest.mark.parametrize("ttl", [0, -5, "10", dt.timedelta(0)])
