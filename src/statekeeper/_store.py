@@ -151,6 +151,12 @@ class StoreCore:
                     f"session {session_id!r} of user {user_id!r} does not exist "
                     f"(app {self.ctx.app_name!r}); save it first or pass allow_not_exist=True"
                 )
+            logger.info(
+                "session %r of user %r (app %r) does not exist; skipped loading its state",
+                session_id,
+                user_id,
+                self.ctx.app_name,
+            )
             return
         for name, module in modules.items():
             if name in state:

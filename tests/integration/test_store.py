@@ -90,11 +90,17 @@ async def test_load_missing_module_logs_warning_and_leaves_it(
     assert "'b'" in warnings[0].getMessage()
 
 
-async def test_load_absent_session(store: Any) -> None:
+async def test_load_absent_session(store: Any, caplog: pytest.LogCaptureFixture) -> None:
     p = Plain()
     p.data = {"kept": 1}
-    await store.load_session_state("nope", p=p)  # allowed by default: nothing happens
+    with caplog.at_level(logging.INFO, logger="statekeeper"):
+        await store.load_session_state("nope", user_id="alice", p=p)  # allowed by default
     assert p.data == {"kept": 1}
+    # Logged at INFO, as AgentScope's sessions do, naming the session and user.
+    (record,) = [r for r in caplog.records if r.name == "statekeeper"]
+    assert record.levelno == logging.INFO
+    assert "'nope'" in record.getMessage()
+    assert "'alice'" in record.getMessage()
     with pytest.raises(SessionNotFoundError, match="nope") as info:
         await store.load_session_state("nope", allow_not_exist=False, p=p)
     assert isinstance(info.value, ValueError)
