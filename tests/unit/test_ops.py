@@ -229,8 +229,10 @@ def test_purge_deletes_in_bounded_batches_and_counts_without_fetching(dialect: s
     text = sql(dialect, call.statement)
     assert "RETURNING" not in text  # the count comes from the row count
     assert "LIMIT" in text  # each statement deletes at most one batch
-    # The expiry is rechecked on the deleted rows, not only in the subquery.
-    assert text.count("expires_at <=") == 2
+    # Rows are picked by address: one lookup each, whatever the table's size.
+    assert ("ctid IN (SELECT ctid" if dialect == "postgresql" else "rowid IN (SELECT rowid") in text
+    if dialect == "postgresql":  # the expiry is rechecked on the rows deleted
+        assert text.count("expires_at <=") == 2
 
 
 def test_purge_of_nothing_is_one_statement() -> None:
