@@ -290,6 +290,7 @@ def test_sessions_on_an_unmigrated_database_name_the_url_and_command(
         result = cli("sessions", *args, "--url", typed)
         assert result.code == 3, (args, result)  # not migrated
         assert result.stdout == ""
+        assert "Traceback" not in result.stderr
         (line,) = result.stderr.splitlines()
         assert f"statekeeper db upgrade --url '{typed}'" in line, args
         assert f"the database {typed} has no statekeeper tables" in line, args
