@@ -296,7 +296,7 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "`SELECT` + `json.loads`, on the same table). Each statekeeper batch alternates with a "
         "floor batch in the same run; the numbers are medians of the batches and the ratio is "
         "statekeeper / floor (lower is better; 1.00x is the raw driver). See "
-        "[benchmarks/README.md](../benchmarks/README.md) for how to run and read it.",
+        "`benchmarks/README.md` in the source for how to run and read it.",
         "",
         f"Run: `{meta['command']}` on {meta['date']} ({meta['seconds']:.0f} s){note}.",
         "",
@@ -327,6 +327,9 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         lines += [f"## {title}", "", md_table(headers, rows), ""]
     for reason in results.get("skipped", []):
         lines += [f"> Skipped: {reason}", ""]
+    purge = Path(__file__).with_name("purge.md")
+    if purge.exists():  # written by benchmarks/purge.py
+        lines += [purge.read_text().strip(), ""]
     durable = meta["settings"].get("durable", False)
     fsync = (
         "with fsync: the SQLite files on disk and PostgreSQL's `synchronous_commit = on`"

@@ -7,7 +7,15 @@ import sqlalchemy as sa
 from rich.table import Table
 
 from . import migrations
-from ._cli_common import display_url, out_console, reports_errors, schema_option, url_option
+from ._cli_common import (
+    EXIT_STATUS_HELP,
+    NotMigrated,
+    out_console,
+    reports_errors,
+    schema_option,
+    url_option,
+)
+from ._cli_common import where as _where
 from ._schema import HEAD_REVISION
 
 __all__ = ["db"]
@@ -34,16 +42,12 @@ def _parents() -> dict[str, str | None]:
     return parents
 
 
-def _where(url: str, schema: str | None) -> str:
-    return display_url(url) + (f" (schema {schema})" if schema else "")
-
-
-@click.group()
+@click.group(short_help="Create, upgrade and inspect statekeeper's tables.")
 def db() -> None:
     """Create, upgrade and inspect statekeeper's tables (its Alembic history)."""
 
 
-@db.command()
+@db.command(short_help="Upgrade the database (default: to head).", epilog=EXIT_STATUS_HELP)
 @click.argument("revision", default="head")
 @url_option()
 @schema_option
@@ -76,7 +80,7 @@ def upgrade(revision: str, url: str, schema: str | None, sql: bool) -> None:
         click.echo(f"Upgraded {where} from {_label(before)} to {_label(after)}.")
 
 
-@db.command()
+@db.command(short_help="Downgrade the database to REVISION.", epilog=EXIT_STATUS_HELP)
 @click.argument("revision")
 @url_option()
 @schema_option
@@ -111,7 +115,7 @@ def downgrade(revision: str, url: str, schema: str | None, sql: bool, yes: bool)
         click.echo(f"Downgraded {where} from {_label(undone[0])} to {_label(after)}.")
 
 
-@db.command()
+@db.command(short_help="Print the database's statekeeper revision.", epilog=EXIT_STATUS_HELP)
 @url_option()
 @schema_option
 @reports_errors
@@ -120,43 +124,52 @@ def current(url: str, schema: str | None) -> None:
     click.echo(_label(migrations.current(url, schema)))
 
 
-@db.command()
+@db.command(short_help="Exit 0 if the database is at head, else 3.", epilog=EXIT_STATUS_HELP)
 @url_option()
 @schema_option
 @reports_errors
 def check(url: str, schema: str | None) -> None:
-    """Exit with status 0 if the database is at head, else 1 and the command to run."""
+    """Exit with status 0 if the database is at head, else 3 and the command to run.
+
+    A readiness probe or CI gate: status 4 means the database could not be reached.
+    """
     found = migrations.current(url, schema)
     where = _where(url, schema)
     message = migrations.not_ready_message(
         found, where, migrations.upgrade_command(url, schema), store_hint=False
     )
     if message is not None:
-        raise click.ClickException(message)
+        raise NotMigrated(message)
     click.echo(f"{where} is at {_label(found)}: ready.")
 
 
-@db.command()
+@db.command(short_help="List statekeeper's revisions, newest first.", epilog=EXIT_STATUS_HELP)
 @url_option(required=False)
 @schema_option
 @reports_errors
 def history(url: str | None, schema: str | None) -> None:
     """List statekeeper's revisions, newest first (with --url: mark the database's)."""
     found = migrations.current(url, schema) if url else None
-    table = Table(title="statekeeper migrations", title_justify="left")
-    table.add_column("revision", no_wrap=True)
-    table.add_column("down revision", no_wrap=True)
-    table.add_column("description", overflow="fold")
-    if url:
-        table.add_column("database", no_wrap=True)
+    columns = ["revision", "down revision", "description"] + (["database"] if url else [])
+    rows = []
     for script in migrations.revisions():
         down = script.down_revision
         row = [
             script.revision,
             "base" if down is None else (down if isinstance(down, str) else ", ".join(down)),
-            (script.doc or "").strip(),
+            " ".join((script.doc or "").split()),
         ]
         if url:
             row.append("current" if script.revision == found else "")
+        rows.append(row)
+    console = out_console()
+    if not console.is_terminal:  # piped: plain tab-separated lines
+        for row in [columns, *rows]:
+            click.echo("\t".join(row))
+        return
+    table = Table(title="statekeeper migrations", title_justify="left")
+    for name in columns:
+        table.add_column(name, overflow="fold", no_wrap=name != "description")
+    for row in rows:
         table.add_row(*row)
-    out_console().print(table)
+    console.print(table)

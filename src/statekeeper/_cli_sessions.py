@@ -1,4 +1,9 @@
-"""``statekeeper sessions``: list, show, delete and purge stored sessions."""
+"""``statekeeper sessions``: list, show, delete and purge stored sessions.
+
+On a terminal ``ls`` draws a table; piped or redirected it prints plain
+tab-separated lines; with ``--json`` it prints one JSON document whose keys
+do not change between releases (new keys may be added).
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,38 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import sqlalchemy as sa
 from rich.highlighter import JSONHighlighter
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from . import migrations
-from ._cli_common import err_console, out_console, reports_errors, schema_option, url_option
+from . import codec
+from ._cli_common import (
+    EXIT_STATUS_HELP,
+    CommandFailed,
+    err_console,
+    out_console,
+    reports_errors,
+    require_migrated,
+    schema_option,
+    url_option,
+)
+from ._ops import validate_id
+from ._schema import RawJSON
 from ._schema import sessions as sessions_table
+from ._statements import PURGE_BATCH
 from .sql import SqlSession
 
 if TYPE_CHECKING:
     from ._records import SessionInfo
 
-__all__ = ["sessions"]
+__all__ = ["session_record", "sessions"]
 
 #: Sessions fetched per ``list_sessions`` page.
 PAGE_SIZE = 100
@@ -31,6 +55,7 @@ PAGE_SIZE = 100
 F = TypeVar("F", bound=Callable[..., Any])
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def _app_option(default: str | None = "") -> Callable[[F], F]:
@@ -45,6 +70,10 @@ def _app_option(default: str | None = "") -> Callable[[F], F]:
 
 def _user_option(help_text: str, default: str | None) -> Callable[[F], F]:
     return click.option("--user", "user_id", default=default, metavar="USER", help=help_text)
+
+
+def _json_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
 def _progress(*, needed: bool) -> Progress:
@@ -65,17 +94,25 @@ def _when(value: dt.datetime | None) -> str:
     return "-" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
+
+
+def _size(dialect: str) -> Any:
+    """Bytes of the stored state: UTF-8 JSON text."""
+    t = sessions_table
+    if dialect == "postgresql":
+        return sa.func.octet_length(sa.cast(t.c.state, sa.Text))
+    return sa.func.length(sa.cast(t.c.state, sa.LargeBinary))  # of TEXT: characters
+
+
 def _sizes(engine: sa.Engine, app_name: str, items: Iterable[SessionInfo]) -> dict[Any, int]:
-    """Bytes of each listed session's stored state (UTF-8 JSON text), by (user, session)."""
+    """Bytes of each listed session's stored state, by (user, session)."""
     wanted = {(i.user_id, i.session_id) for i in items}
     if not wanted:
         return {}
     t = sessions_table
-    if engine.dialect.name == "postgresql":
-        size: Any = sa.func.octet_length(sa.cast(t.c.state, sa.Text))
-    else:  # SQLite: length() of a BLOB counts bytes, of TEXT characters
-        size = sa.func.length(sa.cast(t.c.state, sa.LargeBinary))
-    query = sa.select(t.c.user_id, t.c.session_id, size).where(
+    query = sa.select(t.c.user_id, t.c.session_id, _size(engine.dialect.name)).where(
         t.c.app_name == app_name, t.c.session_id.in_(sorted({s for _, s in wanted}))
     )
     with engine.connect() as conn:
@@ -83,12 +120,46 @@ def _sizes(engine: sa.Engine, app_name: str, items: Iterable[SessionInfo]) -> di
     return {(u, s): int(n) for u, s, n in rows if (u, s) in wanted}
 
 
-@click.group()
+def session_record(info: SessionInfo, size: int | None) -> dict[str, Any]:
+    """One session of ``sessions ls --json`` (and the head of ``sessions show --json``).
+
+    The keys are part of the command's interface: new ones may be added, none
+    is renamed or removed. Times are ISO 8601 in UTC.
+    """
+    return {
+        "app_name": info.app_name,
+        "user_id": info.user_id,
+        "session_id": info.session_id,
+        "version": info.version,
+        "created_at": _iso(info.created_at),
+        "updated_at": _iso(info.updated_at),
+        "expires_at": _iso(info.expires_at),
+        "size_bytes": size,
+    }
+
+
+def _print_json(document: Any) -> None:
+    # ASCII: lone surrogates stay \udXXX escapes, any terminal or pipe takes it.
+    click.echo(json.dumps(document, indent=2, ensure_ascii=True))
+
+
+def _plain(value: str) -> str:
+    """A cell of plain output: tabs, newlines and backslashes escaped, one line per row."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), value)
+
+
+def _open(url: str, schema: str | None, app_name: str) -> SqlSession:
+    """A store on the database the user named, refusing an unmigrated one with the command."""
+    require_migrated(url, schema)
+    return SqlSession(url, app_name=app_name, schema=schema)
+
+
+@click.group(short_help="List, show, delete and purge stored sessions.")
 def sessions() -> None:
     """List, show, delete and purge stored sessions (for operators)."""
 
 
-@sessions.command("ls")
+@sessions.command("ls", short_help="List sessions, newest update first.", epilog=EXIT_STATUS_HELP)
 @url_option()
 @schema_option
 @_app_option()
@@ -100,18 +171,34 @@ def sessions() -> None:
     show_default=True,
     help="Show at most this many sessions, newest update first.",
 )
+@click.option(
+    "--cursor",
+    default=None,
+    metavar="CURSOR",
+    help="Start after the sessions already shown: the cursor printed by the previous page.",
+)
+@_json_option('Print one JSON document: {"app_name", "user_id", "sessions": [...], "next_cursor"}.')
 @reports_errors
-def ls(url: str, schema: str | None, app_name: str, user_id: str | None, limit: int) -> None:
-    """List sessions, newest update first: ids, version, times (UTC) and state size."""
+def ls(
+    url: str,
+    schema: str | None,
+    app_name: str,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List sessions, newest update first: ids, version, times (UTC) and state size.
+
+    On a terminal, a table; piped or redirected, tab-separated lines under a
+    header; with --json, one JSON document. When more sessions exist than
+    --limit, the cursor of the next page is printed (on stderr, or as
+    "next_cursor" in JSON): pass it as --cursor.
+    """
     found: list[SessionInfo] = []
     sizes: dict[Any, int] = {}
-    more = False
-    with (
-        SqlSession(url, app_name=app_name, schema=schema) as store,
-        _progress(needed=limit > PAGE_SIZE) as progress,
-    ):
+    with _open(url, schema, app_name) as store, _progress(needed=limit > PAGE_SIZE) as progress:
         task = progress.add_task("listing sessions", total=limit)
-        cursor: str | None = None
         while len(found) < limit:
             page = store.list_sessions(
                 user_id, limit=min(PAGE_SIZE, limit - len(found)), cursor=cursor
@@ -122,31 +209,50 @@ def ls(url: str, schema: str | None, app_name: str, user_id: str | None, limit: 
             cursor = page.next_cursor
             if cursor is None:
                 break
-        more = cursor is not None
 
-    whose = "every user" if user_id is None else f"user {user_id!r}"
-    table = Table(
-        title=f"{len(found)} session(s) of {whose} in app {app_name!r}", title_justify="left"
-    )
-    table.add_column("user", overflow="fold", min_width=4)
-    table.add_column("session", overflow="fold", min_width=7)
-    table.add_column("version", justify="right", no_wrap=True)
-    table.add_column("updated (UTC)", no_wrap=True)
-    table.add_column("expires (UTC)", no_wrap=True)
-    table.add_column("size (bytes)", justify="right", no_wrap=True)
-    for info in found:
-        size = sizes.get((info.user_id, info.session_id))
-        table.add_row(
-            Text(info.user_id),
-            Text(info.session_id),
-            str(info.version),
-            _when(info.updated_at),
-            _when(info.expires_at),
-            "-" if size is None else str(size),
+    records = [session_record(i, sizes.get((i.user_id, i.session_id))) for i in found]
+    if as_json:
+        _print_json(
+            {"app_name": app_name, "user_id": user_id, "sessions": records, "next_cursor": cursor}
         )
-    out_console().print(table)
-    if more:
-        err_console().print(f"More sessions exist: raise --limit (now {limit}) to see them.")
+        return
+    console = out_console()
+    columns = ("user", "session", "version", "updated (UTC)", "expires (UTC)", "size (bytes)")
+    rows = [
+        (
+            r["user_id"],
+            r["session_id"],
+            str(r["version"]),
+            _when(i.updated_at),
+            _when(i.expires_at),
+            "-" if r["size_bytes"] is None else str(r["size_bytes"]),
+        )
+        for i, r in zip(found, records, strict=True)
+    ]
+    if console.is_terminal:
+        whose = "every user" if user_id is None else f"user {user_id!r}"
+        table = Table(
+            title=f"{len(found)} session(s) of {whose} in app {app_name!r}", title_justify="left"
+        )
+        for name in columns:
+            numeric = name in ("version", "size (bytes)")
+            table.add_column(
+                name,
+                justify="right" if numeric else "left",
+                overflow="fold",
+                no_wrap=name not in ("user", "session"),
+            )
+        for row in rows:
+            table.add_row(Text(row[0]), Text(row[1]), *row[2:])
+        console.print(table)
+    else:
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(_plain(cell) for cell in row))
+    if cursor is not None:
+        err_console().print(
+            f"More sessions exist: see the next page with --cursor {cursor}", soft_wrap=True
+        )
 
 
 def _one_session(command: F) -> F:
@@ -171,64 +277,144 @@ def _json_text(state: Any) -> str:
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-@sessions.command()
+def _missing(session_id: str, user_id: str, app_name: str, what: str = "") -> CommandFailed:
+    return CommandFailed(
+        f"no session {session_id!r} of user {user_id!r} in app {app_name!r}{what} "
+        "(it does not exist or has expired); list them with `statekeeper sessions ls`"
+    )
+
+
+def _read(
+    store: SqlSession, app_name: str, user_id: str, session_id: str
+) -> tuple[dict[str, Any], Any] | None:
+    """The live session's record and state, read in one statement that refreshes nothing."""
+    t = sessions_table
+    now = dt.datetime.now(dt.timezone.utc)
+    query = sa.select(
+        sa.type_coerce(t.c.state, RawJSON()),
+        t.c.version,
+        t.c.created_at,
+        t.c.updated_at,
+        t.c.expires_at,
+        _size(store.engine.dialect.name),
+    ).where(
+        t.c.app_name == app_name,
+        t.c.user_id == user_id,
+        t.c.session_id == session_id,
+        sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
+    )
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    text, version, created, updated, expires, size = row
+    record = {
+        "app_name": app_name,
+        "user_id": user_id,
+        "session_id": session_id,
+        "version": int(version),
+        "created_at": _iso(created),
+        "updated_at": _iso(updated),
+        "expires_at": _iso(expires),
+        "size_bytes": int(size),
+    }
+    return record, codec.decode(text)
+
+
+@sessions.command(short_help="Print a session's state as JSON.", epilog=EXIT_STATUS_HELP)
 @_one_session
-def show(session_id: str, url: str, schema: str | None, app_name: str, user_id: str) -> None:
-    """Print a session's state as JSON (without refreshing its expiry)."""
-    with SqlSession(url, app_name=app_name, schema=schema) as store:
-        state = store.get_state(session_id, user_id)
-    if state is None:
-        raise click.ClickException(
-            f"no session {session_id!r} of user {user_id!r} in app {app_name!r} "
-            "(it does not exist or has expired); list them with `statekeeper sessions ls`"
-        )
-    out_console().print(JSONHighlighter()(Text(_json_text(state))), soft_wrap=True)
+@_json_option(
+    'Print one JSON document: the session\'s ids, "version", times and "size_bytes" '
+    '(as in ls --json) and its "state".'
+)
+def show(
+    session_id: str, url: str, schema: str | None, app_name: str, user_id: str, as_json: bool
+) -> None:
+    """Print a session's state as JSON (a read: it does not refresh the session's expiry)."""
+    validate_id(user_id, "user_id", allow_empty=True)
+    validate_id(session_id, "session_id", allow_empty=False)
+    with _open(url, schema, app_name) as store:
+        found = _read(store, app_name, user_id, session_id)
+    if found is None:
+        raise _missing(session_id, user_id, app_name)
+    record, state = found
+    if as_json:
+        _print_json({**record, "state": state})
+        return
+    console = out_console()
+    if console.is_terminal:
+        console.print(JSONHighlighter()(Text(_json_text(state))), soft_wrap=True)
+    else:
+        click.echo(_json_text(state))
 
 
-@sessions.command()
+@sessions.command(short_help="Delete a session.", epilog=EXIT_STATUS_HELP)
 @_one_session
 def rm(session_id: str, url: str, schema: str | None, app_name: str, user_id: str) -> None:
     """Delete a session."""
-    with SqlSession(url, app_name=app_name, schema=schema) as store:
+    with _open(url, schema, app_name) as store:
         deleted = store.delete_session(session_id, user_id)
     if not deleted:
-        raise click.ClickException(
-            f"no session {session_id!r} of user {user_id!r} in app {app_name!r} to delete "
-            "(it does not exist or has expired)"
-        )
+        raise _missing(session_id, user_id, app_name, " to delete")
     click.echo(f"Deleted session {session_id!r} of user {user_id!r} in app {app_name!r}.")
 
 
-def _apps_with_expired(engine: sa.Engine) -> list[str]:
+def _expired_counts(engine: sa.Engine, app_name: str | None) -> dict[str, int]:
+    """How many sessions have expired, per app (of every app, or of ``app_name``)."""
     t = sessions_table
     now = dt.datetime.now(dt.timezone.utc)
-    query = sa.select(t.c.app_name).where(t.c.expires_at <= now).distinct().order_by(t.c.app_name)
+    query = (
+        sa.select(t.c.app_name, sa.func.count())
+        .where(t.c.expires_at <= now)
+        .group_by(t.c.app_name)
+        .order_by(t.c.app_name)
+    )
+    if app_name is not None:
+        query = query.where(t.c.app_name == app_name)
     with engine.connect() as conn:
-        return [str(name) for name in conn.execute(query).scalars()]
+        return {str(name): int(n) for name, n in conn.execute(query).all()}
 
 
-@sessions.command()
+def _advance(progress: Progress, task: TaskID, done: int) -> Callable[[int], None]:
+    """Move the bar to ``done`` plus the running count of the app being purged."""
+    return lambda count: progress.update(task, completed=done + count)
+
+
+def _purge(store: SqlSession, on_batch: Callable[[int], object]) -> int:
+    """``store.purge_expired()``, reporting the running count after each batch."""
+    return store._run(store._core.purge(on_batch))
+
+
+@sessions.command(short_help="Delete expired sessions and count them.", epilog=EXIT_STATUS_HELP)
 @url_option()
 @schema_option
 @_app_option(default=None)
 @reports_errors
 def purge(url: str, schema: str | None, app_name: str | None) -> None:
-    """Delete expired sessions and print how many (of every app, or of --app APP)."""
-    if app_name is not None:
-        with SqlSession(url, app_name=app_name, schema=schema) as store:
-            count = store.purge_expired()
-        click.echo(f"Purged {count} expired session(s) of app {app_name!r}.")
-        return
-    with SqlSession(url, schema=schema) as store:
-        migrations.check(store.engine, schema)
-        apps = _apps_with_expired(store.engine)
+    """Delete expired sessions (of every app, or of --app APP) and print how many.
+
+    Deletes in batches of 1000, each its own short transaction, so a purge of
+    a large backlog never holds locks for long on a busy table. A progress bar
+    is shown on a terminal for more than one batch.
+    """
+    with _open(url, schema, app_name or "") as store:
+        apps = [app_name] if app_name is not None else None
+        show_bar = err_console().is_terminal
+        expected: dict[str, int] = {}
+        if show_bar or apps is None:
+            expected = _expired_counts(store.engine, app_name)
+        apps = apps if apps is not None else list(expected)
         counts: dict[str, int] = {}
-        with _progress(needed=len(apps) > 1) as progress:
-            task = progress.add_task("purging apps", total=len(apps))
+        total = sum(expected.values())
+        with _progress(needed=total > PURGE_BATCH) as progress:
+            task = progress.add_task("purging expired sessions", total=total)
             for name in apps:
+                done = sum(counts.values())
                 with SqlSession(store.engine, app_name=name, schema=schema) as app_store:
-                    counts[name] = app_store.purge_expired()
-                progress.advance(task)
+                    counts[name] = _purge(app_store, _advance(progress, task, done))
+    if app_name is not None:
+        click.echo(f"Purged {counts[app_name]} expired session(s) of app {app_name!r}.")
+        return
     for name, count in counts.items():
         click.echo(f"app {name!r}: {count}")
     click.echo(f"Purged {sum(counts.values())} expired session(s) in {len(counts)} app(s).")

@@ -18,7 +18,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -27,7 +27,13 @@ import sqlalchemy as sa
 from . import codec
 from ._records import SessionInfo, SessionPage
 from ._schema import ID_LENGTH
-from ._statements import Statements, merge_statements, one_statement_merge, statements
+from ._statements import (
+    PURGE_BATCH,
+    Statements,
+    merge_statements,
+    one_statement_merge,
+    statements,
+)
 from .errors import ConflictError
 
 __all__ = [
@@ -61,6 +67,10 @@ class Call:
 
 class Result(Protocol):
     """What an operation is sent back for a :class:`Call`: the rows, fully fetched."""
+
+    @property
+    def rowcount(self) -> int:
+        """The number of rows the statement changed (for a DELETE without RETURNING)."""
 
     def first(self) -> Any:
         """Return the first row, or ``None``."""
@@ -180,10 +190,27 @@ def delete_session(ctx: Context, user_id: str, session_id: str, now: dt.datetime
     return row is not None and (row[0] is None or row[0] > now)
 
 
-def purge_expired(ctx: Context, now: dt.datetime) -> Op[int]:
-    """Delete this app's expired sessions; return how many."""
-    result = yield Call(ctx.sql.purge, {"p_app": ctx.app_name, "p_now": now})
-    return len(result.all())
+def purge_expired(
+    ctx: Context,
+    now: dt.datetime,
+    on_batch: Callable[[int], object] | None = None,
+    batch: int = PURGE_BATCH,
+) -> Op[int]:
+    """Delete this app's sessions expired at ``now``, ``batch`` per statement; return how many.
+
+    Each statement is its own short transaction (autocommit), so the purge of
+    a large backlog holds no lock for long. ``on_batch`` is called with the
+    running total after each statement (progress reporting).
+    """
+    params = {"p_app": ctx.app_name, "p_now": now, "p_batch": batch}
+    total = 0
+    while True:
+        deleted = int((yield Call(ctx.sql.purge, params)).rowcount)
+        total += max(deleted, 0)
+        if on_batch is not None:
+            on_batch(total)
+        if deleted < batch:
+            return total
 
 
 def set_state(

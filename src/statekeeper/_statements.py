@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ._schema import RawJSON, sessions, version_table
 
 __all__ = [
+    "PURGE_BATCH",
     "SQLITE_MERGE_MAX_MODULES",
     "Statements",
     "merge_statements",
@@ -191,15 +192,43 @@ def statements(dialect: str) -> Statements:
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
         delete=sa.delete(t).where(_KEY).returning(c.expires_at),
-        purge=sa.delete(t)
-        .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
-        .returning(c.version),
+        purge=_purge_batch(dialect),
         replace=_upsert(dialect, _EXCLUDED_STATE),
         create=_create(dialect),
         update_cas=_update_cas(_state_param()),
         schema_version=sa.select(version_table.c.version_num),
         pages=page_statements(),
     )
+
+
+#: Expired sessions one purge statement deletes at most: each batch is its own
+#: short transaction, so a purge never holds locks for long on a busy table.
+PURGE_BATCH = 1000
+
+
+def _purge_batch(dialect: str) -> sa.Executable:
+    """DELETE at most ``p_batch`` of the app's sessions expired at ``p_now``.
+
+    The batch is picked by row address (``ctid`` on PostgreSQL, ``rowid`` on
+    SQLite), so each deleted row is one direct lookup, whatever the table's
+    size. No RETURNING: the operation reads the row count.
+
+    On PostgreSQL the batch is taken along the expiry index, so a batch does
+    not rescan the dead rows the batches before it left, and the expiry is
+    tested again on the rows deleted: a session saved (revived) meanwhile is
+    kept (a row updated concurrently also has a new address and is skipped).
+    SQLite runs the statement under its one write lock, so nothing changes
+    between the subquery and the delete.
+    """
+    expired = sa.and_(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
+    limit = sa.bindparam("p_batch", type_=sa.Integer)
+    if dialect == "postgresql":
+        ctid: sa.ColumnClause[Any] = sa.literal_column("ctid")
+        batch = sa.select(ctid).select_from(t).where(expired).order_by(c.expires_at).limit(limit)
+        return sa.delete(t).where(expired, ctid.in_(batch))
+    rowid: sa.ColumnClause[Any] = sa.literal_column("rowid")
+    batch = sa.select(rowid).select_from(t).where(expired).limit(limit)
+    return sa.delete(t).where(rowid.in_(batch))
 
 
 #: SQLite merges with one ``json_set`` path per module; more modules than this

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _ops, codec
@@ -89,6 +89,12 @@ def apply_loaded(
                 f"session {session_id!r} of user {user_id!r} does not exist "
                 f"(app {app_name!r}); save it first or pass allow_not_exist=True"
             )
+        logger.info(
+            "session %r of user %r (app %r) does not exist; skipped loading its state",
+            session_id,
+            user_id,
+            app_name,
+        )
         return
     for name, module in modules.items():
         if name in state:
@@ -185,6 +191,6 @@ class StoreCore:
             raise ValueError(f"cursor must be a str or None, got {cursor!r}")
         return _ops.list_sessions(self.ctx, user_id, limit, cursor, now())
 
-    def purge(self) -> _ops.Op[int]:
-        """Build ``purge_expired``."""
-        return _ops.purge_expired(self.ctx, now())
+    def purge(self, on_batch: Callable[[int], object] | None = None) -> _ops.Op[int]:
+        """Build ``purge_expired``; ``on_batch`` hears the running count after each batch."""
+        return _ops.purge_expired(self.ctx, now(), on_batch)

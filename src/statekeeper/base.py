@@ -51,7 +51,8 @@ class SessionBase(abc.ABC):
         """Load the stored state into each given module with ``load_state_dict``.
 
         A module the session has no state for is skipped with a WARNING log that
-        names it. With a ``ttl``, loading refreshes the session's expiry.
+        names it; a missing session, when allowed, is logged at INFO (as
+        AgentScope does). With a ``ttl``, loading refreshes the session's expiry.
 
         Args:
             session_id: the session.
@@ -246,7 +247,8 @@ class AsyncSessionBase(abc.ABC):
         """Load the stored state into each given module with ``load_state_dict``.
 
         A module the session has no state for is skipped with a WARNING log that
-        names it. With a ``ttl``, loading refreshes the session's expiry.
+        names it; a missing session, when allowed, is logged at INFO (as
+        AgentScope does). With a ``ttl``, loading refreshes the session's expiry.
 
         Args:
             session_id: the session.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ._cli_common import DOCS_HINT, EXIT_STATUS_HELP
 from ._cli_db import db
 from ._cli_import import import_
 from ._cli_sessions import sessions
@@ -19,12 +20,17 @@ from ._version import __version__
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_STATUS_HELP,
+)
 @click.version_option(__version__, prog_name="statekeeper")
 def main() -> None:
     """Keep AI-agent session state in SQL databases.
 
-    First run `statekeeper db upgrade --url URL` to create the tables.
+    First run `statekeeper db upgrade --url URL` to create the tables. Every
+    command takes --url (or STATEKEEPER_URL); `statekeeper COMMAND --help`
+    tells more.
     """
 
 
@@ -33,7 +39,7 @@ main.add_command(sessions)
 main.add_command(import_)
 
 
-@main.command()
+@main.command(short_help="Save and load a small agent in SQLite (no server).")
 @click.option(
     "--path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -46,3 +52,4 @@ def demo(path: Path) -> None:
     from ._demo import run
 
     run(path, echo=click.echo)
+    click.echo(DOCS_HINT)

@@ -99,7 +99,7 @@ def test_a_different_stored_state_is_kept_unless_overwrite(folder: Path, url: st
 
 def test_a_database_not_migrated_is_a_clear_error(folder: Path, empty_url: str) -> None:
     result = _run("import", "agentscope-json", str(folder), "--to", empty_url)
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # not migrated
     assert "statekeeper db upgrade" in result.output
 
 

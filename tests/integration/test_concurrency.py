@@ -86,3 +86,69 @@ async def test_compare_and_swap_lets_exactly_one_writer_win(db_url: str) -> None
         wins = [r for r in results if isinstance(r, int)]
         assert wins == [version + 1]
         assert all(isinstance(r, ConflictError) for r in results if not isinstance(r, int))
+
+
+def test_purge_keeps_a_session_revived_while_it_waits(pg_database: str) -> None:
+    """PostgreSQL: a purge batch blocked on a row that a writer revives does not delete it."""
+    import datetime as dt
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from statekeeper._schema import sessions
+
+    app = "purge-revive"
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    engine = sa.create_engine(pg_database, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(sessions),
+            [
+                {
+                    "app_name": app,
+                    "user_id": "u",
+                    "session_id": sid,
+                    "state": {},
+                    "version": 1,
+                    "created_at": past,
+                    "updated_at": past,
+                    "expires_at": past,
+                }
+                for sid in ("revived", "gone")
+            ],
+        )
+    writer = engine.connect()
+    writer.begin()  # revives "revived" and holds its row lock until commit
+    writer.execute(
+        sa.update(sessions)
+        .where(sessions.c.app_name == app, sessions.c.session_id == "revived")
+        .values(expires_at=past + dt.timedelta(days=1))
+    )
+    counted: list[int] = []
+    store = SqlSession(pg_database, app_name=app)
+    purge = threading.Thread(target=lambda: counted.append(store.purge_expired()))
+    purge.start()
+    try:
+        waiting = sa.text(  # the purge's connection, waiting for the writer's transaction
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        with engine.connect() as watcher:
+            for _ in range(500):  # until the purge waits for the writer's row lock
+                if watcher.execute(waiting).scalar_one():
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the purge never waited for the writer's lock")
+        writer.commit()
+        purge.join(timeout=30)
+    finally:
+        writer.close()
+        purge.join(timeout=30)
+        store.close()
+        engine.dispose()
+    assert counted == [1]  # "gone" only
+    with SqlSession(pg_database, app_name=app) as check:
+        assert check.session_exists("revived", "u")
+        assert not check.session_exists("gone", "u")

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from statekeeper import (
     ConflictError,
@@ -15,6 +16,8 @@ from statekeeper import (
     StateEncodingError,
     StateModule,
 )
+from statekeeper._schema import sessions as sessions_table
+from statekeeper._statements import PURGE_BATCH
 
 
 class Memory(StateModule):
@@ -87,11 +90,17 @@ async def test_load_missing_module_logs_warning_and_leaves_it(
     assert "'b'" in warnings[0].getMessage()
 
 
-async def test_load_absent_session(store: Any) -> None:
+async def test_load_absent_session(store: Any, caplog: pytest.LogCaptureFixture) -> None:
     p = Plain()
     p.data = {"kept": 1}
-    await store.load_session_state("nope", p=p)  # allowed by default: nothing happens
+    with caplog.at_level(logging.INFO, logger="statekeeper"):
+        await store.load_session_state("nope", user_id="alice", p=p)  # allowed by default
     assert p.data == {"kept": 1}
+    # Logged at INFO, as AgentScope's sessions do, naming the session and user.
+    (record,) = [r for r in caplog.records if r.name == "statekeeper"]
+    assert record.levelno == logging.INFO
+    assert "'nope'" in record.getMessage()
+    assert "'alice'" in record.getMessage()
     with pytest.raises(SessionNotFoundError, match="nope") as info:
         await store.load_session_state("nope", allow_not_exist=False, p=p)
     assert isinstance(info.value, ValueError)
@@ -387,6 +396,43 @@ async def test_purge_expired_deletes_and_counts(make_store: Any) -> None:
         "forever",
         "fresh",
     ]
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("driver", ["statekeeper"])
+async def test_purge_expired_counts_across_batches(make_store: Any) -> None:
+    store = make_store(ttl=3600)
+    url = store.engine.url  # the store's own database, through a sync driver
+    sync = "sqlite+pysqlite" if url.get_backend_name() == "sqlite" else "postgresql+psycopg"
+    db_url = url.set(drivername=sync)
+    await store.set_state("live", {"a": 1})
+    app = (await store.list_sessions()).items[0].app_name
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    count = PURGE_BATCH * 2 + 17
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(sessions_table),
+                [
+                    {
+                        "app_name": app,
+                        "user_id": "u",
+                        "session_id": f"old{i}",
+                        "state": {},
+                        "version": 1,
+                        "created_at": past,
+                        "updated_at": past,
+                        "expires_at": past,
+                    }
+                    for i in range(count)
+                ],
+            )
+    finally:
+        engine.dispose()
+    assert await store.purge_expired() == count
+    assert await store.purge_expired() == 0
+    assert [i.session_id for i in (await store.list_sessions()).items] == ["live"]
 
 
 @pytest.mark.parametrize("ttl", [0, -5, "10", dt.timedelta(0)])

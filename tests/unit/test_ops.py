@@ -208,3 +208,42 @@ def test_a_failed_rollback_discards_the_connection() -> None:
     with pytest.raises(ConflictError):
         _drive(op, conn)  # type: ignore[arg-type]
     assert conn.discarded
+
+
+class CountResult(FakeResult):
+    def __init__(self, rowcount: int) -> None:
+        super().__init__([])
+        self.rowcount = rowcount
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_purge_deletes_in_bounded_batches_and_counts_without_fetching(dialect: str) -> None:
+    seen: list[int] = []
+    op = _ops.purge_expired(ctx(dialect), NOW, seen.append, batch=1000)
+    steps = [next(op)]
+    total = None
+    try:
+        for deleted in (1000, 1000, 437):
+            steps.append(op.send(CountResult(deleted)))
+    except StopIteration as stop:
+        total = stop.value
+    assert total == 2437
+    assert seen == [1000, 2000, 2437]  # the running count after each batch
+    assert len(steps) == 3  # one statement per batch; a short batch ends the purge
+    call = steps[0]
+    assert call.params["p_batch"] == 1000
+    text = sql(dialect, call.statement)
+    assert "RETURNING" not in text  # the count comes from the row count
+    assert "LIMIT" in text  # each statement deletes at most one batch
+    # Rows are picked by address: one lookup each, whatever the table's size.
+    assert ("ctid IN (SELECT ctid" if dialect == "postgresql" else "rowid IN (SELECT rowid") in text
+    if dialect == "postgresql":  # the expiry is rechecked on the rows deleted
+        assert text.count("expires_at <=") == 2
+
+
+def test_purge_of_nothing_is_one_statement() -> None:
+    op = _ops.purge_expired(ctx("sqlite"), NOW)
+    next(op)
+    with pytest.raises(StopIteration) as stop:
+        op.send(CountResult(0))
+    assert stop.value.value == 0

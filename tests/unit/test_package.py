@@ -34,3 +34,4 @@ def test_demo_saves_and_loads_back(tmp_path: Path) -> None:
         assert "loaded it back in a new store: agent 'Friday', 3 turns" in out.stdout
         assert "Everything in this session." in out.stdout
         assert (tmp_path / "statekeeper-demo.db").exists()
+        assert out.stdout.splitlines()[-1].startswith("Documentation: README.md and docs/")
