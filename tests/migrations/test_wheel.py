@@ -83,10 +83,10 @@ def test_wheel_built_from_the_sdist_migrates_and_stores_from_an_unrelated_folder
     assert {f"statekeeper/migrations/versions/{r}" for r in revisions} <= packaged
 
     venv = tmp_path / "venv"  # fresh: no system site-packages, no editable install
-    _run(sys.executable, "-m", "venv", "--without-pip", venv)
+    _run(sys.executable, "-m", "venv", venv)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bin_dir / "python"
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile", wheel)
+    _run(python, "-m", "pip", "install", "-q", "--no-compile", wheel)
 
     elsewhere = tmp_path / "elsewhere"  # no alembic.ini, no sources
     elsewhere.mkdir()
