@@ -69,7 +69,8 @@ def test_classifiers_name_every_supported_python() -> None:
 
 def test_extras_offer_plain_and_binary_drivers() -> None:
     extras = set(importlib.metadata.metadata("statekeeper").get_all("Provides-Extra") or [])
-    assert {"postgres", "postgres-binary", "bench", "test", "dev"} <= extras
+    assert {"postgres", "postgres-binary", "redis", "bench", "test", "dev"} <= extras
+    assert set(_required_by("redis")) == {"redis"}
     base = _required_by(None)
     assert {"sqlalchemy", "alembic", "aiosqlite", "click", "rich"} == set(base)
     plain = _required_by("postgres")
@@ -79,7 +80,7 @@ def test_extras_offer_plain_and_binary_drivers() -> None:
     assert "psycopg-pool" in _required_by("bench")
     # The test suite runs on every driver a caller's engine may use, without libpq headers.
     test = _required_by("test")
-    assert {"psycopg2-binary", "asyncpg", "pytest"} <= set(test)
+    assert {"psycopg2-binary", "asyncpg", "redis", "pytest"} <= set(test)
     assert test["psycopg"].extras == {"binary"}
     assert set(test) | {"mypy", "ruff"} <= set(_required_by("dev"))
 

@@ -7,9 +7,23 @@ import inspect
 import pytest
 
 import statekeeper
-from statekeeper import AsyncSessionBase, AsyncSqlSession, SessionBase, SqlSession
+from statekeeper import (
+    AsyncJSONSession,
+    AsyncRedisSession,
+    AsyncSessionBase,
+    AsyncSqlSession,
+    JSONSession,
+    RedisSession,
+    SessionBase,
+    SqlSession,
+)
 
-TWINS = [(SessionBase, AsyncSessionBase), (SqlSession, AsyncSqlSession)]
+STORES = [
+    (SqlSession, AsyncSqlSession),
+    (JSONSession, AsyncJSONSession),
+    (RedisSession, AsyncRedisSession),
+]
+TWINS = [(SessionBase, AsyncSessionBase), *STORES]
 API = [
     "save_session_state",
     "load_session_state",
@@ -49,12 +63,13 @@ def test_twins_have_the_same_signature_and_docstring(sync: type, async_: type, n
     assert inspect.iscoroutinefunction(a)
 
 
-def test_constructors_match() -> None:
-    sync = inspect.signature(SqlSession)
-    async_ = inspect.signature(AsyncSqlSession)
+@pytest.mark.parametrize(("sync_cls", "async_cls"), STORES)
+def test_constructors_match(sync_cls: type, async_cls: type) -> None:
+    sync = inspect.signature(sync_cls)
+    async_ = inspect.signature(async_cls)
     assert list(sync.parameters) == list(async_.parameters)
     for name in sync.parameters:
-        if name != "url_or_engine":
+        if name not in ("url_or_engine", "url_or_client"):
             assert sync.parameters[name] == async_.parameters[name]
 
 
