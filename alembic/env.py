@@ -1,7 +1,8 @@
 """Alembic environment for the repository layout; the history itself lives in the package.
 
-``versions/`` and ``script.py.mako`` here link to ``src/statekeeper/migrations``,
-which is what the installed wheel runs. This folder has no ``__init__.py`` on
+``alembic.ini`` points ``version_locations`` at ``src/statekeeper/migrations/versions``
+and ``script.py.mako`` here links to the package's template, so this runs the
+history the installed wheel runs. This folder has no ``__init__.py`` on
 purpose: it must never shadow the ``alembic`` package.
 """
 

@@ -38,7 +38,7 @@ _DRIVERS = {
 }
 _MODULES = {"pysqlite": "sqlite3", "aiosqlite": "aiosqlite", "psycopg": "psycopg"}
 _EXTRAS = {
-    "psycopg": "statekeeper[postgres]",
+    "psycopg": "statekeeper[postgres]' (on your system's libpq) or 'statekeeper[postgres-binary]",
     "aiosqlite": "statekeeper",
     "pysqlite": "statekeeper",
 }

@@ -318,7 +318,7 @@ def _merge_locked(
         if live:
             merged = codec.decode(row[0])
             merged.update(modules)
-            params["p_state"] = codec.encode(merged)
+            params["p_state"] = codec.encode_modules(merged)
             params["p_expected"] = actual
             written = (yield Call(ctx.sql.update_cas, params)).first()
         else:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any
 
-from typing_extensions import Self
-
 if TYPE_CHECKING:
     from types import TracebackType
+
+    # For type checkers only (typing.Self is 3.11+): never imported at run time,
+    # so typing_extensions is not a dependency.
+    from typing_extensions import Self
 
     from ._records import SessionPage
 

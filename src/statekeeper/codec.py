@@ -17,13 +17,14 @@ and reads it back through :func:`decode`. The contract:
   escapes), so it fits a PostgreSQL ``json`` column in any server encoding
   and a SQLite ``TEXT`` column, holds no raw NUL or surrogate, and is as
   cheap as text gets for Python and the drivers to copy.
-* NaN, infinities, circular references and values JSON cannot hold (sets,
-  bytes, datetimes, arbitrary objects, ...) raise
-  :class:`~statekeeper.errors.StateEncodingError` naming the offending
-  value's path, such as ``agent.memory.content[3].score``.
+* NaN, infinities, circular references, values JSON cannot hold (sets,
+  bytes, datetimes, arbitrary objects, ...) and containers nested deeper
+  than :data:`MAX_DEPTH` raise :class:`~statekeeper.errors.StateEncodingError`
+  naming the offending value's path, such as ``agent.memory.content[3].score``.
 
-The common case costs one pass of the standard library's C encoder; the
-state is walked in Python only to explain a failure.
+The common case costs one pass of the standard library's C encoder and, for
+states of more than a few kilobytes, one walk over their containers to check
+the depth; the state is walked in full only to explain a failure.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "MAX_DEPTH",
     "check_module_name",
     "decode",
     "encode",
@@ -54,6 +56,22 @@ __all__ = [
 ]
 
 _MAX_MODULE_NAME_LENGTH = 255
+
+#: The most containers (dicts, lists, tuples) a state may nest inside one
+#: another: ``[]`` is nested 1 deep, ``{"a": [1]}`` 2 deep, and a module's
+#: state counts from its own top. Deeper states raise
+#: :class:`~statekeeper.errors.StateEncodingError`. The limit is the same on
+#: every Python version and far below where CPython's C JSON encoder and
+#: decoder or SQLite's JSON functions (1000) give up, so whatever is stored
+#: can be read back and merged.
+MAX_DEPTH = 256
+
+# Below this many characters of JSON, counting the brackets is cheaper than
+# walking the containers (it over-counts brackets inside strings: still a
+# valid bound).
+_COUNT_BRACKETS_BELOW = 4096
+_CONTAINERS = (list, tuple, dict)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 _ENCODER = json.JSONEncoder(
     ensure_ascii=True,
@@ -87,13 +105,41 @@ def encode(state: object, *, root: str = "") -> str:
 
     Raises:
         StateEncodingError: the state holds NaN or an infinity, a value or
-            dict key JSON cannot represent, a circular reference, or an int
-            too long to write as text. ``path`` names the offending value.
+            dict key JSON cannot represent, a circular reference, an int too
+            long to write as text, or containers nested more than
+            :data:`MAX_DEPTH` deep. ``path`` names the offending value (for
+            nesting, the first container past the limit).
     """
+    return _encode(state, root, MAX_DEPTH)
+
+
+def _encode(state: object, root: str, max_depth: int) -> str:
+    """Encode ``state``, refusing containers nested more than ``max_depth`` deep."""
     try:
-        return _ENCODER.encode(state)
+        text = _ENCODER.encode(state)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise _explain(state, root, exc) from exc
+        raise _explain(state, root, max_depth, exc) from exc
+    if _deeper_than(state, text, max_depth):
+        raise _explain(state, root, max_depth, None)
+    return text
+
+
+def _deeper_than(state: object, text: str, max_depth: int) -> bool:
+    """Tell whether ``state`` (encoded as ``text``) nests more than ``max_depth`` containers."""
+    if len(text) < _COUNT_BRACKETS_BELOW and text.count("[") + text.count("{") <= max_depth:
+        return False  # each container writes one bracket: fewer brackets, less depth
+    scalars = _SCALARS
+    level: list[Any] = [state] if isinstance(state, _CONTAINERS) else []
+    for _ in range(max_depth):
+        level = [
+            item
+            for container in level
+            for item in (container.values() if isinstance(container, dict) else container)
+            if type(item) not in scalars and isinstance(item, _CONTAINERS)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def encode_modules(modules: Mapping[str, object]) -> str:
@@ -111,7 +157,7 @@ def encode_modules(modules: Mapping[str, object]) -> str:
             name, as in ``agent.memory[0]``.
     """
     checked = {check_module_name(name): state for name, state in modules.items()}
-    return encode(checked)
+    return _encode(checked, "", MAX_DEPTH + 1)  # each module's state counts from its own top
 
 
 def encode_entries(modules: Mapping[str, object]) -> dict[str, str]:
@@ -181,7 +227,8 @@ def decode(text: str | bytes) -> Any:
     ``\\u0000`` and lone-surrogate escapes are accepted. The standard
     library's C decoder is used: it reads every integer and float exactly
     (orjson, measured about 30% faster here, turns integers past 64 bits into
-    floats).
+    floats). Decoding does not enforce :data:`MAX_DEPTH`: text written by
+    another program, deeper than that, is read as far as the interpreter can.
 
     Args:
         text: the JSON text, as ``str`` or UTF-8 ``bytes``.
@@ -190,17 +237,26 @@ def decode(text: str | bytes) -> Any:
         The decoded value: dicts, lists, str, int, float, bool and ``None``.
 
     Raises:
-        ValueError: the text is not valid JSON (a :class:`json.JSONDecodeError`).
+        ValueError: the text is not valid JSON (a :class:`json.JSONDecodeError`),
+            or is nested too deeply for the interpreter to decode.
     """
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(
+            "cannot decode the JSON text: it is nested too deeply for this Python "
+            f"interpreter (statekeeper writes at most {MAX_DEPTH} levels)"
+        ) from None
 
 
 # -- encoding helpers ---------------------------------------------------------
 
 
-def _explain(state: object, root: str, exc: BaseException | None) -> StateEncodingError:
+def _explain(
+    state: object, root: str, max_depth: int, exc: BaseException | None
+) -> StateEncodingError:
     """Walk ``state`` to build the error that names what cannot be encoded."""
-    error = _find_problem(state, root)
+    error = _find_problem(state, root, max_depth)
     if error is not None:
         return error
     path = root or "$"
@@ -224,17 +280,19 @@ _Problem = tuple[str, str]
 _VALUE, _KEY, _LEAVE = 0, 1, 2
 
 
-def _find_problem(state: object, root: str) -> StateEncodingError | None:
+def _find_problem(state: object, root: str, max_depth: int) -> StateEncodingError | None:
     """Return the error for the first value the JSON encoder would refuse.
 
     Values are visited in the order the encoder visits them, each dict key
     just before its value, so the error names the value the encoder stopped
-    at. The walk uses its own stack, so deep states cannot overflow Python's.
+    at; a container nested more than ``max_depth`` deep counts as refused.
+    The walk uses its own stack, so deep states cannot overflow Python's.
     """
-    stack: list[tuple[int, object, _Location | None]] = [(_VALUE, state, None)]
+    # (kind, value, location, how many containers enclose the value)
+    stack: list[tuple[int, object, _Location | None, int]] = [(_VALUE, state, None, 0)]
     open_containers: dict[int, _Location | None] = {}
     while stack:
-        kind, value, location = stack.pop()
+        kind, value, location, enclosing = stack.pop()
         problem: _Problem | None
         if kind == _LEAVE:
             del open_containers[id(value)]
@@ -257,9 +315,17 @@ def _find_problem(state: object, root: str) -> StateEncodingError | None:
                     "store a copy or an id instead",
                     path=path,
                 )
+            if enclosing >= max_depth:
+                path = _render(root, location)
+                return StateEncodingError(
+                    f"cannot store {_shorten(path)}: containers are nested more than "
+                    f"{MAX_DEPTH} deep there, statekeeper's limit (codec.MAX_DEPTH); "
+                    "flatten the state or store the deep part as a JSON string",
+                    path=path,
+                )
             open_containers[id(value)] = location
-            stack.append((_LEAVE, value, location))
-            stack.extend(reversed(_entries(value, location)))
+            stack.append((_LEAVE, value, location, enclosing))
+            stack.extend(reversed(_entries(value, location, enclosing + 1)))
             continue
         else:
             problem = (f"a value of type {_type_name(value)} at", _hint(value))
@@ -271,19 +337,19 @@ def _find_problem(state: object, root: str) -> StateEncodingError | None:
 
 
 def _entries(
-    value: list[Any] | tuple[Any, ...] | dict[Any, Any], location: _Location | None
-) -> list[tuple[int, object, _Location | None]]:
+    value: list[Any] | tuple[Any, ...] | dict[Any, Any], location: _Location | None, enclosing: int
+) -> list[tuple[int, object, _Location | None, int]]:
     """Return a container's keys and items in encoding order, with locations."""
-    entries: list[tuple[int, object, _Location | None]] = []
+    entries: list[tuple[int, object, _Location | None, int]] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            entries.append((_KEY, key, location))
-            entries.append((_VALUE, item, (location, _key_text(key))))
+            entries.append((_KEY, key, location, enclosing))
+            entries.append((_VALUE, item, (location, _key_text(key)), enclosing))
     else:
         # Like the C encoder, read the items directly, not through __iter__.
         items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
         for index, item in enumerate(items):
-            entries.append((_VALUE, item, (location, index)))
+            entries.append((_VALUE, item, (location, index), enclosing))
     return entries
 
 

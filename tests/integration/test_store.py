@@ -15,6 +15,7 @@ from statekeeper import (
     SessionNotFoundError,
     StateEncodingError,
     StateModule,
+    codec,
 )
 from statekeeper._schema import sessions as sessions_table
 from statekeeper._statements import PURGE_BATCH
@@ -249,6 +250,30 @@ async def test_unencodable_state_names_path_and_writes_nothing(
         await store.set_state("s2", {"agent": {"x": value}})
     assert await store.get_state("s") == {"agent": {"ok": True}}
     assert await store.session_exists("s2") is False
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_states_nested_up_to_max_depth_are_stored_and_merged(store: Any) -> None:
+    deep = _nested(codec.MAX_DEPTH)
+    await store.set_state("s", {"a": deep})
+    await store.merge_state("s", {"b": deep})  # the one-statement merge
+    many = {f"m{i}": deep for i in range(9)}  # more modules than one statement merges
+    await store.merge_state("s", many)
+    assert await store.get_state("s") == {"a": deep, "b": deep, **many}
+
+    too_deep = [deep]
+    with pytest.raises(StateEncodingError, match="nested more than") as info:
+        await store.merge_state("s", {"a": too_deep})
+    assert info.value.path == "a" + "[0]" * codec.MAX_DEPTH
+    with pytest.raises(StateEncodingError, match="nested more than"):
+        await store.set_state("s", {"a": too_deep})
+    assert (await store.get_state("s"))["a"] == deep
 
 
 async def test_a_split_surrogate_pair_comes_back_joined(store: Any) -> None:

@@ -1,28 +1,44 @@
-"""The built wheel, installed in a fresh virtual environment, migrates a database and works."""
+"""The release build: the wheel built from the sdist, in a fresh venv, migrates and works."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+VERSIONS = REPO / "src" / "statekeeper" / "migrations" / "versions"
 
 STORE_WORKS = textwrap.dedent(
     """
     import statekeeper
-    from statekeeper import SqlSession, migrations
+    from statekeeper import SqlSession
+
+    class Memory:
+        def __init__(self, turns):
+            self.turns = turns
+        def state_dict(self):
+            return {"turns": self.turns}
+        def load_state_dict(self, state):
+            self.turns = state["turns"]
 
     print(statekeeper.__file__)
-    migrations.check("sqlite:///sessions.db")
-    with SqlSession("sqlite:///sessions.db") as store:
-        store.set_state("s1", {"ok": True}, user_id="alice")
-        assert store.get_state("s1", "alice") == {"ok": True}
-    print("store works")
+    with SqlSession("sqlite:///w.db") as store:
+        store.save_session_state("s1", user_id="alice", memory=Memory(["hi", "hello"]))
+    restored = Memory([])
+    with SqlSession("sqlite:///w.db") as store:
+        store.load_session_state("s1", user_id="alice", memory=restored)
+    print(restored.turns)
+    with SqlSession("sqlite:///fresh.db", auto_migrate=True) as store:
+        store.set_state("s2", {"ok": True}, user_id="bob")
+        print(store.get_state("s2", "bob"))
     """
 )
 
@@ -35,17 +51,42 @@ def _run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None 
     return result.stdout
 
 
+def _revision(database: Path) -> list[tuple[str]]:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT version_num FROM statekeeper_alembic_version").fetchall()
+
+
+def _tables(database: Path) -> set[str]:
+    with sqlite3.connect(database) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 @pytest.mark.slow
-def test_installed_wheel_upgrades_from_an_unrelated_folder(tmp_path: Path) -> None:
+def test_wheel_built_from_the_sdist_migrates_and_stores_from_an_unrelated_folder(
+    tmp_path: Path,
+) -> None:
+    revisions = sorted(p.name for p in VERSIONS.glob("*.py"))
+    assert "0001_sessions.py" in revisions
+
+    # What a release does: the sdist first, then the wheel built from the unpacked sdist.
     dist = tmp_path / "dist"
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, REPO)
+    _run(sys.executable, "-m", "build", "--outdir", dist, REPO)
+    (sdist,) = dist.glob("statekeeper-*.tar.gz")
     (wheel,) = dist.glob("statekeeper-*.whl")
+    with tarfile.open(sdist) as archive:
+        top = sdist.name.removesuffix(".tar.gz")
+        shipped = {m.name.removeprefix(f"{top}/") for m in archive.getmembers() if m.isfile()}
+    assert {f"src/statekeeper/migrations/versions/{r}" for r in revisions} <= shipped
+    assert "alembic.ini" in shipped
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = set(archive.namelist())
+    assert {f"statekeeper/migrations/versions/{r}" for r in revisions} <= packaged
 
     venv = tmp_path / "venv"  # fresh: no system site-packages, no editable install
-    _run(sys.executable, "-m", "venv", "--without-pip", venv)
+    _run(sys.executable, "-m", "venv", venv)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bin_dir / "python"
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile", wheel)
+    _run(python, "-m", "pip", "install", "-q", "--no-compile", wheel)
 
     elsewhere = tmp_path / "elsewhere"  # no alembic.ini, no sources
     elsewhere.mkdir()
@@ -56,29 +97,18 @@ def test_installed_wheel_upgrades_from_an_unrelated_folder(tmp_path: Path) -> No
     }
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
 
-    out = _run(
-        bin_dir / "statekeeper",
-        "db",
-        "upgrade",
-        "--url",
-        "sqlite:///sessions.db",
-        cwd=elsewhere,
-        env=env,
-    )
-    assert "Upgraded sqlite:///sessions.db from none" in out
+    url = "sqlite:///w.db"
+    out = _run(bin_dir / "statekeeper", "db", "upgrade", "--url", url, cwd=elsewhere, env=env)
+    assert f"Upgraded {url} from none (no statekeeper tables) to 0001 (head)." in out
+    assert _revision(elsewhere / "w.db") == [("0001",)]
+    assert "statekeeper_sessions" in _tables(elsewhere / "w.db")
+
     out = _run(python, "-c", STORE_WORKS, cwd=elsewhere, env=env)
-    installed, message = out.splitlines()
+    installed, turns, state = out.splitlines()
     assert Path(installed).resolve().is_relative_to(venv.resolve())  # not the source tree
-    assert message == "store works"
-    out = _run(
-        python,
-        "-m",
-        "statekeeper",
-        "db",
-        "check",
-        "--url",
-        "sqlite:///sessions.db",
-        cwd=elsewhere,
-        env=env,
-    )
+    assert turns == "['hi', 'hello']"
+    assert state == "{'ok': True}"
+    assert _revision(elsewhere / "fresh.db") == [("0001",)]  # auto_migrate ran the history
+
+    out = _run(python, "-m", "statekeeper", "db", "check", "--url", url, cwd=elsewhere, env=env)
     assert "ready" in out

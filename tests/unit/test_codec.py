@@ -18,7 +18,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from statekeeper.codec import check_module_name, decode, encode, encode_modules
+from statekeeper.codec import (
+    MAX_DEPTH,
+    check_module_name,
+    decode,
+    encode,
+    encode_entries,
+    encode_modules,
+)
 from statekeeper.errors import StateEncodingError, StatekeeperError
 
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -318,13 +325,79 @@ def test_split_surrogate_pair_comes_back_joined_as_json_does() -> None:
     assert decode(encode("\ude00\ud83d")) == "\ude00\ud83d"
 
 
-def test_too_deep_nesting_is_an_encoding_error() -> None:
-    deep: list[Any] = []
-    for _ in range(5_000):
-        deep = [deep]
-    with pytest.raises(StateEncodingError, match="nested too deeply") as info:
-        encode(deep, root="agent")
-    assert info.value.path == "agent"
+# -- nesting depth -----------------------------------------------------------------
+
+
+def _nested(depth: int, kind: str = "list", leaf: object = 1) -> Any:
+    """Return ``depth`` containers of ``kind`` nested inside one another around ``leaf``."""
+    value: Any = leaf
+    for _ in range(depth):
+        value = {"k": value} if kind == "dict" else (value,) if kind == "tuple" else [value]
+    return value
+
+
+def _path(depth: int, kind: str) -> str:
+    """Return the path of the innermost of ``depth`` nested containers, from the root."""
+    return "".join(".k" if kind == "dict" else "[0]" for _ in range(depth - 1))
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple"])
+@pytest.mark.parametrize("padding", [0, 10_000], ids=["small", "large"])
+def test_nesting_up_to_max_depth_round_trips(kind: str, padding: int) -> None:
+    state = {"pad": "x" * padding, "deep": _nested(MAX_DEPTH - 1, kind)}
+    back = decode(encode(state))
+    assert back == json.loads(json.dumps(state))  # tuples come back as lists
+    assert decode(encode_modules({"agent": state})) == {"agent": back}
+    assert decode(encode_entries({"agent": state})["agent"]) == back
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple"])
+@pytest.mark.parametrize("padding", [0, 10_000], ids=["small", "large"])
+def test_nesting_past_max_depth_is_an_encoding_error_naming_the_path(
+    kind: str, padding: int
+) -> None:
+    state = {"pad": "x" * padding, "deep": _nested(MAX_DEPTH, kind)}
+    expected = "agent.deep" + _path(MAX_DEPTH, kind)  # the first container past the limit
+    for encoder in (
+        lambda: encode(state, root="agent"),
+        lambda: encode_modules({"agent": state}),
+        lambda: encode_entries({"agent": state}),
+    ):
+        with pytest.raises(StateEncodingError) as info:
+            encoder()
+        assert info.value.path == expected
+        assert f"containers are nested more than {MAX_DEPTH} deep there" in str(info.value)
+        assert "codec.MAX_DEPTH" in str(info.value)
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5_000, 100_000])
+def test_much_deeper_nesting_is_the_same_error_on_every_interpreter(depth: int) -> None:
+    with pytest.raises(StateEncodingError, match="nested more than") as info:
+        encode(_nested(depth), root="agent")
+    assert info.value.path == "agent" + _path(MAX_DEPTH + 1, "list")
+
+
+def test_depth_counts_containers_not_brackets_in_strings() -> None:
+    state = {"brackets": "[{" * MAX_DEPTH, "items": [[1], {"a": [2]}] * MAX_DEPTH}
+    assert decode(encode(state)) == state
+
+
+def test_too_deep_error_comes_after_an_earlier_problem() -> None:
+    # The first value the encoder would stop at is named, as for every error.
+    with pytest.raises(StateEncodingError) as info:
+        encode([math.nan, _nested(MAX_DEPTH)])
+    assert info.value.path == "[0]"
+
+
+def test_decode_reads_text_deeper_than_max_depth() -> None:
+    text = "[" * (2 * MAX_DEPTH) + "]" * (2 * MAX_DEPTH)
+    assert decode(text) == _nested(2 * MAX_DEPTH - 1, leaf=[])
+
+
+def test_decode_of_text_too_deep_for_the_interpreter_is_a_value_error() -> None:
+    depth = 1_000_000  # past what any CPython's C decoder reads
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode("[" * depth + "]" * depth)
 
 
 # -- module names ----------------------------------------------------------------
