@@ -163,15 +163,28 @@ def session_exists(ctx: Context, user_id: str, session_id: str, now: dt.datetime
 
 
 def delete_session(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[bool]:
-    """Delete the session; return whether a live one was there."""
-    row = (yield Call(ctx.sql.delete, _params(ctx, user_id, session_id, now))).first()
+    """Delete the session and its events; return whether a live one was there."""
+    sql, params = ctx.sql, _params(ctx, user_id, session_id, now)
+    if sql.delete_events is None:  # one statement deletes both
+        row = (yield Call(sql.delete, params)).first()
+    else:
+        yield BEGIN
+        yield Call(sql.delete_events, params)
+        row = (yield Call(sql.delete, params)).first()
+        yield COMMIT
     return row is not None and (row[0] is None or row[0] > now)
 
 
 def purge_expired(ctx: Context, now: dt.datetime) -> Op[int]:
-    """Delete this app's expired sessions; return how many."""
-    result = yield Call(ctx.sql.purge, {"p_app": ctx.app_name, "p_now": now})
-    return len(result.all())
+    """Delete this app's expired sessions and their events; return how many sessions."""
+    sql, params = ctx.sql, {"p_app": ctx.app_name, "p_now": now}
+    if sql.purge_events is None:
+        return len((yield Call(sql.purge, params)).all())
+    yield BEGIN
+    yield Call(sql.purge_events, params)
+    count = len((yield Call(sql.purge, params)).all())
+    yield COMMIT
+    return count
 
 
 def set_state(
@@ -293,7 +306,18 @@ def _merge_locked(
 # --------------------------------------------------------------------------- listing
 
 
-def _encode_cursor(info: SessionInfo) -> str:
+class _Listed(Protocol):
+    """What a cursor is made of: a listed session's sort key."""
+
+    @property
+    def updated_at(self) -> dt.datetime: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+
+
+def _encode_cursor(info: _Listed) -> str:
     raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawJSON, sessions, version_table
+from ._schema import RawJSON, events, sessions, version_table
 
 __all__ = [
     "SQLITE_MERGE_MAX_MODULES",
@@ -96,7 +96,9 @@ class Statements:
     exists: sa.Select[Any]
     version: sa.Select[Any]
     delete: sa.Executable
+    delete_events: sa.Executable | None
     purge: sa.Executable
+    purge_events: sa.Executable | None
     replace: sa.Executable
     create: sa.Executable
     update_cas: sa.Executable
@@ -144,6 +146,9 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
             "created_at": sa.case((live, c.created_at), else_=ex.created_at),
             "updated_at": ex.updated_at,
             "expires_at": ex.expires_at,
+            # A new session in an expired one's place starts with an empty log.
+            "update_time": sa.case((live, c.update_time), else_=sa.null()),
+            "event_count": sa.case((live, c.event_count), else_=0),
         },
     ).returning(c.version)
 
@@ -160,6 +165,8 @@ def _create(dialect: str) -> Any:
             "created_at": ex.created_at,
             "updated_at": ex.updated_at,
             "expires_at": ex.expires_at,
+            "update_time": sa.null(),
+            "event_count": 0,
         },
         where=sa.not_(_LIVE),
     ).returning(c.version)
@@ -175,8 +182,65 @@ def _update_cas(state: Any) -> Any:
     )
 
 
+_EVENTS_OF_KEY = sa.and_(
+    events.c.app_name == sa.bindparam("p_app"),
+    events.c.user_id == sa.bindparam("p_user"),
+    events.c.session_id == sa.bindparam("p_session"),
+)
+
+
+def _deletes(dialect: str) -> tuple[Any, Any, Any, Any]:
+    """Delete a session, and purge expired ones, with their events.
+
+    PostgreSQL does it in one statement (a data-modifying CTE); SQLite, which
+    has none, runs the events' DELETE first, in a transaction.
+    """
+    ev = events.c
+    delete = sa.delete(t).where(_KEY).returning(c.expires_at)
+    purge = (
+        sa.delete(t)
+        .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
+        .returning(c.user_id, c.session_id)
+    )
+    if dialect == "postgresql":
+        their_events = sa.delete(events).where(_EVENTS_OF_KEY).cte("gone_events")
+        gone = purge.cte("gone")
+        expired_events = (
+            sa.delete(events)
+            .where(
+                ev.app_name == sa.bindparam("p_app"),
+                ev.user_id == gone.c.user_id,
+                ev.session_id == gone.c.session_id,
+            )
+            .cte("gone_events")
+        )
+        return (
+            delete.add_cte(their_events),
+            None,
+            sa.select(gone.c.session_id).add_cte(expired_events),
+            None,
+        )
+    expired = (
+        sa.select(sa.literal(1))
+        .where(
+            c.app_name == ev.app_name,
+            c.user_id == ev.user_id,
+            c.session_id == ev.session_id,
+            c.expires_at <= _NOW,
+        )
+        .exists()
+    )
+    return (
+        delete,
+        sa.delete(events).where(_EVENTS_OF_KEY),
+        purge,
+        sa.delete(events).where(ev.app_name == sa.bindparam("p_app"), expired),
+    )
+
+
 @functools.cache
 def statements(dialect: str) -> Statements:
+    delete, delete_events, purge, purge_events = _deletes(dialect)
     return Statements(
         select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
         select_locked=sa.select(_STATE, c.version, _LIVE.label("live"))
@@ -190,10 +254,10 @@ def statements(dialect: str) -> Statements:
         version=sa.select(c.version).where(_KEY, _LIVE),
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
-        delete=sa.delete(t).where(_KEY).returning(c.expires_at),
-        purge=sa.delete(t)
-        .where(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
-        .returning(c.version),
+        delete=delete,
+        delete_events=delete_events,
+        purge=purge,
+        purge_events=purge_events,
         replace=_upsert(dialect, _EXCLUDED_STATE),
         create=_create(dialect),
         update_cas=_update_cas(_state_param()),
