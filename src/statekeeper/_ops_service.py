@@ -191,9 +191,9 @@ def create_session(
     Leftover events under the key (of a session that expired, or of a
     delete that raced an append) are removed. They are harmless anyway: a
     session reads only events up to its own count, and an append overwrites
-    them. So on SQLite the clean-up may run after the create in autocommit
-    when no scoped state is written; with scoped keys the writes share one
-    transaction. A live session under the key raises
+    them. So on SQLite the clean-up (of the events past the session's count)
+    may run after the create in autocommit when no scoped state is written;
+    with scoped keys the writes share one transaction. A live session under the key raises
     :class:`SessionExistsError`, nothing written.
     """
     sql = service_statements(ctx.dialect)

@@ -246,6 +246,16 @@ def append_statement(dialect: str, mode: SessionMode, expected: bool, modules: i
     return sa.select(session.c.version, session.c.event_count).add_cte(event, *scoped)
 
 
+def _clear_leftovers() -> Any:
+    """SQLite: delete the key's events past the session's own count (all, if it is gone).
+
+    Safe outside a transaction: an append that slipped in after the create
+    wrote an event the session counts, and it stays.
+    """
+    count = sa.select(c.event_count).where(_KEY, _LIVE).scalar_subquery()
+    return sa.delete(events).where(_EVENTS_OF_KEY, ev.seq > sa.func.coalesce(count, 0))
+
+
 def _pg_create() -> Any:
     """One statement: the session row, its leftover events cleared, the scoped state.
 
@@ -323,7 +333,7 @@ def service_statements(dialect: str) -> ServiceStatements:
     scoped = _scoped_text(dialect, sa.bindparam("p_user"))
     return ServiceStatements(
         create=_pg_create() if pg else _session_insert(dialect),
-        clear_events=None if pg else sa.delete(events).where(_EVENTS_OF_KEY),
+        clear_events=None if pg else _clear_leftovers(),
         app_upsert=None if pg else _sqlite_scoped_upsert(app_state, "a"),
         user_upsert=None if pg else _sqlite_scoped_upsert(user_state, "u"),
         event_insert=None

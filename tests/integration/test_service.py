@@ -394,6 +394,40 @@ async def test_delete_removes_the_events_and_keeps_scoped_state(svc: Any, db_url
     assert fresh.state == {"app:a": 1, "user:b": 2}
 
 
+def _sql(url: str, statement: str, **params: Any) -> None:
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+    finally:
+        engine.dispose()
+
+
+async def test_leftover_events_of_a_key_never_show_and_are_cleared(svc: Any, db_url: str) -> None:
+    app = svc.app_name
+    await svc.create_session("s", "u")
+    for i in range(3):
+        await svc.append_event("s", {"old": i}, "u")
+    # A session row gone without its events (as when a delete races an append).
+    _sql(db_url, "DELETE FROM statekeeper_sessions WHERE app_name = :a", a=app)
+    await svc.create_session("s", "u")
+    assert _count(db_url, "statekeeper_events", app_name=app) == 0
+    # An event past the session's count is invisible, and the next append takes its place.
+    event = "CAST(:e AS json)" if db_url.startswith("postgresql") else ":e"
+    _sql(
+        db_url,
+        "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
+        f"VALUES (:a, 'u', 's', 1, 1.0, {event})",
+        a=app,
+        e='{"stray":1}',
+    )
+    assert (await svc.get_session("s", "u")).events == ()
+    await svc.append_event("s", {"new": 1}, "u", timestamp=2.0)
+    assert [(e.seq, e.timestamp, e.data) for e in (await svc.get_session("s", "u")).events] == [
+        (1, 2.0, {"new": 1})
+    ]
+
+
 async def test_list_pages_with_merged_state_newest_or_oldest_first(svc: Any) -> None:
     for i in range(5):
         await svc.create_session(f"s{i}", "u", state={"i": i, "user:u": 1})
