@@ -280,18 +280,40 @@ def _pg_create() -> Any:
 # --------------------------------------------------------------------------- reads
 
 
-def _event_reads() -> dict[tuple[bool, bool], sa.Select[Any]]:
-    """Events of a session up to ``p_count``: (last ``p_recent``?, at or after ``p_after``?)."""
-    base = sa.select(
-        ev.seq, sa.type_coerce(ev.timestamp, RawDouble()), sa.type_coerce(ev.event, RawJSON())
-    ).where(_EVENTS_OF_KEY, ev.seq <= sa.bindparam("p_count", type_=sa.BigInteger))
+def _likelihood(condition: Any, probability: str) -> Any:
+    """SQLite's planner hint: ``condition`` is true with about this probability."""
+    # Not typed Boolean: SQLite's compiler would append "= 1", hiding the term from the planner.
+    return sa.func.likelihood(condition, sa.literal_column(probability))
+
+
+def _event_reads(dialect: str) -> dict[tuple[bool, bool], sa.Select[Any]]:
+    """Events of a session up to ``p_count``: (last ``p_recent``?, at or after ``p_after``?).
+
+    "The last N" is a backward scan of the primary key. "At or after T" is a
+    range of the time index (then a sort of what it found): SQLite's planner,
+    which cannot tell how selective a range is, would rather walk the whole
+    log in seq order, so ``likelihood()`` tells it that the count bound keeps
+    every row and the time bound few (true of the recent tails asked for).
+    """
+    columns = (
+        ev.seq,
+        sa.type_coerce(ev.timestamp, RawDouble()),
+        sa.type_coerce(ev.event, RawJSON()),
+    )
+    counted = ev.seq <= sa.bindparam("p_count", type_=sa.BigInteger)
     after = ev.timestamp >= sa.bindparam("p_after", type_=sa.Double())
     recent = sa.bindparam("p_recent", type_=sa.Integer)
     reads = {}
     for last in (False, True):
         for since in (False, True):
-            stmt = base.where(after) if since else base
-            # The last ones newest first (the caller reverses them): a backward scan.
+            stmt = sa.select(*columns).where(_EVENTS_OF_KEY)
+            if since and dialect == "sqlite":
+                stmt = stmt.where(_likelihood(counted, "1.0"), _likelihood(after, "0.001"))
+            elif since:
+                stmt = stmt.where(counted, after)
+            else:
+                stmt = stmt.where(counted)
+            # The last ones newest first (the caller reverses them).
             stmt = stmt.order_by(ev.seq.desc()).limit(recent) if last else stmt.order_by(ev.seq)
             reads[last, since] = stmt
     return reads
@@ -352,6 +374,6 @@ def service_statements(dialect: str) -> ServiceStatements:
         user=sa.select(u.key, u.value).where(
             u.app_name == sa.bindparam("p_app"), u.user_id == sa.bindparam("p_user")
         ),
-        events=_event_reads(),
+        events=_event_reads(dialect),
         pages=_pages(dialect),
     )
