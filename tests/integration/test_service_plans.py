@@ -79,5 +79,5 @@ def test_event_reads_use_an_index(long_log: sa.Engine, recent: bool, after: bool
     else:
         assert "Index" in plan, plan
         assert "Seq Scan" not in plan, plan
-        if after:
+        if after and not recent:  # with a LIMIT, a backward scan of the key is as good
             assert "ix_statekeeper_events_time" in plan, plan
