@@ -511,6 +511,32 @@ async def test_sql_session_and_the_service_share_sessions(make_service: Any, db_
     assert _count(db_url, "statekeeper_events", app_name=svc.app_name, session_id="s") == 0
 
 
+async def test_a_closed_service_refuses_calls(make_service: Any) -> None:
+    from statekeeper import StoreClosedError
+
+    svc = make_service()
+    await svc.create_session("s", "u")
+    await svc.close()
+    with pytest.raises(StoreClosedError, match=r"SessionService .* is closed"):
+        await svc.get_session("s", "u")
+    with pytest.raises(StoreClosedError):
+        await svc.append_event("s", {}, "u")
+
+
+async def test_in_memory_sqlite_is_one_database_for_the_services_life(facade: str) -> None:
+    cls: Any = SessionService if facade == "sync" else AsyncSessionService
+    raw = cls("sqlite:///:memory:", auto_migrate=True)
+    service = SyncAsAsync(raw) if facade == "sync" else raw
+    try:
+        await service.create_session("s", "u", state={"app:a": 1})
+        await service.append_event("s", {"e": 1}, "u")
+        record = await service.get_session("s", "u")
+        assert [e.data for e in record.events] == [{"e": 1}]
+        assert record.state == {"app:a": 1}
+    finally:
+        await _close(service)
+
+
 # --------------------------------------------------------------------------- schema
 
 
