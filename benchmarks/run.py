@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         doc = REPO / "docs" / "performance.md"
         link = _relative(chart_path, doc) if chart_path else None
-        doc.write_text(_report.markdown(results, link))
+        doc.write_text(_common.keep_blocks(doc, _report.markdown(results, link)))
         print(f"docs: {doc}")
     return 0
 

@@ -185,8 +185,15 @@ def session_exists(ctx: Context, user_id: str, session_id: str, now: dt.datetime
 
 
 def delete_session(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> Op[bool]:
-    """Delete the session; return whether a live one was there."""
-    row = (yield Call(ctx.sql.delete, _params(ctx, user_id, session_id, now))).first()
+    """Delete the session and its events; return whether a live one was there."""
+    sql, params = ctx.sql, _params(ctx, user_id, session_id, now)
+    if sql.delete_events is None:  # one statement deletes both
+        row = (yield Call(sql.delete, params)).first()
+    else:
+        yield BEGIN
+        yield Call(sql.delete_events, params)
+        row = (yield Call(sql.delete, params)).first()
+        yield COMMIT
     return row is not None and (row[0] is None or row[0] > now)
 
 
@@ -196,11 +203,12 @@ def purge_expired(
     on_batch: Callable[[int], object] | None = None,
     batch: int = PURGE_BATCH,
 ) -> Op[int]:
-    """Delete this app's sessions expired at ``now``, ``batch`` per statement; return how many.
+    """Delete this app's sessions expired at ``now`` and their events; return how many sessions.
 
-    Each statement is its own short transaction (autocommit), so the purge of
-    a large backlog holds no lock for long. ``on_batch`` is called with the
-    running total after each statement (progress reporting).
+    Sessions go ``batch`` per statement, each its own short transaction
+    (autocommit), so the purge of a large backlog holds no lock for long;
+    then one statement deletes the events left without a session. ``on_batch``
+    is called with the running total after each batch (progress reporting).
     """
     params = {"p_app": ctx.app_name, "p_now": now, "p_batch": batch}
     total = 0
@@ -210,7 +218,10 @@ def purge_expired(
         if on_batch is not None:
             on_batch(total)
         if deleted < batch:
-            return total
+            break
+    if total:
+        yield Call(ctx.sql.purge_events, {"p_app": ctx.app_name})
+    return total
 
 
 def set_state(
@@ -332,7 +343,18 @@ def _merge_locked(
 # --------------------------------------------------------------------------- listing
 
 
-def _encode_cursor(info: SessionInfo) -> str:
+class _Listed(Protocol):
+    """What a cursor is made of: a listed session's sort key."""
+
+    @property
+    def updated_at(self) -> dt.datetime: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+
+
+def _encode_cursor(info: _Listed) -> str:
     raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

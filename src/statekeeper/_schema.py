@@ -21,10 +21,14 @@ __all__ = [
     "ID_LENGTH",
     "TABLE_PREFIX",
     "VERSION_TABLE",
+    "RawDouble",
     "RawJSON",
     "UTCDateTime",
+    "app_state",
+    "events",
     "metadata",
     "sessions",
+    "user_state",
     "version_table",
 ]
 
@@ -33,7 +37,7 @@ VERSION_TABLE = "statekeeper_alembic_version"
 ID_LENGTH = 255
 
 #: The revision the code expects; a test keeps it equal to the migrations' head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s"})
 
@@ -56,6 +60,22 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             raise ValueError(f"naive datetime {value!r}: statekeeper stores UTC, pass an aware one")
         value = value.astimezone(dt.timezone.utc)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """On SQLite, parse the stored text with the C ``fromisoformat`` (no regex)."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        utc, parse = dt.timezone.utc, dt.datetime.fromisoformat
+
+        def process(value: Any) -> dt.datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                stamp = parse(value)
+                return stamp.replace(tzinfo=utc) if stamp.tzinfo is None else stamp.astimezone(utc)
+            return self.process_result_value(value, dialect)
+
+        return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         """Return an aware UTC datetime."""
@@ -88,6 +108,20 @@ class RawJSON(UserDefinedType[str]):
         return sa.cast(colexpr, sa.Text)
 
 
+class RawDouble(UserDefinedType[float]):
+    """A double-precision float read as the driver returns it (a Python ``float``, exact).
+
+    Used in statements: SQLAlchemy's own float types want the column's type
+    code to pick a result processor, which the direct execution path does not pass.
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        """Render ``DOUBLE PRECISION``."""
+        return "DOUBLE PRECISION"
+
+
 sessions = sa.Table(
     "statekeeper_sessions",
     metadata,
@@ -99,6 +133,11 @@ sessions = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
+    # The event-log service's exact float update time (seconds since the
+    # epoch); NULL for sessions only SqlSession wrote.
+    sa.Column("update_time", sa.Double(), nullable=True),
+    # How many events the session's log holds: the seq of the newest one.
+    sa.Column("event_count", sa.BigInteger(), nullable=False, server_default="0"),
     sa.PrimaryKeyConstraint("app_name", "user_id", "session_id"),
     sa.Index("ix_statekeeper_sessions_expires_at", "expires_at"),
     # Serves "a user's sessions, newest update first" and its keyset pages.
@@ -109,6 +148,49 @@ sessions = sa.Table(
     sa.Index(
         "ix_statekeeper_sessions_app_updated", "app_name", "updated_at", "user_id", "session_id"
     ),
+)
+
+#: The event log: one JSON document per event, keyed by session and ``seq``
+#: (1, 2, ... in insertion order), with its exact float timestamp beside it.
+events = sa.Table(
+    "statekeeper_events",
+    metadata,
+    sa.Column("app_name", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("user_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("session_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("timestamp", sa.Double(), nullable=False),
+    # json, not jsonb: the document's text is kept verbatim.
+    sa.Column("event", sa.JSON(), nullable=False),
+    # The primary key serves "the last N events" (a backward scan by seq).
+    sa.PrimaryKeyConstraint("app_name", "user_id", "session_id", "seq"),
+    # Serves "the events at or after T".
+    sa.Index("ix_statekeeper_events_time", "app_name", "user_id", "session_id", "timestamp", "seq"),
+)
+
+#: State shared by every session of an app (``app:`` keys), one row per key.
+#: ``value`` is the key's value as JSON text in a text column: a JSON column
+#: on SQLite has numeric affinity and would rewrite a bare number's text
+#: (``-0.0``, integers past 64 bits).
+app_state = sa.Table(
+    "statekeeper_app_state",
+    metadata,
+    sa.Column("app_name", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("key", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint("app_name", "key"),
+)
+
+#: State shared by the sessions of one user of an app (``user:`` keys), one
+#: row per key. A table apart from ``app_state``, so user ``""`` is not the app.
+user_state = sa.Table(
+    "statekeeper_user_state",
+    metadata,
+    sa.Column("app_name", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("user_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("key", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint("app_name", "user_id", "key"),
 )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawJSON, sessions, version_table
+from ._schema import RawJSON, events, sessions, version_table
 
 __all__ = [
     "PURGE_BATCH",
@@ -97,7 +97,9 @@ class Statements:
     exists: sa.Select[Any]
     version: sa.Select[Any]
     delete: sa.Executable
+    delete_events: sa.Executable | None
     purge: sa.Executable
+    purge_events: sa.Executable
     replace: sa.Executable
     create: sa.Executable
     update_cas: sa.Executable
@@ -145,6 +147,9 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
             "created_at": sa.case((live, c.created_at), else_=ex.created_at),
             "updated_at": ex.updated_at,
             "expires_at": ex.expires_at,
+            # A new session in an expired one's place starts with an empty log.
+            "update_time": sa.case((live, c.update_time), else_=sa.null()),
+            "event_count": sa.case((live, c.event_count), else_=0),
         },
     ).returning(c.version)
 
@@ -161,6 +166,8 @@ def _create(dialect: str) -> Any:
             "created_at": ex.created_at,
             "updated_at": ex.updated_at,
             "expires_at": ex.expires_at,
+            "update_time": sa.null(),
+            "event_count": 0,
         },
         where=sa.not_(_LIVE),
     ).returning(c.version)
@@ -176,8 +183,29 @@ def _update_cas(state: Any) -> Any:
     )
 
 
+_EVENTS_OF_KEY = sa.and_(
+    events.c.app_name == sa.bindparam("p_app"),
+    events.c.user_id == sa.bindparam("p_user"),
+    events.c.session_id == sa.bindparam("p_session"),
+)
+
+
+def _deletes(dialect: str) -> tuple[Any, Any]:
+    """Delete a session with its events.
+
+    PostgreSQL does it in one statement (a data-modifying CTE); SQLite, which
+    has none, runs the events' DELETE first, in a transaction.
+    """
+    delete = sa.delete(t).where(_KEY).returning(c.expires_at)
+    if dialect == "postgresql":
+        their_events = sa.delete(events).where(_EVENTS_OF_KEY).cte("gone_events")
+        return delete.add_cte(their_events), None
+    return delete, sa.delete(events).where(_EVENTS_OF_KEY)
+
+
 @functools.cache
 def statements(dialect: str) -> Statements:
+    delete, delete_events = _deletes(dialect)
     return Statements(
         select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
         select_locked=sa.select(_STATE, c.version, _LIVE.label("live"))
@@ -191,8 +219,10 @@ def statements(dialect: str) -> Statements:
         version=sa.select(c.version).where(_KEY, _LIVE),
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
-        delete=sa.delete(t).where(_KEY).returning(c.expires_at),
+        delete=delete,
+        delete_events=delete_events,
         purge=_purge_batch(dialect),
+        purge_events=_purge_orphan_events(),
         replace=_upsert(dialect, _EXCLUDED_STATE),
         create=_create(dialect),
         update_cas=_update_cas(_state_param()),
@@ -204,6 +234,21 @@ def statements(dialect: str) -> Statements:
 #: Expired sessions one purge statement deletes at most: each batch is its own
 #: short transaction, so a purge never holds locks for long on a busy table.
 PURGE_BATCH = 1000
+
+
+def _purge_orphan_events() -> sa.Executable:
+    """DELETE the app's events whose session is gone (purged, or deleted mid-append)."""
+    ev = events.c
+    has_session = (
+        sa.select(sa.literal(1))
+        .where(
+            c.app_name == ev.app_name,
+            c.user_id == ev.user_id,
+            c.session_id == ev.session_id,
+        )
+        .exists()
+    )
+    return sa.delete(events).where(ev.app_name == sa.bindparam("p_app"), ~has_session)
 
 
 def _purge_batch(dialect: str) -> sa.Executable:

@@ -11,6 +11,7 @@ __all__ = [
     "ConflictError",
     "DatabaseUnavailableError",
     "SchemaNotReadyError",
+    "SessionExistsError",
     "SessionNotFoundError",
     "StateEncodingError",
     "StatekeeperError",
@@ -24,6 +25,14 @@ class StatekeeperError(Exception):
 
 class SessionNotFoundError(StatekeeperError, ValueError):
     """The session does not exist (or has expired) and absence was not allowed."""
+
+
+class SessionExistsError(StatekeeperError):
+    """A session was to be created under a key that a live session already holds.
+
+    Nothing was written. Pick another ``session_id``, pass ``None`` to have
+    one generated, or load the existing session instead.
+    """
 
 
 class ConflictError(StatekeeperError):

@@ -81,7 +81,13 @@ def _tables_in(url: str, schema: str) -> set[str]:
 async def test_schema_option_on_postgresql(pg_empty_database: str) -> None:
     url = pg_empty_database
     migrations.upgrade(url, schema="agents")
-    assert _tables_in(url, "agents") == {"statekeeper_sessions", VERSION_TABLE}
+    assert _tables_in(url, "agents") == {
+        "statekeeper_sessions",
+        "statekeeper_events",
+        "statekeeper_app_state",
+        "statekeeper_user_state",
+        VERSION_TABLE,
+    }
     assert _tables_in(url, "public") == set()
     assert migrations.current(url, schema="agents") == HEAD_REVISION
     assert migrations.current(url) is None
@@ -94,6 +100,8 @@ async def test_schema_option_on_postgresql(pg_empty_database: str) -> None:
         assert await astore.get_state("s1", "u") == {"a": 1}
     assert _count(url, "SELECT count(*) FROM agents.statekeeper_sessions") == 1
 
+    migrations.downgrade(url, "0001", schema="agents")  # ALTER TABLE in the schema, too
+    assert _tables_in(url, "agents") == {"statekeeper_sessions", VERSION_TABLE}
     migrations.downgrade(url, "base", schema="agents")
     assert "statekeeper_sessions" not in _tables_in(url, "agents")
 

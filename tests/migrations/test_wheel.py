@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from statekeeper._schema import HEAD_REVISION
+
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "src" / "statekeeper" / "migrations" / "versions"
 
@@ -99,8 +101,8 @@ def test_wheel_built_from_the_sdist_migrates_and_stores_from_an_unrelated_folder
 
     url = "sqlite:///w.db"
     out = _run(bin_dir / "statekeeper", "db", "upgrade", "--url", url, cwd=elsewhere, env=env)
-    assert f"Upgraded {url} from none (no statekeeper tables) to 0001 (head)." in out
-    assert _revision(elsewhere / "w.db") == [("0001",)]
+    assert f"Upgraded {url} from none (no statekeeper tables) to {HEAD_REVISION} (head)." in out
+    assert _revision(elsewhere / "w.db") == [(HEAD_REVISION,)]
     assert "statekeeper_sessions" in _tables(elsewhere / "w.db")
 
     out = _run(python, "-c", STORE_WORKS, cwd=elsewhere, env=env)
@@ -108,7 +110,7 @@ def test_wheel_built_from_the_sdist_migrates_and_stores_from_an_unrelated_folder
     assert Path(installed).resolve().is_relative_to(venv.resolve())  # not the source tree
     assert turns == "['hi', 'hello']"
     assert state == "{'ok': True}"
-    assert _revision(elsewhere / "fresh.db") == [("0001",)]  # auto_migrate ran the history
+    assert _revision(elsewhere / "fresh.db") == [(HEAD_REVISION,)]  # auto_migrate ran the history
 
     out = _run(python, "-m", "statekeeper", "db", "check", "--url", url, cwd=elsewhere, env=env)
     assert "ready" in out

@@ -223,13 +223,14 @@ def test_purge_deletes_in_bounded_batches_and_counts_without_fetching(dialect: s
     steps = [next(op)]
     total = None
     try:
-        for deleted in (1000, 1000, 437):
+        for deleted in (1000, 1000, 437, 0):
             steps.append(op.send(CountResult(deleted)))
     except StopIteration as stop:
         total = stop.value
     assert total == 2437
     assert seen == [1000, 2000, 2437]  # the running count after each batch
-    assert len(steps) == 3  # one statement per batch; a short batch ends the purge
+    assert len(steps) == 4  # one statement per batch, a short batch ends it; then the events
+    assert "DELETE FROM statekeeper_events" in sql(dialect, steps[3].statement)
     call = steps[0]
     assert call.params["p_batch"] == 1000
     text = sql(dialect, call.statement)
