@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from statekeeper import AsyncSqlSession, SqlSession, migrations
 
@@ -125,24 +126,71 @@ def facade(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: Engines a store may run on: its own (from the URL), or a caller's on each driver.
+DRIVERS = {
+    ("sqlite", "sync"): ("statekeeper", "pysqlite"),
+    ("sqlite", "async"): ("statekeeper", "aiosqlite"),
+    ("postgres", "sync"): ("statekeeper", "psycopg", "psycopg2"),
+    ("postgres", "async"): ("statekeeper", "psycopg", "asyncpg"),
+}
+
+
+@pytest.fixture(params=sorted({d for drivers in DRIVERS.values() for d in drivers}))
+def driver(request: pytest.FixtureRequest) -> str:
+    """Whose engine the store runs on: ``statekeeper`` (a URL) or a caller's, by driver."""
+    return str(request.param)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep only the driver combinations that exist (pysqlite is not a PostgreSQL driver)."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        combo = (params.get("backend"), params.get("facade"))
+        if "driver" in params and params["driver"] not in DRIVERS.get(combo, ()):  # type: ignore[arg-type]
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture
-async def make_store(db_url: str, facade: str) -> AsyncIterator[Callable[..., Any]]:
-    """Build stores on the test's database; each test gets its own ``app_name`` by default."""
+async def make_store(db_url: str, facade: str, driver: str) -> AsyncIterator[Callable[..., Any]]:
+    """Build stores on the test's database; each test gets its own ``app_name`` by default.
+
+    With a driver other than ``statekeeper``, each store runs on a caller's
+    engine made with that driver, disposed after the test.
+    """
     app = f"app-{uuid.uuid4().hex[:8]}"
     made: list[Any] = []
+    engines: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
         kwargs.setdefault("app_name", app)
+        target: Any = db_url
+        if driver != "statekeeper":
+            parsed = sa.make_url(db_url)
+            backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
+            parsed = parsed.set(drivername=f"{backend}+{driver}")
+            target = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
+            engines.append(target)
         if facade == "sync":
-            store: Any = SyncAsAsync(SqlSession(db_url, **kwargs))
+            store: Any = SyncAsAsync(SqlSession(target, **kwargs))
         else:
-            store = AsyncSqlSession(db_url, **kwargs)
+            store = AsyncSqlSession(target, **kwargs)
         made.append(store)
         return store
 
     yield make
     for store in made:
         result = store.close()
+        if inspect.isawaitable(result):
+            await result
+    for engine in engines:
+        result = engine.dispose()
         if inspect.isawaitable(result):
             await result
 

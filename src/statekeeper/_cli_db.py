@@ -14,9 +14,9 @@ __all__ = ["db"]
 
 
 def _engine(url: str) -> sa.Engine:
-    from ._engine import sync_engine
+    from ._engine import migration_engine
 
-    return sync_engine(url, {"isolation_level": None, "poolclass": sa.NullPool})
+    return migration_engine(url)
 
 
 def _label(revision: str | None) -> str:

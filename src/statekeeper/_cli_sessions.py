@@ -18,10 +18,11 @@ from rich.text import Text
 from . import migrations
 from ._cli_common import err_console, out_console, reports_errors, schema_option, url_option
 from ._schema import sessions as sessions_table
+from .service import SessionService
 from .sql import SqlSession
 
 if TYPE_CHECKING:
-    from ._records import SessionInfo
+    from ._records import SessionInfo, SessionRecord
 
 __all__ = ["sessions"]
 
@@ -65,8 +66,10 @@ def _when(value: dt.datetime | None) -> str:
     return "-" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _sizes(engine: sa.Engine, app_name: str, items: Iterable[SessionInfo]) -> dict[Any, int]:
-    """Bytes of each listed session's stored state (UTF-8 JSON text), by (user, session)."""
+def _sizes(
+    engine: sa.Engine, app_name: str, items: Iterable[SessionInfo]
+) -> dict[Any, tuple[int, int]]:
+    """Bytes of each listed session's stored state (UTF-8 JSON text) and its event count."""
     wanted = {(i.user_id, i.session_id) for i in items}
     if not wanted:
         return {}
@@ -75,12 +78,12 @@ def _sizes(engine: sa.Engine, app_name: str, items: Iterable[SessionInfo]) -> di
         size: Any = sa.func.octet_length(sa.cast(t.c.state, sa.Text))
     else:  # SQLite: length() of a BLOB counts bytes, of TEXT characters
         size = sa.func.length(sa.cast(t.c.state, sa.LargeBinary))
-    query = sa.select(t.c.user_id, t.c.session_id, size).where(
+    query = sa.select(t.c.user_id, t.c.session_id, size, t.c.event_count).where(
         t.c.app_name == app_name, t.c.session_id.in_(sorted({s for _, s in wanted}))
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return {(u, s): int(n) for u, s, n in rows if (u, s) in wanted}
+    return {(u, s): (int(n), int(e)) for u, s, n, e in rows if (u, s) in wanted}
 
 
 @click.group()
@@ -102,9 +105,9 @@ def sessions() -> None:
 )
 @reports_errors
 def ls(url: str, schema: str | None, app_name: str, user_id: str | None, limit: int) -> None:
-    """List sessions, newest update first: ids, version, times (UTC) and state size."""
+    """List sessions, newest update first: ids, version, event count, times (UTC), state size."""
     found: list[SessionInfo] = []
-    sizes: dict[Any, int] = {}
+    sizes: dict[Any, tuple[int, int]] = {}
     more = False
     with (
         SqlSession(url, app_name=app_name, schema=schema) as store,
@@ -131,18 +134,20 @@ def ls(url: str, schema: str | None, app_name: str, user_id: str | None, limit: 
     table.add_column("user", overflow="fold", min_width=4)
     table.add_column("session", overflow="fold", min_width=7)
     table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
     table.add_column("updated (UTC)", no_wrap=True)
     table.add_column("expires (UTC)", no_wrap=True)
-    table.add_column("size (bytes)", justify="right", no_wrap=True)
+    table.add_column("bytes", justify="right", no_wrap=True)
     for info in found:
         size = sizes.get((info.user_id, info.session_id))
         table.add_row(
             Text(info.user_id),
             Text(info.session_id),
             str(info.version),
+            "-" if size is None else str(size[1]),
             _when(info.updated_at),
             _when(info.expires_at),
-            "-" if size is None else str(size),
+            "-" if size is None else str(size[0]),
         )
     out_console().print(table)
     if more:
@@ -165,24 +170,97 @@ def _one_session(command: F) -> F:
     return command
 
 
-def _json_text(state: Any) -> str:
-    """Pretty JSON that any terminal can print: lone surrogates stay ``\\udXXX`` escapes."""
-    text = json.dumps(state, indent=2, ensure_ascii=False)
+def _json_text(state: Any, *, compact: bool = False) -> str:
+    """JSON that any terminal can print: lone surrogates stay ``\\udXXX`` escapes."""
+    if compact:
+        text = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = json.dumps(state, indent=2, ensure_ascii=False)
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _event_time(seconds: float) -> str:
+    try:
+        stamp = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return repr(seconds)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _as_json(record: SessionRecord) -> dict[str, Any]:
+    """The whole session as one JSON document (``--json``)."""
+    return {
+        "app_name": record.app_name,
+        "user_id": record.user_id,
+        "session_id": record.session_id,
+        "version": record.version,
+        "update_time": record.update_time,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "expires_at": None if record.expires_at is None else record.expires_at.isoformat(),
+        "state": record.state,
+        "events": [{"seq": e.seq, "timestamp": e.timestamp, "data": e.data} for e in record.events],
+    }
 
 
 @sessions.command()
 @_one_session
-def show(session_id: str, url: str, schema: str | None, app_name: str, user_id: str) -> None:
-    """Print a session's state as JSON (without refreshing its expiry)."""
-    with SqlSession(url, app_name=app_name, schema=schema) as store:
-        state = store.get_state(session_id, user_id)
-    if state is None:
+@click.option(
+    "--last",
+    "last",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="Show the session's last N events (0: none).",
+)
+@click.option("--all-events", is_flag=True, help="Show every event (overrides --last).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the session (ids, version, times, state, events) as one JSON document.",
+)
+def show(
+    session_id: str,
+    url: str,
+    schema: str | None,
+    app_name: str,
+    user_id: str,
+    last: int,
+    all_events: bool,
+    as_json: bool,
+) -> None:
+    """Print a session's state as JSON, then its last events (without refreshing its expiry).
+
+    The state is merged with the app's and the user's (keys ``app:k`` and
+    ``user:k``) for sessions of the event-log service.
+    """
+    with SessionService(url, app_name=app_name, schema=schema) as service:
+        record = service.get_session(session_id, user_id, recent=None if all_events else last)
+    if record is None:
         raise click.ClickException(
             f"no session {session_id!r} of user {user_id!r} in app {app_name!r} "
             "(it does not exist or has expired); list them with `statekeeper sessions ls`"
         )
-    out_console().print(JSONHighlighter()(Text(_json_text(state))), soft_wrap=True)
+    console = out_console()
+    if as_json:
+        console.print(JSONHighlighter()(Text(_json_text(_as_json(record)))), soft_wrap=True)
+        return
+    console.print(JSONHighlighter()(Text(_json_text(record.state))), soft_wrap=True)
+    if not record.events:
+        return
+    total = record.events[-1].seq
+    table = Table(
+        title=f"last {len(record.events)} of {total} event(s)", title_justify="left", expand=False
+    )
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("event", overflow="fold")
+    for event in record.events:
+        text = _json_text(event.data, compact=True)
+        table.add_row(str(event.seq), _event_time(event.timestamp), Text(text))
+    console.print(table)
 
 
 @sessions.command()

@@ -1,17 +1,33 @@
-"""Engines from URLs: one URL serves the sync and the async store."""
+"""Engines from URLs: one URL serves the sync and the async store, and stores share engines.
+
+A store given a URL does not build an engine of its own each time: every
+store of the process on the same URL and options (and, for async stores, the
+same event loop) shares one engine and its pool, so a store per request costs
+no new connections. The engine is disposed when the last store using it
+closes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-import select
-import types
-from collections.abc import Mapping
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "async_engine", "normalize_url", "sync_engine"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "acquire_async",
+    "acquire_sync",
+    "check_dialect",
+    "migration_engine",
+    "normalize_url",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -26,6 +42,10 @@ _EXTRAS = {
     "aiosqlite": "statekeeper",
     "pysqlite": "statekeeper",
 }
+
+#: ``engine_options`` that would take statements out of autocommit, where a
+#: store's writes would sit in a transaction nobody commits.
+_REFUSED_OPTIONS = ("isolation_level",)
 
 
 def normalize_url(url: str | sa.URL, *, is_async: bool) -> sa.URL:
@@ -55,18 +75,40 @@ def normalize_url(url: str | sa.URL, *, is_async: bool) -> sa.URL:
     return parsed.set(drivername=f"{backend}+{driver}")
 
 
-def _options(url: sa.URL, engine_options: Mapping[str, Any] | None) -> dict[str, Any]:
+def _is_memory(url: sa.URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _check_options(engine_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    options = dict(engine_options or {})
+    execution = options.get("execution_options") or {}
+    for name in _REFUSED_OPTIONS:
+        if name in options or name in execution:
+            raise ValueError(
+                f"engine_options {name}={options.get(name, execution.get(name))!r} is not "
+                "supported: statekeeper runs each statement in autocommit (every write is one "
+                "atomic statement, or a transaction it commits itself), and another isolation "
+                "level would leave writes uncommitted. Remove the option; to share an engine "
+                "configured your way, pass that Engine instead of a URL"
+            )
+    return options
+
+
+def _options(url: sa.URL, engine_options: Mapping[str, Any]) -> dict[str, Any]:
     # Autocommit from connect: nothing to roll back when a connection goes
     # back to the pool (an operation that opened a transaction ends it, or
-    # invalidates the connection).
+    # its connection is invalidated).
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
-    if url.get_backend_name() == "sqlite":
+    if _is_memory(url):
+        # One in-memory database for the engine's life: one connection, which
+        # callers take in turn (never two threads on it at once).
+        options.update(pool_size=1, max_overflow=0, pool_recycle=-1)
+        options["connect_args"] = {"check_same_thread": False}
+    elif url.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:
         options["pool_pre_ping"] = True
-    options.update(engine_options or {})
-    if options.get("isolation_level") is None:  # None: the driver's default, with transactions
-        options.pop("isolation_level", None)
+    options.update(engine_options)
     return options
 
 
@@ -80,48 +122,141 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _socket_ping(dialect: Any, dbapi_connection: Any) -> bool:
-    """Pre-ping a PostgreSQL connection without a round trip when its socket is quiet.
-
-    A server that ended the session (restart, ``pg_terminate_backend``, idle
-    timeout) leaves the socket readable; only then is the full ``SELECT 1``
-    ping run. A quiet socket on an idle connection means it is alive as far
-    as anything but a network timeout can tell, and saves a round trip on
-    every pool checkout.
-    """
-    conn = getattr(dbapi_connection, "driver_connection", dbapi_connection)
-    if conn.closed or conn.broken:
-        return False
-    try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    if not readable:
-        return True
-    return bool(type(dialect).do_ping(dialect, dbapi_connection))
-
-
-def _setup(engine: sa.Engine, url: sa.URL) -> None:
+def _create_sync(url: sa.URL, options: Mapping[str, Any]) -> sa.Engine:
+    if _is_memory(url):
+        options = {"poolclass": sa.QueuePool, **options}
+    engine = sa.create_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _on_sqlite_connect)
-    else:
-        engine.dialect.do_ping = types.MethodType(_socket_ping, engine.dialect)  # type: ignore[method-assign]
+    return engine
 
 
-def sync_engine(url: str | sa.URL, engine_options: Mapping[str, Any] | None) -> sa.Engine:
-    """Create the engine a :class:`SqlSession` owns."""
+def _create_async(url: sa.URL, options: Mapping[str, Any]) -> AsyncEngine:
+    if _is_memory(url):
+        options = {"poolclass": sa.AsyncAdaptedQueuePool, **options}
+    engine = create_async_engine(url, **options)
+    if url.get_backend_name() == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def migration_engine(url: str | sa.URL) -> sa.Engine:
+    """Create a one-connection engine for running migrations on ``url``."""
     parsed = normalize_url(url, is_async=False)
-    engine = sa.create_engine(parsed, **_options(parsed, engine_options))
-    _setup(engine, parsed)
-    return engine
+    return _create_sync(parsed, {"poolclass": sa.NullPool, **_sqlite_args(parsed)})
 
 
-def async_engine(url: str | sa.URL, engine_options: Mapping[str, Any] | None) -> AsyncEngine:
-    """Create the engine an :class:`AsyncSqlSession` owns."""
+def _sqlite_args(url: sa.URL) -> dict[str, Any]:
+    if url.get_backend_name() != "sqlite":
+        return {}
+    return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+def _freeze(value: Any) -> Any:
+    """Return a hashable stand-in for an option value (raises ``TypeError`` if there is none)."""
+    if isinstance(value, Mapping):
+        return frozenset((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    hash(value)
+    return value
+
+
+@dataclass
+class _Shared:
+    engine: Any
+    users: int = 0
+
+
+@dataclass
+class _Registry:
+    """Engines shared by the stores of one process (async: of one event loop)."""
+
+    entries: dict[Any, _Shared] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self, key: Any, create: Callable[[], Any]) -> tuple[Any, Callable[[], Any]]:
+        with self.lock:
+            entry = None if key is None else self.entries.get(key)
+            if entry is None:
+                entry = _Shared(create())
+                if key is not None:  # else: options that cannot be compared, not shared
+                    self.entries[key] = entry
+            entry.users += 1
+        released = False
+
+        def release() -> Any:
+            """Drop this user; return the engine to dispose when it was the last one."""
+            nonlocal released
+            with self.lock:
+                if released:
+                    return None
+                released = True
+                entry.users -= 1
+                if entry.users:
+                    return None
+                if key is not None and self.entries.get(key) is entry:
+                    del self.entries[key]
+            return entry.engine
+
+        return entry.engine, release
+
+
+_SYNC = _Registry()
+_ASYNC: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
+_ASYNC_LOCK = threading.Lock()
+
+
+class _NoLoop:
+    """Stands for "no running loop" as a weak-referenceable registry key."""
+
+
+_NO_LOOP = _NoLoop()
+
+
+def _key(url: sa.URL, options: Mapping[str, Any]) -> Any:
+    if _is_memory(url):
+        return None  # each store's in-memory database is its own
+    try:
+        return (url.render_as_string(hide_password=False), _freeze(options))
+    except TypeError:
+        return None
+
+
+def acquire_sync(
+    url: str | sa.URL, engine_options: Mapping[str, Any] | None
+) -> tuple[sa.Engine, Callable[[], sa.Engine | None]]:
+    """Return the shared engine for ``url`` and a release function.
+
+    The release function returns the engine to dispose once its last user released it.
+    """
+    options = _check_options(engine_options)
+    parsed = normalize_url(url, is_async=False)
+    return _SYNC.acquire(
+        _key(parsed, options), lambda: _create_sync(parsed, _options(parsed, options))
+    )
+
+
+def acquire_async(
+    url: str | sa.URL, engine_options: Mapping[str, Any] | None
+) -> tuple[AsyncEngine, Callable[[], AsyncEngine | None]]:
+    """Return the shared async engine for ``url`` in this event loop, and a release function."""
+    options = _check_options(engine_options)
     parsed = normalize_url(url, is_async=True)
-    engine = create_async_engine(parsed, **_options(parsed, engine_options))
-    _setup(engine.sync_engine, parsed)
-    return engine
+    try:
+        loop: Any = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = _NO_LOOP
+    with _ASYNC_LOCK:
+        registry = _ASYNC.get(loop)
+        if registry is None:
+            registry = _ASYNC[loop] = _Registry()
+    return registry.acquire(
+        _key(parsed, options), lambda: _create_async(parsed, _options(parsed, options))
+    )
 
 
 def check_dialect(name: str) -> str:

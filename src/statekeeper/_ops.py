@@ -28,7 +28,7 @@ from . import codec
 from ._records import SessionInfo, SessionPage
 from ._schema import ID_LENGTH
 from ._statements import Statements, merge_statements, one_statement_merge, statements
-from .errors import ConflictError, SchemaNotReadyError
+from .errors import ConflictError
 
 __all__ = [
     "BEGIN",
@@ -36,14 +36,15 @@ __all__ = [
     "Call",
     "Context",
     "Op",
-    "check_schema",
     "delete_session",
     "get_state",
     "list_sessions",
     "merge_state",
     "purge_expired",
+    "schema_revision",
     "session_exists",
     "set_state",
+    "sqlstate",
     "validate_id",
 ]
 
@@ -119,6 +120,17 @@ def validate_id(value: object, what: str, *, allow_empty: bool) -> str:
 #: SQLSTATEs of PostgreSQL's JSON functions refusing ``\\u0000`` (22P05) or a lone
 #: surrogate (22P02) in a stored state; that merge takes the locked path.
 _JSON_REFUSED = frozenset({"22P05", "22P02"})
+
+
+def sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    """Return the SQLSTATE of a database error, whichever PostgreSQL driver raised it."""
+    orig: Any = exc.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        # psycopg 3 and asyncpg say sqlstate, psycopg2 says pgcode.
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
 
 
 def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> dict[str, Any]:
@@ -255,7 +267,7 @@ def merge_state(
         try:
             row = (yield Call(statement, params)).first()
         except sa.exc.DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in _JSON_REFUSED:
+            if sqlstate(exc) not in _JSON_REFUSED:
                 raise
             row = None  # a stored NUL or lone surrogate json_each cannot read
         if row is not None:
@@ -361,15 +373,10 @@ def list_sessions(
 # --------------------------------------------------------------------------- schema
 
 
-def check_schema(ctx: Context, where: str, schema: str | None) -> Op[None]:
-    """Raise :class:`SchemaNotReadyError` unless the database is at the code's revision."""
-    from . import migrations  # Alembic is imported only when a store first checks
-
+def schema_revision(ctx: Context) -> Op[str | None]:
+    """Return the database's statekeeper revision, or ``None`` when its tables are not there."""
     try:
         rows = (yield Call(ctx.sql.schema_version, {})).all()
     except sa.exc.DBAPIError:  # no version table: no statekeeper tables at all
-        rows = []
-    found = str(rows[0][0]) if rows else None
-    message = migrations.not_ready_message(found, where, migrations.upgrade_command(where, schema))
-    if message is not None:
-        raise SchemaNotReadyError(message)
+        return None
+    return str(rows[0][0]) if rows else None

@@ -61,6 +61,22 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         value = value.astimezone(dt.timezone.utc)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """On SQLite, parse the stored text with the C ``fromisoformat`` (no regex)."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        utc, parse = dt.timezone.utc, dt.datetime.fromisoformat
+
+        def process(value: Any) -> dt.datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                stamp = parse(value)
+                return stamp.replace(tzinfo=utc) if stamp.tzinfo is None else stamp.astimezone(utc)
+            return self.process_result_value(value, dialect)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         """Return an aware UTC datetime."""
         if value is None:

@@ -9,14 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from . import _ops, codec
-from ._drivers import Compiler
-from ._engine import check_dialect
 from .errors import SessionNotFoundError
 
 if TYPE_CHECKING:
@@ -25,8 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["StoreCore", "ttl_delta"]
 
 logger = logging.getLogger("statekeeper")
-
-E = TypeVar("E", sa.Engine, AsyncEngine)
 
 
 def ttl_delta(ttl: float | dt.timedelta | None) -> dt.timedelta | None:
@@ -56,45 +49,23 @@ class StoreCore:
 
     def __init__(
         self,
-        engine: sa.Engine | AsyncEngine,
+        dialect: str,
         *,
-        owned: bool,
         app_name: str,
         ttl: float | dt.timedelta | None,
         schema: str | None,
-        auto_migrate: bool,
     ) -> None:
         """Validate the store's settings."""
-        dialect = check_dialect(engine.dialect.name)
         _ops.validate_id(app_name, "app_name", allow_empty=True)
         if schema is not None and (dialect != "postgresql" or not schema.isidentifier()):
             raise ValueError(
                 f"schema={schema!r}: a schema needs PostgreSQL and a plain identifier name"
             )
         self.ctx = _ops.Context(dialect, app_name, ttl_delta(ttl))
-        self.schema = schema
-        self.auto_migrate = auto_migrate
-        self.url = engine.url.render_as_string(hide_password=True)
-        # Engines statekeeper made are in autocommit from connect: operations
-        # run on their pooled DBAPI connections directly.
-        self.compiler = Compiler(engine.dialect, schema) if owned else None
-
-    def bind(self, engine: E) -> E:
-        """Return the engine operations run on: autocommit, statekeeper's schema mapped."""
-        options: dict[str, Any] = {}
-        if self.compiler is None:  # a caller's engine: autocommit per connection
-            options["isolation_level"] = "AUTOCOMMIT"
-        if self.schema is not None:
-            options["schema_translate_map"] = {None: self.schema}
-        return engine.execution_options(**options) if options else engine
 
     def _check_ids(self, user_id: str, session_id: str) -> None:
         _ops.validate_id(user_id, "user_id", allow_empty=True)
         _ops.validate_id(session_id, "session_id", allow_empty=False)
-
-    def check_schema(self) -> _ops.Op[None]:
-        """Build the check that the database is at the code's revision."""
-        return _ops.check_schema(self.ctx, self.url, self.schema)
 
     def save(self, user_id: str, session_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
         """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from . import _engine
-from ._drivers import run
+from ._runner import Runner
 from ._store import StoreCore
 from .base import SessionBase
 
@@ -16,7 +14,6 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Mapping
 
-    from ._ops import Op
     from ._records import SessionPage
 
 __all__ = ["SqlSession"]
@@ -54,43 +51,19 @@ class SqlSession(SessionBase):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._owned_engine: sa.Engine | None = None
-        if isinstance(url_or_engine, sa.Engine):
-            engine = url_or_engine
-        else:
-            engine = self._owned_engine = _engine.sync_engine(url_or_engine, engine_options)
-        self._core = StoreCore(
-            engine,
-            owned=self._owned_engine is not None,
-            app_name=app_name,
-            ttl=ttl,
+        self._run = Runner(
+            url_or_engine,
             schema=schema,
             auto_migrate=auto_migrate,
+            engine_options=engine_options,
+            kind="SqlSession",
         )
-        self._engine = self._core.bind(engine)
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self._core = StoreCore(self._run.dialect, app_name=app_name, ttl=ttl, schema=schema)
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine the store runs on."""
-        return self._engine
-
-    def _run(self, op: Op[T]) -> T:
-        if not self._ready:
-            self._prepare()
-        return run(self._engine, op, self._core.compiler)
-
-    def _prepare(self) -> None:
-        with self._ready_lock:
-            if self._ready:
-                return
-            if self._core.auto_migrate:
-                from .migrations import upgrade
-
-                upgrade(self._engine, schema=self._core.schema)
-            run(self._engine, self._core.check_schema(), self._core.compiler)
-            self._ready = True
+        """The engine the store runs on (its connections in autocommit)."""
+        return self._run.engine  # type: ignore[no-any-return]
 
     def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
         self._run(self._core.save(user_id, session_id, modules))
@@ -139,5 +112,4 @@ class SqlSession(SessionBase):
         return self._run(self._core.purge())
 
     def close(self) -> None:
-        if self._owned_engine is not None:
-            self._owned_engine.dispose()
+        self._run.close()

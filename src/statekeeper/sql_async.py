@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _engine
-from ._drivers import arun
+from ._runner import AsyncRunner
 from ._store import StoreCore
 from .base import AsyncSessionBase
 
@@ -18,7 +16,6 @@ if TYPE_CHECKING:
 
     import sqlalchemy as sa
 
-    from ._ops import Op
     from ._records import SessionPage
 
 __all__ = ["AsyncSqlSession"]
@@ -56,43 +53,19 @@ class AsyncSqlSession(AsyncSessionBase):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._owned_engine: AsyncEngine | None = None
-        if isinstance(url_or_engine, AsyncEngine):
-            engine = url_or_engine
-        else:
-            engine = self._owned_engine = _engine.async_engine(url_or_engine, engine_options)
-        self._core = StoreCore(
-            engine,
-            owned=self._owned_engine is not None,
-            app_name=app_name,
-            ttl=ttl,
+        self._run = AsyncRunner(
+            url_or_engine,
             schema=schema,
             auto_migrate=auto_migrate,
+            engine_options=engine_options,
+            kind="AsyncSqlSession",
         )
-        self._engine = self._core.bind(engine)
-        self._ready = False
-        self._ready_lock = asyncio.Lock()
+        self._core = StoreCore(self._run.dialect, app_name=app_name, ttl=ttl, schema=schema)
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine the store runs on."""
-        return self._engine
-
-    async def _run(self, op: Op[T]) -> T:
-        if not self._ready:
-            await self._prepare()
-        return await arun(self._engine, op, self._core.compiler)
-
-    async def _prepare(self) -> None:
-        async with self._ready_lock:
-            if self._ready:
-                return
-            if self._core.auto_migrate:
-                from .migrations import aupgrade
-
-                await aupgrade(self._engine, schema=self._core.schema)
-            await arun(self._engine, self._core.check_schema(), self._core.compiler)
-            self._ready = True
+        """The engine the store runs on (its connections in autocommit)."""
+        return self._run.engine  # type: ignore[no-any-return]
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
         await self._run(self._core.save(user_id, session_id, modules))
@@ -141,5 +114,4 @@ class AsyncSqlSession(AsyncSessionBase):
         return await self._run(self._core.purge())
 
     async def close(self) -> None:
-        if self._owned_engine is not None:
-            await self._owned_engine.dispose()
+        await self._run.close()

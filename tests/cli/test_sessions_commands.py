@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from statekeeper import SqlSession, migrations
+from statekeeper import SessionService, SqlSession, migrations
 from statekeeper._schema import sessions
 from statekeeper.cli import main
 
@@ -73,9 +73,10 @@ def test_ls_shows_ids_version_times_and_size(url: str) -> None:
     assert result.exit_code == 0, result.output
     rows = _rows(result.stdout)
     assert [r[:3] for r in rows] == [["bob", "s2", "1"], ["alice", "s1", "2"]]  # newest first
-    sizes = {r[1]: int(r[5]) for r in rows}
+    sizes = {r[1]: int(r[6]) for r in rows}
     assert sizes == {"s1": len(_stored_text(url, "s1").encode()), "s2": 2}  # UTF-8 bytes; "{}"
-    assert all(r[4] == "-" for r in rows)  # no ttl: never expires
+    assert all(r[5] == "-" for r in rows)  # no ttl: never expires
+    assert [r[3] for r in rows] == ["0", "0"]  # no events
     assert "2 session(s) of every user in app 'bot'" in result.stdout
 
     result = _run("sessions", "ls", "--url", url, "--app", "bot", "--user", "alice")
@@ -102,8 +103,8 @@ def test_ls_shows_expiry(url: str) -> None:
     with SqlSession(url, ttl=3600) as store:
         store.set_state("s1", {})
     (row,) = _rows(_run("sessions", "ls", "--url", url).stdout)
-    assert row[4] != "-"
-    assert row[4] > row[3]  # expires after the last update
+    assert row[5] != "-"
+    assert row[5] > row[4]  # expires after the last update
 
 
 def test_show_prints_the_state_as_json(url: str) -> None:
@@ -114,6 +115,61 @@ def test_show_prints_the_state_as_json(url: str) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == state  # markup is not interpreted, escapes survive
     assert "\n  " in result.stdout  # pretty-printed
+
+
+def test_ls_shows_the_event_count(url: str) -> None:
+    with SessionService(url, app_name="bot") as service:
+        service.create_session("chat", "alice")
+        for i in range(3):
+            service.append_event("chat", {"i": i}, "alice")
+    (row,) = _rows(_run("sessions", "ls", "--url", url, "--app", "bot").stdout)
+    assert (row[1], row[2], row[3]) == ("chat", "4", "3")
+
+
+def _chat(url: str, events: int) -> None:
+    with SessionService(url, app_name="bot") as service:
+        service.create_session("chat", "alice", state={"topic": "x", "app:a": 1})
+        for i in range(events):
+            service.append_event(
+                "chat", {"i": i, "odd": "\ud800", "nul": "\x00"}, "alice", timestamp=1e9 + i
+            )
+
+
+def test_show_prints_the_last_events(url: str) -> None:
+    _chat(url, 15)
+    args = ("sessions", "show", "chat", "--url", url, "--app", "bot", "--user", "alice")
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.stdout)
+    assert [r[0] for r in rows] == [str(seq) for seq in range(6, 16)]  # the last 10
+    assert rows[0][1] == "2001-09-09 01:46:45.000000"  # 1e9 + 5 seconds, UTC
+    assert json.loads(rows[-1][2]) == {"i": 14, "odd": "\ud800", "nul": "\x00"}
+    assert "last 10 of 15 event(s)" in result.stdout
+    assert json.loads(result.stdout[: result.stdout.index("last 10")]) == {
+        "topic": "x",
+        "app:a": 1,
+    }
+    assert [r[0] for r in _rows(_run(*args, "--last", "2").stdout)] == ["14", "15"]
+    assert len(_rows(_run(*args, "--all-events").stdout)) == 15
+    assert "event(s)" not in _run(*args, "--last", "0").stdout
+
+
+def test_show_json_prints_the_whole_session(url: str) -> None:
+    _chat(url, 3)
+    result = _run(
+        "sessions", "show", "chat", "--url", url, "--app", "bot", "--user", "alice", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["session_id"], doc["user_id"], doc["app_name"]) == ("chat", "alice", "bot")
+    assert doc["version"] == 4
+    assert doc["update_time"] == 1e9 + 2
+    assert doc["state"] == {"topic": "x", "app:a": 1}
+    assert doc["events"] == [
+        {"seq": i + 1, "timestamp": 1e9 + i, "data": {"i": i, "odd": "\ud800", "nul": "\x00"}}
+        for i in range(3)
+    ]
+    assert dt.datetime.fromisoformat(doc["created_at"]).tzinfo is not None
 
 
 def test_show_and_rm_of_a_missing_session_fail_clearly(url: str) -> None:
@@ -133,6 +189,24 @@ def test_rm_deletes_one_session(url: str) -> None:
     with SqlSession(url) as store:
         assert not store.session_exists("s1", "alice")
         assert store.session_exists("s1", "bob")
+
+
+def test_rm_and_purge_delete_the_events(url: str) -> None:
+    _chat(url, 3)
+    assert (
+        _run("sessions", "rm", "chat", "--url", url, "--app", "bot", "--user", "alice").exit_code
+        == 0
+    )
+    with SessionService(url, app_name="bot", ttl=3600) as service:
+        service.create_session("chat", "alice")
+        assert service.get_session("chat", "alice").events == ()
+        service.append_event("chat", {"a": 1}, "alice")
+    _expire_all(url)
+    assert "Purged 1 expired" in _run("sessions", "purge", "--url", url).stdout
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM statekeeper_events")).scalar() == 0
+    engine.dispose()
 
 
 def test_purge_counts_expired_sessions(url: str) -> None:

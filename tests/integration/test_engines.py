@@ -108,37 +108,6 @@ def test_schema_needs_postgres(sqlite_url: str, schema: Any) -> None:
         SqlSession(sqlite_url, schema=schema)
 
 
-def _terminate_other_backends(url: str) -> int:
-    engine = sa.create_engine(
-        sa.make_url(url).set(drivername="postgresql+psycopg"), poolclass=sa.NullPool
-    )
-    with engine.connect() as conn:
-        killed = conn.execute(
-            sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        ).scalar()
-    engine.dispose()
-    return int(killed or 0)
-
-
-@pytest.mark.parametrize("backend", ["postgres"])
-def test_pooled_connections_killed_by_the_server_are_replaced(db_url: str) -> None:
-    with SqlSession(db_url, app_name="ping") as store:
-        store.set_state("s", {"a": 1})
-        assert _terminate_other_backends(db_url) >= 1
-        assert store.get_state("s") == {"a": 1}  # pre-ping noticed, reconnected
-
-
-@pytest.mark.parametrize("backend", ["postgres"])
-async def test_async_pooled_connections_killed_by_the_server_are_replaced(db_url: str) -> None:
-    async with AsyncSqlSession(db_url, app_name="ping-async") as store:
-        await store.set_state("s", {"a": 1})
-        assert _terminate_other_backends(db_url) >= 1
-        assert await store.get_state("s") == {"a": 1}
-
-
 async def test_callers_engine_gets_every_behaviour(db_url: str, facade: str) -> None:
     url = sa.make_url(db_url)
     if url.get_backend_name() == "sqlite":

@@ -51,10 +51,36 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
         _engine.normalize_url("postgresql://u@h/db", is_async=True)
 
 
-def test_server_engines_pre_ping_and_sqlite_waits_when_busy() -> None:
-    pg = _engine.sync_engine("postgresql://u@h/db", None)
-    assert pg.pool._pre_ping
-    sqlite = _engine.sync_engine("sqlite:///unused.db", {"echo": False})
-    assert not sqlite.pool._pre_ping
-    pg.dispose()
-    sqlite.dispose()
+def test_stores_on_one_url_share_one_engine_until_the_last_closes(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    first, release_first = _engine.acquire_sync(url, None)
+    second, release_second = _engine.acquire_sync(url, {})
+    other, release_other = _engine.acquire_sync(url, {"echo": True})
+    assert first is second
+    assert other is not first
+    assert release_first() is None  # still used by the second store
+    assert release_first() is None  # releasing twice changes nothing
+    assert release_second() is first  # the last user disposes of it
+    third, release_third = _engine.acquire_sync(url, None)
+    assert third is not first
+    release_third()
+    release_other()
+
+
+def test_each_in_memory_database_is_its_own() -> None:
+    first, release_first = _engine.acquire_sync("sqlite://", None)
+    second, release_second = _engine.acquire_sync("sqlite:///:memory:", None)
+    assert first is not second
+    release_first()
+    release_second()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"isolation_level": "SERIALIZABLE"}, {"execution_options": {"isolation_level": None}}],
+)
+def test_isolation_levels_that_would_lose_writes_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="autocommit"):
+        _engine.acquire_sync("sqlite:///unused.db", options)
+    with pytest.raises(ValueError, match="autocommit"):
+        _engine.acquire_async("sqlite:///unused.db", options)

@@ -189,16 +189,22 @@ def test_cursor_round_trip_and_garbage() -> None:
 def test_a_failed_rollback_discards_the_connection() -> None:
     from statekeeper._drivers import _drive
 
-    discarded: list[bool] = []
+    class Connection:
+        dialect = sa.dialects.sqlite.dialect()
+        discarded = False
 
-    def execute(step: Any) -> Any:
-        if step == "ROLLBACK":
-            raise OSError("connection lost")
-        if isinstance(step, _ops.Call):
+        def execute(self, statement: Any, params: Any) -> Any:
             return FakeResult([('{"a":1}', 3, 1)])
-        return None
 
+        def exec_driver_sql(self, sql: str) -> None:
+            if sql == "ROLLBACK":
+                raise OSError("connection lost")
+
+        def invalidate(self) -> None:
+            self.discarded = True
+
+    conn = Connection()
     op = _ops.merge_state(ctx("sqlite"), "u", "s", {'"': 2}, {'"': "2"}, 7, NOW)
     with pytest.raises(ConflictError):
-        _drive(op, execute, lambda: discarded.append(True))
-    assert discarded == [True]
+        _drive(op, conn)  # type: ignore[arg-type]
+    assert conn.discarded

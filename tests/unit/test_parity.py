@@ -7,7 +7,14 @@ import inspect
 import pytest
 
 import statekeeper
-from statekeeper import AsyncSessionBase, AsyncSqlSession, SessionBase, SqlSession
+from statekeeper import (
+    AsyncSessionBase,
+    AsyncSessionService,
+    AsyncSqlSession,
+    SessionBase,
+    SessionService,
+    SqlSession,
+)
 
 TWINS = [(SessionBase, AsyncSessionBase), (SqlSession, AsyncSqlSession)]
 API = [
@@ -20,6 +27,18 @@ API = [
     "session_exists",
     "list_sessions",
     "purge_expired",
+    "close",
+]
+
+
+SERVICE_API = [
+    "create_session",
+    "get_session",
+    "append_event",
+    "list_sessions",
+    "delete_session",
+    "get_app_state",
+    "get_user_state",
     "close",
 ]
 
@@ -49,20 +68,43 @@ def test_twins_have_the_same_signature_and_docstring(sync: type, async_: type, n
     assert inspect.iscoroutinefunction(a)
 
 
-def test_constructors_match() -> None:
-    sync = inspect.signature(SqlSession)
-    async_ = inspect.signature(AsyncSqlSession)
+def test_service_twins_have_the_same_public_methods() -> None:
+    assert _public(SessionService) == _public(AsyncSessionService)
+    assert set(SERVICE_API) <= _public(SessionService)
+
+
+@pytest.mark.parametrize("name", SERVICE_API)
+def test_service_twins_have_the_same_signature_and_docstring(name: str) -> None:
+    s, a = getattr(SessionService, name), getattr(AsyncSessionService, name)
+    assert inspect.signature(s) == inspect.signature(a)
+    assert inspect.getdoc(s) == inspect.getdoc(a)
+    assert inspect.getdoc(s)
+    assert not inspect.iscoroutinefunction(s)
+    assert inspect.iscoroutinefunction(a)
+
+
+@pytest.mark.parametrize(
+    ("sync_cls", "async_cls"),
+    [(SqlSession, AsyncSqlSession), (SessionService, AsyncSessionService)],
+)
+def test_constructors_match(sync_cls: type, async_cls: type) -> None:
+    sync = inspect.signature(sync_cls)
+    async_ = inspect.signature(async_cls)
     assert list(sync.parameters) == list(async_.parameters)
     for name in sync.parameters:
         if name != "url_or_engine":
             assert sync.parameters[name] == async_.parameters[name]
 
 
-def test_context_managers() -> None:
-    assert hasattr(SqlSession, "__enter__")
-    assert hasattr(SqlSession, "__exit__")
-    assert hasattr(AsyncSqlSession, "__aenter__")
-    assert hasattr(AsyncSqlSession, "__aexit__")
+@pytest.mark.parametrize(
+    ("sync_cls", "async_cls"),
+    [(SqlSession, AsyncSqlSession), (SessionService, AsyncSessionService)],
+)
+def test_context_managers(sync_cls: type, async_cls: type) -> None:
+    assert hasattr(sync_cls, "__enter__")
+    assert hasattr(sync_cls, "__exit__")
+    assert hasattr(async_cls, "__aenter__")
+    assert hasattr(async_cls, "__aexit__")
 
 
 def test_every_public_name_is_documented() -> None:
@@ -84,6 +126,7 @@ def test_errors_hierarchy() -> None:
         errors.ConflictError,
         errors.StateEncodingError,
         errors.SchemaNotReadyError,
+        errors.SessionExistsError,
     ):
         assert issubclass(cls, errors.StatekeeperError)
     assert issubclass(errors.SessionNotFoundError, ValueError)

@@ -8,13 +8,19 @@ the branch label ``statekeeper``, so it never reads or writes a host app's
 
 Upgrades are safe to start from several processes at once: on PostgreSQL they
 queue on an advisory lock, on SQLite on the database's write lock, and each
-applies only what the previous one left to do.
+applies only what the previous one left to do. Within one process, Alembic
+keeps its migration context in module globals, so every Alembic run here
+(threads and event loops alike) takes turns on one process-wide lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import io
+import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,11 +31,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._drivers import aconnect, connect
 from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 __all__ = [
     "BRANCH_LABEL",
@@ -58,6 +65,39 @@ BRANCH_LABEL = "statekeeper"
 
 Bind = sa.Engine | sa.URL | str
 T = TypeVar("T")
+
+#: Alembic's ``context`` and ``op`` are process-wide proxies: one run at a time.
+_ALEMBIC = threading.Lock()
+_LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.contextmanager
+def alembic_lock() -> Iterator[None]:
+    """Hold the process-wide lock every Alembic run takes (private)."""
+    with _ALEMBIC:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def aalembic_lock() -> AsyncIterator[None]:
+    """Hold the process-wide Alembic lock from async code without blocking the loop (private).
+
+    Tasks of one loop queue on an ``asyncio.Lock``; the one in front polls the
+    thread lock, which another thread or loop may hold for a migration.
+    """
+    loop = asyncio.get_running_loop()
+    local = _LOOP_LOCKS.setdefault(loop, asyncio.Lock())
+    async with local:
+        delay = 0.001
+        while not _ALEMBIC.acquire(blocking=False):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            yield
+        finally:
+            _ALEMBIC.release()
 
 
 def config(url: str | sa.URL | None = None, *, schema: str | None = None) -> Config:
@@ -136,16 +176,15 @@ def _engine(bind: Bind) -> tuple[sa.Engine, bool]:
         )
     if isinstance(bind, sa.Engine):
         return bind, False
-    from .._engine import sync_engine
+    from .._engine import migration_engine
 
-    # The driver's own isolation level (with transactions), one connection, no pool.
-    return sync_engine(bind, {"isolation_level": None, "poolclass": sa.NullPool}), True
+    return migration_engine(bind), True
 
 
 def _with_connection(bind: Bind, fn: Callable[..., T], *args: Any) -> T:
     engine, owned = _engine(bind)
     try:
-        with engine.connect() as conn:
+        with connect(engine) as conn:
             return fn(conn, *args)
     finally:
         if owned:
@@ -159,6 +198,17 @@ def _run_command(conn: sa.Connection, action: str, revision: str, schema: str | 
     cfg.attributes["applied"] = applied
     getattr(command, action)(cfg, revision)
     return applied
+
+
+def upgrade_unlocked(engine: sa.Engine, schema: str | None) -> list[str]:
+    """Upgrade to head; the caller holds :func:`alembic_lock` (private)."""
+    return _with_connection(engine, _run_command, "upgrade", "head", schema)
+
+
+async def aupgrade_unlocked(engine: AsyncEngine, schema: str | None) -> list[str]:
+    """Upgrade to head; the caller holds :func:`aalembic_lock` (private)."""
+    async with aconnect(engine) as conn:
+        return await conn.run_sync(_run_command, "upgrade", "head", schema)
 
 
 def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = None) -> list[str]:
@@ -179,9 +229,11 @@ def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = No
 
     Raises:
         ValueError: ``schema`` was given for a database that is not PostgreSQL.
+        DatabaseUnavailableError: the database cannot be reached.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return _with_connection(engine_or_url, _run_command, "upgrade", revision, schema)
+    with _ALEMBIC:
+        return _with_connection(engine_or_url, _run_command, "upgrade", revision, schema)
 
 
 def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> list[str]:
@@ -197,9 +249,11 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
 
     Raises:
         ValueError: ``schema`` was given for a database that is not PostgreSQL.
+        DatabaseUnavailableError: the database cannot be reached.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return _with_connection(engine_or_url, _run_command, "downgrade", revision, schema)
+    with _ALEMBIC:
+        return _with_connection(engine_or_url, _run_command, "downgrade", revision, schema)
 
 
 async def aupgrade(
@@ -215,7 +269,7 @@ async def aupgrade(
     Returns:
         The revisions this call applied, oldest first.
     """
-    async with engine.connect() as conn:
+    async with aalembic_lock(), aconnect(engine) as conn:
         return await conn.run_sync(_run_command, "upgrade", revision, schema)
 
 
@@ -230,7 +284,7 @@ async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = No
     Returns:
         The revisions this call undid, newest first.
     """
-    async with engine.connect() as conn:
+    async with aalembic_lock(), aconnect(engine) as conn:
         return await conn.run_sync(_run_command, "downgrade", revision, schema)
 
 
@@ -267,7 +321,7 @@ async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None
     Returns:
         The revision id, or ``None`` when statekeeper's tables are not there.
     """
-    async with engine.connect() as conn:
+    async with aconnect(engine) as conn:
         return await conn.run_sync(_current_on, schema)
 
 
@@ -367,7 +421,8 @@ def upgrade_sql(
     buffer = io.StringIO()
     cfg = config(url, schema=schema)
     cfg.output_buffer = buffer
-    getattr(command, "downgrade" if downgrade else "upgrade")(cfg, revision, sql=True)
+    with _ALEMBIC:
+        getattr(command, "downgrade" if downgrade else "upgrade")(cfg, revision, sql=True)
     return buffer.getvalue()
 
 

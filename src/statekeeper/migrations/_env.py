@@ -187,9 +187,9 @@ def run_env() -> None:
     if connection is not None:
         _run_online(connection, schema)
         return
-    from .._engine import sync_engine
+    from .._engine import migration_engine
 
-    engine = sync_engine(_url(config), {"isolation_level": None, "poolclass": sa.NullPool})
+    engine = migration_engine(_url(config))
     try:
         with engine.connect() as conn:
             _run_online(conn, schema)

@@ -1,0 +1,566 @@
+"""Benchmark the event-log service against the raw driver running the same statements.
+
+    python benchmarks/service.py                 # SQLite and PostgreSQL, sync and async
+    python benchmarks/service.py --quick         # smoke run, small logs
+    python benchmarks/service.py --no-postgres --only sync
+
+Scenarios (2 KB events, a small state delta): ``create_session``,
+``append_event``, ``get_session`` of a 10-event and of a 1,000-event session,
+``get_session(recent=10)`` on a 1,000-event and on a 100,000-event session,
+and ``list_sessions`` of a user with 1,000 sessions (one page of 1,000).
+
+The **floor** is the bare DB-API driver (``sqlite3`` / ``aiosqlite`` /
+psycopg) running *the same SQL* on one autocommit connection: the text of
+statekeeper's own prebuilt statements, compiled once here by SQLAlchemy for
+the driver's dialect (so both sides send identical statements), the same
+transaction steps (``BEGIN IMMEDIATE`` ... ``COMMIT`` on SQLite), and
+``json.dumps`` / ``json.loads`` of the documents. What the ratio measures is
+statekeeper's Python around it: validation, the codec, the operation layer,
+the pool, record building. Batches alternate (statekeeper, floor, floor,
+statekeeper, ...); figures are medians; ratio = statekeeper / floor. Like
+statekeeper, the floor hands back what it read as Python values (JSON
+decoded, stored times as aware datetimes).
+
+This file reads statekeeper's private statement builders to get that SQL;
+nothing else here depends on statekeeper's internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import sqlalchemy as sa
+from _common import Settings
+from sqlalchemy.dialects import postgresql, sqlite
+
+from statekeeper import AsyncSessionService, SessionService
+from statekeeper._statements import statements as store_statements
+from statekeeper._statements_service import append_statement, service_statements
+
+APP = "bench-svc"
+USER = "bench"
+LISTER = "lister"
+SECTIONS = ("sync", "async")
+
+#: Most ADK events are small; 2 KB is a model turn with some text.
+EVENT: dict[str, Any] = {
+    "id": "e-0123456789abcdef",
+    "invocation_id": "inv-0123456789",
+    "author": "assistant",
+    "content": {
+        "role": "model",
+        "parts": [{"text": ("The weather in Paris is mild today, café au lait. " * 40)[:1900]}],
+    },
+    "actions": {"state_delta": {"turn": 1}},
+}
+_EVENT_TEXT = json.dumps(EVENT, separators=(",", ":"))
+assert 1900 < len(_EVENT_TEXT) < 2300, len(_EVENT_TEXT)
+
+
+# --------------------------------------------------------------------------- the floor's SQL
+
+
+class Sql:
+    """statekeeper's statements compiled for one dialect, as (text, defaults, positions)."""
+
+    def __init__(self, dialect_name: str) -> None:
+        self.name = dialect_name
+        self.dialect = (
+            postgresql.psycopg.dialect() if dialect_name == "postgresql" else sqlite.dialect()
+        )
+        self.cache: dict[Any, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {}
+        self.svc = service_statements(dialect_name)
+        self.store = store_statements(dialect_name)
+
+    def __call__(self, statement: Any, params: dict[str, Any]) -> tuple[str, Any]:
+        """The SQL text and DB-API parameters of ``statement`` with ``params``."""
+        hit = self.cache.get(statement)
+        if hit is None:
+            compiled: Any = statement.compile(dialect=self.dialect)
+            defaults = {
+                k: v for k, v in compiled.construct_params(_check=False).items() if v is not None
+            }
+            positions = tuple(compiled.positiontup) if compiled.positional else None
+            hit = self.cache[statement] = (compiled.string, defaults, positions)
+        text, defaults, positions = hit
+        values = {**defaults, **params}
+        if positions is None:
+            return text, values
+        return text, tuple(values[name] for name in positions)
+
+
+Step = Any  # ("BEGIN" | "COMMIT") or (sql, params)
+
+
+_UTC = dt.timezone.utc
+
+
+def _when(sql: Sql, value: Any) -> Any:
+    """A stored time as an aware datetime (psycopg already returns one)."""
+    if value is None or sql.name != "sqlite":
+        return value
+    return dt.datetime.fromisoformat(value).replace(tzinfo=_UTC)
+
+
+def _stamp(sql: Sql, when: Any) -> Any:
+    return _common.sqlite_stamp(when) if sql.name == "sqlite" else when
+
+
+def _key(sql: Sql, session_id: str, user_id: str) -> dict[str, Any]:
+    now = _stamp(sql, _common.utcnow())
+    return {"p_app": APP, "p_user": user_id, "p_session": session_id, "p_now": now}
+
+
+def floor_create(sql: Sql, session_id: str, user_id: str) -> Generator[Step, Any, dict[str, Any]]:
+    """Create a session with a small state: the same statements as ``create_session``."""
+    params = _key(sql, session_id, user_id)
+    params.update(p_state=json.dumps({"topic": "weather"}), p_expires=None, p_time=time.time())
+    if sql.name == "postgresql":
+        params.update(p_akeys=[], p_avalues=[], p_ukeys=[], p_uvalues=[])
+        rows = yield sql(sql.svc.create, params)
+    else:
+        yield "BEGIN IMMEDIATE"
+        rows = yield sql(sql.svc.create, params)
+        yield sql(sql.svc.clear_events, params)
+        yield "COMMIT"
+    scoped = yield sql(sql.svc.scoped, params)
+    state = json.loads(params["p_state"])
+    for scope, key, value in scoped:
+        state[("user:" if scope else "app:") + key] = json.loads(value)
+    return {"version": rows[0][0], "state": state}
+
+
+def floor_append(sql: Sql, session_id: str, turn: int) -> Generator[Step, Any, int]:
+    """Append the 2 KB event with ``{"turn": n, "user:turns": n}``, as ``append_event`` does."""
+    params = _key(sql, session_id, USER)
+    event = dict(EVENT, timestamp=time.time())
+    params.update(p_expires=None, p_time=event["timestamp"], p_event=json.dumps(event))
+    turn_text = json.dumps(turn)
+    if sql.name == "postgresql":
+        params.update(p_akeys=[], p_avalues=[], p_ukeys=["turns"], p_uvalues=[turn_text])
+        params.update(p_state='{"turn":' + turn_text + "}", p_keys=["turn"])
+        rows = yield sql(append_statement("postgresql", "merge", False), params)
+        return int(rows[0][0])
+    params.update(p_path0='$."turn"', p_value0=turn_text)
+    yield "BEGIN IMMEDIATE"
+    rows = yield sql(append_statement("sqlite", "merge", False, 1), params)
+    params["p_seq"] = rows[0][1]
+    yield sql(sql.svc.event_insert, params)
+    yield sql(
+        sql.svc.user_upsert, {"p_app": APP, "p_user": USER, "p_key": "turns", "p_value": turn_text}
+    )
+    yield "COMMIT"
+    return int(rows[0][0])
+
+
+def floor_get(
+    sql: Sql, session_id: str, recent: int | None
+) -> Generator[Step, Any, dict[str, Any]]:
+    """Read a session, its scoped state and its (last ``recent``) events, as ``get_session``."""
+    params = _key(sql, session_id, USER)
+    (row,) = yield sql(sql.svc.read, params)
+    scoped = yield sql(sql.svc.scoped, params)
+    state = json.loads(row[0])
+    for scope, key, value in scoped:
+        state[("user:" if scope else "app:") + key] = json.loads(value)
+    params["p_count"] = row[2]
+    if recent is not None:
+        params["p_recent"] = recent
+    rows = yield sql(sql.svc.events[recent is not None, False], params)
+    if recent is not None:
+        rows = rows[::-1]
+    events = [(seq, ts, json.loads(doc)) for seq, ts, doc in rows]
+    times = [_when(sql, v) for v in row[4:7]]
+    return {"version": row[1], "state": state, "events": events, "times": times}
+
+
+def floor_list(sql: Sql, user_id: str, limit: int) -> Generator[Step, Any, list[dict[str, Any]]]:
+    """One page of a user's sessions with merged state, as ``list_sessions``."""
+    params = _key(sql, "", user_id)
+    params["p_limit"] = limit + 1
+    rows = (yield sql(sql.svc.pages[True, False, False], params))[:limit]
+    app = yield sql(sql.svc.app, params)
+    users = sorted({r[0] for r in rows})
+    params["p_users"] = users if sql.name == "postgresql" else json.dumps(users)
+    per_user: dict[str, dict[str, Any]] = {
+        u: {"app:" + k: json.loads(v) for k, v in app} for u in users
+    }
+    for user, key, value in (yield sql(sql.svc.users, params)):
+        per_user[user]["user:" + key] = json.loads(value)
+    return [
+        {
+            "session_id": r[1],
+            "state": {**json.loads(r[2]), **per_user[r[0]]},
+            "version": r[3],
+            "times": [_when(sql, v) for v in r[6:9]],
+        }
+        for r in rows
+    ]
+
+
+def drive(conn: Any, op: Generator[Step, Any, Any]) -> Any:
+    """Run a floor operation on a sync DB-API connection (sqlite3 or psycopg, autocommit)."""
+    try:
+        step = next(op)
+        while True:
+            if isinstance(step, str):
+                conn.execute(step)
+                step = op.send(None)
+            else:
+                cur = conn.execute(*step)
+                rows = cur.fetchall() if cur.description is not None else []
+                step = op.send(rows)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def adrive(conn: Any, op: Generator[Step, Any, Any]) -> Any:
+    """Run a floor operation on an async connection (aiosqlite or psycopg AsyncConnection)."""
+    one_hop = getattr(conn, "execute_fetchall", None)
+    try:
+        step = next(op)
+        while True:
+            if isinstance(step, str):
+                await conn.execute(step)
+                step = op.send(None)
+            elif one_hop is not None:
+                step = op.send(list(await one_hop(*step)))
+            else:
+                cur = await conn.execute(*step)
+                rows = await cur.fetchall() if cur.description is not None else []
+                step = op.send(rows)
+    except StopIteration as stop:
+        return stop.value
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load(url: str, settings: Settings) -> dict[str, int]:
+    """Create the sessions the read scenarios use; return their log lengths."""
+    sizes = {"log10": 10, "log1k": 1_000 if not settings.quick else 200}
+    sizes["log100k"] = 100_000 if not settings.quick else 2_000
+    with SessionService(url, app_name=APP) as svc:
+        svc.create_session("log10", USER, state={"topic": "weather", "user:turns": 0})
+        for i in range(10):
+            svc.append_event("log10", EVENT, USER, state_delta={"turn": i})
+        engine = svc.engine
+        for name in ("log1k", "log100k"):
+            svc.create_session(name, USER, state={"topic": "weather"})
+            _bulk_events(engine, name, sizes[name])
+        _bulk_sessions(engine, 1_000 if not settings.quick else 100)
+    return sizes
+
+
+def _series(engine: sa.Engine, n: int) -> str:
+    if engine.dialect.name == "postgresql":
+        return f"generate_series(1, {int(n)}) AS g(n)"
+    return (
+        "(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+        f"WHERE n < {int(n)}) SELECT n FROM s) AS g"
+    )
+
+
+def _bulk_events(engine: sa.Engine, session_id: str, n: int) -> None:
+    doc = "CAST(:doc AS json)" if engine.dialect.name == "postgresql" else ":doc"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO statekeeper_events "
+                "(app_name, user_id, session_id, seq, timestamp, event) "
+                f"SELECT :app, :user, :session, n, 1000000000.0 + n, {doc} "
+                f"FROM {_series(engine, n)}"
+            ),
+            {"app": APP, "user": USER, "session": session_id, "doc": _EVENT_TEXT},
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE statekeeper_sessions SET event_count = :n, version = :n + 1 "
+                "WHERE app_name = :app AND user_id = :user AND session_id = :session"
+            ),
+            {"n": n, "app": APP, "user": USER, "session": session_id},
+        )
+
+
+def _bulk_sessions(engine: sa.Engine, n: int) -> None:
+    now = _common.utcnow()
+    pg = engine.dialect.name == "postgresql"
+    stamp = "CAST(:now AS timestamptz)" if pg else ":now"
+    state = "CAST(:state AS json)" if pg else ":state"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO statekeeper_sessions (app_name, user_id, session_id, state, version, "
+                "created_at, updated_at, expires_at, update_time, event_count) "
+                f"SELECT :app, :user, 'l' || n, {state}, 1, {stamp}, {stamp}, NULL, 1.0e9, 0 "
+                f"FROM {_series(engine, n)}"
+            ),
+            {
+                "app": APP,
+                "user": LISTER,
+                "now": now if pg else _common.sqlite_stamp(now),
+                "state": json.dumps({"topic": "weather", "turn": 3, "notes": "x" * 100}),
+            },
+        )
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _counter(prefix: str) -> Callable[[], str]:
+    it: Iterator[int] = iter(range(sys.maxsize))
+    return lambda: f"{prefix}{next(it)}"
+
+
+def sync_scenarios(
+    url: str, raw: Any, sql: Sql, sizes: dict[str, int], settings: Settings
+) -> list[dict[str, Any]]:
+    """Every scenario on the sync service beside the sync driver."""
+    rows = []
+    with SessionService(url, app_name=APP) as svc:
+        svc.create_session("append-a", USER)
+        drive(raw, floor_create(sql, "append-b", USER))
+        turn = iter(range(sys.maxsize))
+        a_id, b_id = _counter("create-a-"), _counter("create-b-")
+        cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+            (
+                "create_session",
+                lambda: svc.create_session(a_id(), USER, state={"topic": "weather"}),
+                lambda: drive(raw, floor_create(sql, b_id(), USER)),
+            ),
+            (
+                "append_event 2KB",
+                lambda: svc.append_event(
+                    "append-a",
+                    dict(EVENT, timestamp=time.time()),
+                    USER,
+                    state_delta={"turn": (t := next(turn)), "user:turns": t},
+                ),
+                lambda: drive(raw, floor_append(sql, "append-b", next(turn))),
+            ),
+            (
+                "get_session 10 events",
+                lambda: svc.get_session("log10", USER),
+                lambda: drive(raw, floor_get(sql, "log10", None)),
+            ),
+            (
+                f"get_session {sizes['log1k']} events",
+                lambda: svc.get_session("log1k", USER),
+                lambda: drive(raw, floor_get(sql, "log1k", None)),
+            ),
+            (
+                f"recent=10 of {sizes['log1k']}",
+                lambda: svc.get_session("log1k", USER, recent=10),
+                lambda: drive(raw, floor_get(sql, "log1k", 10)),
+            ),
+            (
+                f"recent=10 of {sizes['log100k']}",
+                lambda: svc.get_session("log100k", USER, recent=10),
+                lambda: drive(raw, floor_get(sql, "log100k", 10)),
+            ),
+            (
+                "list_sessions of 1,000",
+                lambda: svc.list_sessions(LISTER, limit=1000),
+                lambda: drive(raw, floor_list(sql, LISTER, 1000)),
+            ),
+        ]
+        for name, a, b in cases:
+            pair = _common.measure_pair(a, b, settings)
+            rows.append({"scenario": name, **pair.summary()})
+            _print(sql.name, "sync", rows[-1])
+    return rows
+
+
+async def async_scenarios(
+    url: str, raw: Any, sql: Sql, sizes: dict[str, int], settings: Settings
+) -> list[dict[str, Any]]:
+    """Every scenario on the async service beside the async driver."""
+    rows = []
+    async with AsyncSessionService(url, app_name=APP) as svc:
+        await svc.create_session("aappend-a", USER)
+        await adrive(raw, floor_create(sql, "aappend-b", USER))
+        turn = iter(range(sys.maxsize))
+        a_id, b_id = _counter("acreate-a-"), _counter("acreate-b-")
+
+        async def append_a() -> object:
+            t = next(turn)
+            return await svc.append_event(
+                "aappend-a",
+                dict(EVENT, timestamp=time.time()),
+                USER,
+                state_delta={"turn": t, "user:turns": t},
+            )
+
+        cases: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+            (
+                "create_session",
+                lambda: svc.create_session(a_id(), USER, state={"topic": "weather"}),
+                lambda: adrive(raw, floor_create(sql, b_id(), USER)),
+            ),
+            (
+                "append_event 2KB",
+                append_a,
+                lambda: adrive(raw, floor_append(sql, "aappend-b", next(turn))),
+            ),
+            (
+                "get_session 10 events",
+                lambda: svc.get_session("log10", USER),
+                lambda: adrive(raw, floor_get(sql, "log10", None)),
+            ),
+            (
+                f"get_session {sizes['log1k']} events",
+                lambda: svc.get_session("log1k", USER),
+                lambda: adrive(raw, floor_get(sql, "log1k", None)),
+            ),
+            (
+                f"recent=10 of {sizes['log1k']}",
+                lambda: svc.get_session("log1k", USER, recent=10),
+                lambda: adrive(raw, floor_get(sql, "log1k", 10)),
+            ),
+            (
+                f"recent=10 of {sizes['log100k']}",
+                lambda: svc.get_session("log100k", USER, recent=10),
+                lambda: adrive(raw, floor_get(sql, "log100k", 10)),
+            ),
+            (
+                "list_sessions of 1,000",
+                lambda: svc.list_sessions(LISTER, limit=1000),
+                lambda: adrive(raw, floor_list(sql, LISTER, 1000)),
+            ),
+        ]
+        for name, a, b in cases:
+            pair = await _common.ameasure_pair(a, b, settings)
+            rows.append({"scenario": name, **pair.summary()})
+            _print(sql.name, "async", rows[-1])
+    return rows
+
+
+def _print(backend: str, facade: str, row: dict[str, Any]) -> None:
+    print(
+        f"{backend:<10} {facade:<5} {row['scenario']:<28} "
+        f"{row['statekeeper_s'] * 1e6:>10.1f} µs {row['floor_s'] * 1e6:>10.1f} µs "
+        f"{row['ratio']:>6.2f}x",
+        flush=True,
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _sqlite(settings: Settings, only: set[str], folder: Path) -> list[dict[str, Any]]:
+    path = folder / "service.db"
+    url = f"sqlite:///{path}"
+    _common.upgrade(url)
+    sizes = load(url, settings)
+    sql = Sql("sqlite")
+    results = []
+    if "sync" in only:
+        raw = _common.sqlite_connect(path)
+        try:
+            results += [
+                dict(r, backend="sqlite", facade="sync")
+                for r in sync_scenarios(url, raw, sql, sizes, settings)
+            ]
+        finally:
+            raw.close()
+    if "async" in only:
+
+        async def body() -> list[dict[str, Any]]:
+            raw = await _common.aiosqlite_connect(path)
+            try:
+                return await async_scenarios(url, raw, sql, sizes, settings)
+            finally:
+                await raw.close()
+
+        results += [dict(r, backend="sqlite", facade="async") for r in asyncio.run(body())]
+    return results
+
+
+def _postgres(settings: Settings, only: set[str], admin_url: str) -> list[dict[str, Any]]:
+    import psycopg
+
+    results = []
+    with _common.postgres_database(admin_url, durable=settings.durable) as url:
+        _common.upgrade(url)
+        sizes = load(url, settings)
+        sql = Sql("postgresql")
+        if "sync" in only:
+            with psycopg.connect(url, autocommit=True) as raw:
+                results += [
+                    dict(r, backend="postgresql", facade="sync")
+                    for r in sync_scenarios(url, raw, sql, sizes, settings)
+                ]
+        if "async" in only:
+
+            async def body() -> list[dict[str, Any]]:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as raw:
+                    return await async_scenarios(url, raw, sql, sizes, settings)
+
+            results += [dict(r, backend="postgresql", facade="async") for r in asyncio.run(body())]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and write the JSON results."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny batches, small logs")
+    p.add_argument("--durable", action="store_true", help="keep fsync in the numbers")
+    p.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    p.add_argument(
+        "--pg-url", default=None, help="PostgreSQL server (a throwaway database is made there)"
+    )
+    p.add_argument("--only", default="sync,async", help="sync, async or both")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results JSON (default benchmarks/results-service[-quick].json)",
+    )
+    args = p.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if not only <= set(SECTIONS):
+        p.error(f"--only takes {', '.join(SECTIONS)}")
+    settings = Settings.make(quick=args.quick, million=False, durable=args.durable)
+    import os
+
+    pg_url = args.pg_url or os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
+    head = ("backend", "api", "scenario", "statekeeper", "raw driver", "ratio")
+    print(f"{head[0]:<10} {head[1]:<5} {head[2]:<28} {head[3]:>13} {head[4]:>13} {head[5]:>7}")
+    results: list[dict[str, Any]] = []
+    with _common.scratch_dir(durable=args.durable) as folder:
+        results += _sqlite(settings, only, Path(folder))
+    skipped = None
+    if not args.no_postgres:
+        skipped = _common.postgres_reason(pg_url)
+        if skipped is None:
+            results += _postgres(settings, only, pg_url)
+        else:
+            print(f"PostgreSQL skipped: {skipped}")
+    out = args.out or Path(__file__).with_name(
+        "results-service-quick.json" if args.quick else "results-service.json"
+    )
+    meta = {
+        "quick": args.quick,
+        "durable": args.durable,
+        "python": sys.version.split()[0],
+        "postgres_skipped": skipped,
+    }
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    worst = max((r["ratio"] for r in results), default=0.0)
+    print(f"worst ratio {worst:.2f}x (target <= 1.5x); results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""What every SQL store does around its operations: the engine, the first-use check, close.
+
+A store's first call reads the database's revision (one cheap query); at
+head, that is all. Otherwise, with ``auto_migrate=True``, the store upgrades
+the database under the process-wide migration lock, on a connection of its
+own, re-reading the revision first so a database is migrated once however
+many stores start together. After ``close()`` every call raises
+:class:`~statekeeper.errors.StoreClosedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _engine, _ops
+from ._drivers import arun, run
+from ._schema import HEAD_REVISION
+from .errors import SchemaNotReadyError, StoreClosedError
+
+__all__ = ["AsyncRunner", "Runner"]
+
+T = TypeVar("T")
+
+
+def _bind(engine: Any, schema: str | None, owned: bool) -> Any:
+    """Return the engine operations run on: autocommit, statekeeper's schema mapped."""
+    options: dict[str, Any] = {}
+    if not owned:  # a caller's engine: autocommit on our connections only
+        options["isolation_level"] = "AUTOCOMMIT"
+    if schema is not None:
+        options["schema_translate_map"] = {None: schema}
+    return engine.execution_options(**options) if options else engine
+
+
+def _problem(found: str | None, url: str, schema: str | None) -> str | None:
+    from . import migrations  # Alembic is imported only when a store first checks
+
+    where = url + (f" (schema {schema})" if schema else "")
+    return migrations.not_ready_message(found, where, migrations.upgrade_command(url, schema))
+
+
+def _should_migrate(found: str | None) -> bool:
+    from . import migrations
+
+    known = {script.revision for script in migrations.revisions()}
+    return found != HEAD_REVISION and (found is None or found in known)
+
+
+def _take(
+    url_or_engine: Any,
+    engine_options: Any,
+    kind: str,
+    engine_type: type,
+    acquire: Callable[[Any, Any], tuple[Any, Callable[[], Any]]],
+    twin_type: type,
+) -> tuple[Any, Callable[[], Any] | None]:
+    """Return the caller's engine (no release), or the shared one for a URL and its release."""
+    if isinstance(url_or_engine, engine_type):
+        return url_or_engine, None
+    if isinstance(url_or_engine, (str, sa.URL)):
+        return acquire(url_or_engine, engine_options)
+    hint = ""
+    if isinstance(url_or_engine, twin_type):
+        twin = kind.removeprefix("Async") if kind.startswith("Async") else f"Async{kind}"
+        hint = f": that engine is for the twin {twin}"
+    raise TypeError(
+        f"{kind} needs a database URL or a sqlalchemy {engine_type.__name__}, "
+        f"got {type(url_or_engine).__name__}{hint}"
+    )
+
+
+class _Base:
+    """The parts of a runner that do no I/O."""
+
+    def __init__(
+        self,
+        engine: Any,
+        release: Callable[[], Any] | None,
+        *,
+        ctx_dialect: str,
+        schema: str | None,
+        auto_migrate: bool,
+        kind: str,
+    ) -> None:
+        self.engine = _bind(engine, schema, owned=release is not None)
+        self.schema = schema
+        self.auto_migrate = auto_migrate
+        self.url = engine.url.render_as_string(hide_password=True)
+        self._kind = kind
+        self.dialect = ctx_dialect
+        self._ctx = _ops.Context(ctx_dialect, "", None)
+        self._ready = False
+        self._closed = False
+        # A store dropped without close() still gives its share of the engine back.
+        self._release = None if release is None else weakref.finalize(self, release)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(
+                f"this {self._kind} on {self.url} is closed; create a new one to keep working"
+            )
+
+    def _raise_unless_ready(self, found: str | None) -> None:
+        message = _problem(found, self.url, self.schema)
+        if message is not None:
+            raise SchemaNotReadyError(message)
+
+    def _close(self) -> Any:
+        """Mark the runner closed; return the engine to dispose, if this was its last user."""
+        if self._closed:
+            return None
+        self._closed = True
+        return None if self._release is None else self._release()
+
+
+class Runner(_Base):
+    """Run a sync store's operations on its engine."""
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | sa.Engine,
+        *,
+        schema: str | None,
+        auto_migrate: bool,
+        engine_options: Any,
+        kind: str,
+    ) -> None:
+        """Take the caller's engine, or the shared engine for a URL."""
+        engine, release = _take(
+            url_or_engine, engine_options, kind, sa.Engine, _engine.acquire_sync, AsyncEngine
+        )
+        super().__init__(
+            engine,
+            release,
+            ctx_dialect=_engine.check_dialect(engine.dialect.name),
+            schema=schema,
+            auto_migrate=auto_migrate,
+            kind=kind,
+        )
+        self._lock = threading.Lock()
+
+    def __call__(self, op: _ops.Op[T]) -> T:
+        """Run ``op``, checking the schema on first use."""
+        self._check_open()
+        if not self._ready:
+            self._prepare()
+        return run(self.engine, op)
+
+    def _revision(self) -> str | None:
+        return run(self.engine, _ops.schema_revision(self._ctx))
+
+    def _prepare(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            found = self._revision()
+            if self.auto_migrate and _should_migrate(found):
+                from . import migrations
+
+                with migrations.alembic_lock():
+                    found = self._revision()
+                    if _should_migrate(found):
+                        migrations.upgrade_unlocked(self.engine, self.schema)
+                        found = self._revision()
+            self._raise_unless_ready(found)
+            self._ready = True
+
+    def close(self) -> None:
+        """Refuse further calls; dispose of the engine if this was its last user."""
+        engine = self._close()
+        if engine is not None:
+            engine.dispose()
+
+
+class AsyncRunner(_Base):
+    """Run an async store's operations on its engine."""
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | AsyncEngine,
+        *,
+        schema: str | None,
+        auto_migrate: bool,
+        engine_options: Any,
+        kind: str,
+    ) -> None:
+        """Take the caller's engine, or the shared engine for a URL (and this event loop)."""
+        engine, release = _take(
+            url_or_engine, engine_options, kind, AsyncEngine, _engine.acquire_async, sa.Engine
+        )
+        super().__init__(
+            engine,
+            release,
+            ctx_dialect=_engine.check_dialect(engine.dialect.name),
+            schema=schema,
+            auto_migrate=auto_migrate,
+            kind=kind,
+        )
+        self._lock: asyncio.Lock | None = None
+
+    async def __call__(self, op: _ops.Op[T]) -> T:
+        """Run ``op``, checking the schema on first use."""
+        self._check_open()
+        if not self._ready:
+            await self._prepare()
+        return await arun(self.engine, op)
+
+    async def _revision(self) -> str | None:
+        return await arun(self.engine, _ops.schema_revision(self._ctx))
+
+    async def _prepare(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._ready:
+                return
+            found = await self._revision()
+            if self.auto_migrate and _should_migrate(found):
+                from . import migrations
+
+                async with migrations.aalembic_lock():
+                    found = await self._revision()
+                    if _should_migrate(found):
+                        await migrations.aupgrade_unlocked(self.engine, self.schema)
+                        found = await self._revision()
+            self._raise_unless_ready(found)
+            self._ready = True
+
+    async def close(self) -> None:
+        """Refuse further calls; dispose of the engine if this was its last user."""
+        engine = self._close()
+        if engine is not None:
+            await engine.dispose()

@@ -1,0 +1,174 @@
+"""A database going away, a store closed, a caller's isolation level: typed errors, nothing lost."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from statekeeper import (
+    AsyncSqlSession,
+    DatabaseUnavailableError,
+    SqlSession,
+    StoreClosedError,
+    migrations,
+)
+
+CLOSED_PORT = "postgresql://postgres@127.0.0.1:1/nothing"
+
+
+async def _call(store: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    result = getattr(store, name)(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _store(facade: str, target: Any, **kwargs: Any) -> Any:
+    return SqlSession(target, **kwargs) if facade == "sync" else AsyncSqlSession(target, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [CLOSED_PORT, "postgresql+psycopg2://postgres@127.0.0.1:1/x", "sqlite:////no/such/dir/x.db"],
+)
+async def test_an_unreachable_database_raises_one_error_type(facade: str, target: str) -> None:
+    if facade == "async" and "psycopg2" in target:
+        target = target.replace("psycopg2", "asyncpg")
+    own = "+" not in target
+    if own:
+        store = _store(facade, target)
+    else:  # a caller's engine on another driver
+        url = sa.make_url(target)
+        engine = create_async_engine(url) if facade == "async" else sa.create_engine(url)
+        store = _store(facade, engine)
+    with pytest.raises(DatabaseUnavailableError, match="cannot connect to the database") as info:
+        await _call(store, "get_state", "s")
+    assert isinstance(info.value, ConnectionError)
+    assert "Check that the server is running" in str(info.value)
+    await _call(store, "close")
+
+
+def test_migrations_on_an_unreachable_database_raise_it_too() -> None:
+    with pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1:1"):
+        migrations.upgrade(CLOSED_PORT)
+    with pytest.raises(DatabaseUnavailableError):
+        migrations.current(CLOSED_PORT)
+
+
+def _terminate_other_backends(url: str) -> int:
+    engine = sa.create_engine(
+        sa.make_url(url).set(drivername="postgresql+psycopg"), poolclass=sa.NullPool
+    )
+    with engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    engine.dispose()
+    return int(killed or 0)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_connections_killed_by_the_server_are_replaced_every_time(
+    db_url: str, facade: str
+) -> None:
+    store = _store(facade, db_url, app_name=f"killed-{facade}")
+    await _call(store, "set_state", "s", {"a": 0})
+    for n in range(1, 11):
+        assert _terminate_other_backends(db_url) >= 1
+        assert await _call(store, "merge_state", "s", {"a": n}) == n + 1
+        assert await _call(store, "get_state", "s") == {"a": n}
+    await _call(store, "close")
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_connection_lost_mid_use_is_a_typed_error_then_recovers(
+    db_url: str, facade: str
+) -> None:
+    # A caller's engine without pre-ping: the store meets the dead connection.
+    url = sa.make_url(db_url).set(drivername="postgresql+psycopg")
+    engine: Any = create_async_engine(url) if facade == "async" else sa.create_engine(url)
+    store = _store(facade, engine, app_name=f"lost-{facade}")
+    await _call(store, "set_state", "s", {"a": 1})
+    _terminate_other_backends(db_url)
+    with pytest.raises(DatabaseUnavailableError, match="lost the connection"):
+        await _call(store, "get_state", "s")
+    assert await _call(store, "get_state", "s") == {"a": 1}  # the pool replaced it
+    await _call(store, "close")
+    await _call(engine, "dispose")
+
+
+METHODS: list[tuple[str, tuple[Any, ...]]] = [
+    ("save_session_state", ("s",)),
+    ("load_session_state", ("s",)),
+    ("get_state", ("s",)),
+    ("set_state", ("s", {})),
+    ("merge_state", ("s", {})),
+    ("delete_session", ("s",)),
+    ("session_exists", ("s",)),
+    ("list_sessions", ()),
+    ("purge_expired", ()),
+]
+
+
+async def test_a_closed_store_refuses_every_call(db_url: str, facade: str) -> None:
+    store = _store(facade, db_url)
+    other = _store(facade, db_url)  # shares the engine of the URL
+    await _call(store, "set_state", "s", {"a": 1})
+    await _call(store, "close")
+    await _call(store, "close")  # closing twice is fine
+    for name, args in METHODS:
+        with pytest.raises(StoreClosedError, match="closed; create a new one"):
+            await _call(store, name, *args)
+    assert await _call(other, "get_state", "s") == {"a": 1}
+    await _call(other, "close")
+
+
+#: Isolation levels an app may have set on its engine, per database.
+LEVELS = {"sqlite": ["SERIALIZABLE"], "postgresql": ["SERIALIZABLE", "REPEATABLE READ"]}
+
+
+async def test_a_callers_isolation_level_never_loses_a_write(db_url: str, facade: str) -> None:
+    url = sa.make_url(db_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite" if facade == "async" else "sqlite")
+    else:
+        url = url.set(drivername="postgresql+psycopg")
+    for level in LEVELS[backend]:
+        engine: Any = (
+            create_async_engine(url, isolation_level=level)
+            if facade == "async"
+            else sa.create_engine(url, isolation_level=level)
+        )
+        app = f"iso-{facade}-{level}"
+        store = _store(facade, engine, app_name=app)
+        assert await _call(store, "set_state", "s", {"a": 1}) == 1
+        assert await _call(store, "merge_state", "s", {"b": 2}) == 2
+        # Another connection sees both writes, before the store is closed.
+        assert _committed_version(db_url, app) == (2, 0)
+        await _call(store, "close")
+        await _call(engine, "dispose")
+
+
+def _committed_version(db_url: str, app: str) -> tuple[int, int]:
+    """The version another connection sees, and how many backends sit idle in transaction."""
+    engine = sa.create_engine(sa.make_url(db_url), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT version FROM statekeeper_sessions WHERE app_name = :a"), {"a": app}
+        ).scalar()
+        idle = 0
+        if engine.dialect.name == "postgresql":
+            idle = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'idle in transaction'"
+                )
+            ).scalar()
+    engine.dispose()
+    return int(version or 0), int(idle or 0)

@@ -1,0 +1,249 @@
+"""The event-log service's operations: the statements they yield, per dialect, and how many."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from tests.unit.test_ops import NOW, FakeResult, ctx, drive, sql
+
+from statekeeper import _ops, _ops_service
+from statekeeper._statements_service import append_statement, service_statements
+from statekeeper.errors import ConflictError, SessionExistsError, SessionNotFoundError
+
+ROW = ("{}", 1, 0, 1.5, NOW, NOW, None)  # a session row: state, version, count, time, ...
+
+
+def delta(**state: Any) -> _ops_service.Delta:
+    return _ops_service.split_state(state, "state_delta")
+
+
+def test_split_routes_by_prefix_and_drops_temp() -> None:
+    d = _ops_service.split_state(
+        {"a": 1, "app:b": [1], "user:c": "x", "temp:d": 4, "user:a": None}, "state"
+    )
+    assert d.session == {"a": 1}
+    assert d.entries == {"a": "1"}
+    assert d.app == {"b": "[1]"}
+    assert d.user == {"a": "null", "c": '"x"'}  # sorted: rows are locked in key order
+
+
+def test_postgres_append_is_one_statement_with_every_write() -> None:
+    steps, version = drive(
+        _ops_service.append_event(
+            ctx("postgresql"),
+            "u",
+            "s",
+            '{"e":1}',
+            delta(n=1, **{"app:a": 2, "user:b": 3}),
+            1.25,
+            4,
+            NOW,
+        ),
+        [(5, 4)],
+    )
+    assert len(steps) == 1
+    assert version == 5
+    text = sql("postgresql", steps[0].statement)
+    for part in (
+        "UPDATE statekeeper_sessions",
+        "INSERT INTO statekeeper_events",
+        "INSERT INTO statekeeper_app_state",
+        "INSERT INTO statekeeper_user_state",
+        "json_each",  # the session state is merged in SQL, as merge_state does
+        "statekeeper_sessions.version = %(p_expected)s",
+    ):
+        assert part in text
+    assert "jsonb" not in text
+    params = steps[0].params
+    assert (params["p_akeys"], params["p_avalues"]) == (["a"], ["2"])
+    assert (params["p_ukeys"], params["p_uvalues"]) == (["b"], ["3"])
+    assert params["p_time"] == 1.25
+    assert params["p_event"] == '{"e":1}'
+
+
+def test_postgres_append_without_session_delta_leaves_the_state_alone() -> None:
+    steps, _ = drive(
+        _ops_service.append_event(ctx("postgresql"), "u", "s", "{}", delta(), 1.0, None, NOW),
+        [(2, 1)],
+    )
+    text = sql("postgresql", steps[0].statement)
+    assert "json_each" not in text
+    assert "p_expected" not in text
+
+
+def test_sqlite_append_is_one_immediate_transaction() -> None:
+    steps, version = drive(
+        _ops_service.append_event(
+            ctx("sqlite"), "u", "s", "{}", delta(n=1, **{"app:a": 2, "user:b": 3}), 1.0, None, NOW
+        ),
+        [(2, 1)],
+        [],
+        [],
+        [],
+    )
+    assert steps[0] == _ops.BEGIN
+    assert steps[-1] == _ops.COMMIT
+    texts = [sql("sqlite", s.statement) for s in steps[1:-1]]
+    assert texts[0].startswith("UPDATE statekeeper_sessions SET state=json_set(")
+    assert texts[1].startswith("INSERT INTO statekeeper_events")
+    assert texts[2].startswith("INSERT INTO statekeeper_app_state")
+    assert texts[3].startswith("INSERT INTO statekeeper_user_state")
+    assert steps[2].params["p_seq"] == 1
+    assert version == 2
+
+
+@pytest.mark.parametrize(("dialect", "write"), [("sqlite", "UPDATE"), ("postgresql", "WITH")])
+def test_a_stale_append_raises_conflict_and_writes_no_more(dialect: str, write: str) -> None:
+    op = _ops_service.append_event(ctx(dialect), "u", "s", "{}", delta(), 1.0, 3, NOW)
+    seen: list[Any] = []
+    replies = iter([[], [(7,)]])  # the write matches nothing; version 7 is stored
+
+    def run() -> None:
+        step = next(op)
+        while True:
+            seen.append(step)
+            rows = next(replies) if isinstance(step, _ops.Call) else None
+            step = op.send(None if rows is None else FakeResult(rows))
+
+    with pytest.raises(ConflictError) as info:
+        run()
+    assert (info.value.expected, info.value.actual) == (3, 7)
+    calls = [sql(dialect, s.statement).split()[0] for s in seen if isinstance(s, _ops.Call)]
+    assert calls == [write, "SELECT"]  # no event, no scoped write, no COMMIT
+    assert _ops.COMMIT not in seen
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_append_to_a_missing_session_raises_not_found(dialect: str) -> None:
+    with pytest.raises(SessionNotFoundError):
+        drive(_ops_service.append_event(ctx(dialect), "u", "s", "{}", delta(), 1.0, 3, NOW), [], [])
+
+
+def _refused(sqlstate: str) -> sa.exc.DBAPIError:
+    class Refused(Exception):
+        pass
+
+    orig = Refused("json_each refused the stored state")
+    orig.sqlstate = sqlstate  # type: ignore[attr-defined]
+    return sa.exc.DBAPIError("APPEND", {}, orig)
+
+
+def test_postgres_append_falls_back_to_a_locked_merge() -> None:
+    steps, version = drive(
+        _ops_service.append_event(ctx("postgresql"), "u", "s", "{}", delta(a="x"), 1.0, None, NOW),
+        _refused("22P05"),
+        [('{"b":"\\u0000"}', 4, True)],
+        [(5, 4)],
+    )
+    assert steps[1] == _ops.BEGIN
+    assert "FOR UPDATE" in sql("postgresql", steps[2].statement)
+    assert steps[3].params["p_state"] == '{"b":"\\u0000","a":"x"}'
+    assert steps[3].params["p_expected"] == 4
+    assert steps[3].statement is append_statement("postgresql", "replace", True)
+    assert steps[-1] == _ops.COMMIT
+    assert version == 5
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_create_on_a_live_key_raises(dialect: str) -> None:
+    with pytest.raises(SessionExistsError):
+        drive(
+            _ops_service.create_session(ctx(dialect), "u", "s", delta(), 1.0, NOW),
+            [],
+        )
+
+
+def test_postgres_create_is_one_statement_that_clears_leftover_events() -> None:
+    steps, record = drive(
+        _ops_service.create_session(
+            ctx("postgresql"), "u", "s", delta(a=1, **{"app:x": 2}), 1.5, NOW
+        ),
+        [(1,)],
+        [(0, "x", "2")],
+    )
+    text = sql("postgresql", steps[0].statement)
+    assert "DELETE FROM statekeeper_events" in text
+    assert "INSERT INTO statekeeper_app_state" in text
+    assert record.state == {"a": 1, "app:x": 2}
+    assert record.update_time == 1.5
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(("recent", "after"), [(None, None), (10, None), (None, 2.0), (3, 2.0)])
+def test_event_reads_use_the_key_and_seq(
+    dialect: str, recent: int | None, after: float | None
+) -> None:
+    steps, record = drive(
+        _ops_service.get_session(ctx(dialect), "u", "s", recent, after, NOW),
+        [("{}", 3, 2, 1.5, NOW, NOW, None)],
+        [],
+        [(2, 2.0, '{"b":2}'), (1, 1.0, '{"a":1}')]
+        if recent
+        else [(1, 1.0, '{"a":1}'), (2, 2.0, '{"b":2}')],
+    )
+    read = steps[2]
+    text = sql(dialect, read.statement)
+    assert "statekeeper_events.seq <=" in text  # never past the session's own count
+    assert read.params["p_count"] == 2
+    if recent:
+        assert "ORDER BY statekeeper_events.seq DESC" in text
+        assert "LIMIT" in text
+    else:
+        assert "ORDER BY statekeeper_events.seq" in text
+        assert "DESC" not in text
+    assert ("statekeeper_events.timestamp >=" in text) == (after is not None)
+    assert [e.seq for e in record.events] == [1, 2]
+
+
+def test_recent_zero_and_an_empty_log_read_no_events() -> None:
+    steps, record = drive(
+        _ops_service.get_session(ctx("sqlite"), "u", "s", 0, None, NOW),
+        [("{}", 3, 2, 1.5, NOW, NOW, None)],
+        [],
+    )
+    assert len(steps) == 2
+    assert record.events == ()
+    steps, _ = drive(_ops_service.get_session(ctx("sqlite"), "u", "s", None, None, NOW), [ROW], [])
+    assert len(steps) == 2
+
+
+def test_get_with_ttl_refreshes_the_expiry() -> None:
+    c = ctx("postgresql", dt.timedelta(seconds=5))
+    steps, _ = drive(_ops_service.get_session(c, "u", "s", 0, None, NOW), [ROW], [])
+    assert sql("postgresql", steps[0].statement).startswith("UPDATE")
+    assert steps[0].params["p_expires"] == NOW + dt.timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_delete_and_purge_take_the_events(dialect: str) -> None:
+    answers: list[Any] = [[], [(None,)]] if dialect == "sqlite" else [[(None,)]]
+    steps, deleted = drive(_ops.delete_session(ctx(dialect), "u", "s", NOW), *answers)
+    assert deleted is True
+    texts = " ".join(sql(dialect, s.statement) for s in steps if isinstance(s, _ops.Call))
+    assert "DELETE FROM statekeeper_events" in texts
+    assert "DELETE FROM statekeeper_sessions" in texts
+    if dialect == "sqlite":
+        assert steps[0] == _ops.BEGIN
+    else:
+        assert len(steps) == 1
+    answers = [[], [("u", "s")]] if dialect == "sqlite" else [[("s",)]]
+    steps, purged = drive(_ops.purge_expired(ctx(dialect), NOW), *answers)
+    assert purged == 1
+    texts = " ".join(sql(dialect, s.statement) for s in steps if isinstance(s, _ops.Call))
+    assert "DELETE FROM statekeeper_events" in texts
+
+
+def test_users_of_a_listing_page_are_one_bound_parameter() -> None:
+    for dialect, fragment in (("postgresql", "ANY (%(p_users)s"), ("sqlite", "json_each(?)")):
+        assert fragment in sql(dialect, service_statements(dialect).users)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_statements_are_built_once(dialect: str) -> None:
+    assert service_statements(dialect) is service_statements(dialect)
+    assert append_statement(dialect, "merge", True, 2) is append_statement(
+        dialect, "merge", True, 2
+    )
