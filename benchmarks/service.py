@@ -88,9 +88,7 @@ class Sql:
         hit = self.cache.get(statement)
         if hit is None:
             compiled: Any = statement.compile(dialect=self.dialect)
-            defaults = {
-                k: v for k, v in compiled.construct_params(_check=False).items() if v is not None
-            }
+            defaults = {k: v for k, v in compiled.params.items() if v is not None}
             positions = tuple(compiled.positiontup) if compiled.positional else None
             hit = self.cache[statement] = (compiled.string, defaults, positions)
         text, defaults, positions = hit

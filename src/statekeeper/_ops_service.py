@@ -19,7 +19,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import codec
-from ._ops import _JSON_REFUSED, BEGIN, COMMIT, Call, Context, Op, _decode_cursor, _encode_cursor
+from ._ops import (
+    _JSON_REFUSED,
+    BEGIN,
+    COMMIT,
+    Call,
+    Context,
+    Op,
+    _decode_cursor,
+    _encode_cursor,
+    sqlstate,
+)
 from ._records import EventRecord, SessionPage, SessionRecord
 from ._statements import one_statement_merge
 from ._statements_service import SessionMode, append_statement, service_statements
@@ -263,7 +273,7 @@ def append_event(
                 yield Call(append_statement(ctx.dialect, mode, expected is not None), params)
             ).first()
         except sa.exc.DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in _JSON_REFUSED:
+            if sqlstate(exc) not in _JSON_REFUSED:
                 raise
             return (yield from _append_locked(ctx, user_id, session_id, delta, expected, params))
         if row is None:

@@ -1,8 +1,9 @@
 """What the event-log service does before and after I/O: validation, encoding, ids.
 
 ``SessionService`` and ``AsyncSessionService`` hold a :class:`ServiceCore`
-and only open connections and drive the operations it builds. The engine
-plumbing (binding, schema check, compiler) is the stores' ``StoreCore``.
+and a ``_runner.Runner`` / ``AsyncRunner`` (the stores' engine plumbing:
+shared engines, first-use schema check, ``close``), and only drive the
+operations the core builds.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from . import _ops, _ops_service, codec
 from ._store import StoreCore
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from ._records import SessionPage, SessionRecord
 
 __all__ = ["ServiceCore"]
@@ -55,23 +53,14 @@ class ServiceCore:
 
     def __init__(
         self,
-        engine: sa.Engine | AsyncEngine,
+        dialect: str,
         *,
-        owned: bool,
         app_name: str,
         ttl: float | dt.timedelta | None,
         schema: str | None,
-        auto_migrate: bool,
     ) -> None:
         """Validate the service's settings (as a store's)."""
-        self.store = StoreCore(
-            engine,
-            owned=owned,
-            app_name=app_name,
-            ttl=ttl,
-            schema=schema,
-            auto_migrate=auto_migrate,
-        )
+        self.store = StoreCore(dialect, app_name=app_name, ttl=ttl, schema=schema)
         self.ctx = self.store.ctx
 
     def _ids(self, user_id: str, session_id: str) -> None:

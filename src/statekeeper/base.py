@@ -19,6 +19,10 @@ class SessionBase(abc.ABC):
     """A store of agent-session state, keyed by user and session id.
 
     Stores are context managers: leaving the ``with`` block calls :meth:`close`.
+    Besides the errors each method lists, every call may raise
+    :class:`~statekeeper.errors.DatabaseUnavailableError` (the database cannot
+    be reached) and :class:`~statekeeper.errors.StoreClosedError` (after
+    :meth:`close`).
     """
 
     @abc.abstractmethod
@@ -186,7 +190,11 @@ class SessionBase(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the store's resources; an engine passed in by the caller stays open."""
+        """Close the store: later calls raise ``StoreClosedError``; closing twice is harmless.
+
+        An engine passed in by the caller stays open; an engine statekeeper
+        made from a URL is disposed when the last store sharing it closes.
+        """
 
     def __enter__(self) -> Self:
         """Return the store."""
@@ -206,6 +214,10 @@ class AsyncSessionBase(abc.ABC):
     """A store of agent-session state, keyed by user and session id.
 
     Stores are context managers: leaving the ``with`` block calls :meth:`close`.
+    Besides the errors each method lists, every call may raise
+    :class:`~statekeeper.errors.DatabaseUnavailableError` (the database cannot
+    be reached) and :class:`~statekeeper.errors.StoreClosedError` (after
+    :meth:`close`).
     """
 
     @abc.abstractmethod
@@ -373,7 +385,11 @@ class AsyncSessionBase(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Release the store's resources; an engine passed in by the caller stays open."""
+        """Close the store: later calls raise ``StoreClosedError``; closing twice is harmless.
+
+        An engine passed in by the caller stays open; an engine statekeeper
+        made from a URL is disposed when the last store sharing it closes.
+        """
 
     async def __aenter__(self) -> Self:
         """Return the store."""

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from typing_extensions import Self
 
-from . import _engine
-from ._drivers import run
+from ._runner import Runner
 from ._service import ServiceCore
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Mapping
 
-    from ._ops import Op
     from ._records import SessionPage, SessionRecord
 
 __all__ = ["SessionService"]
-
-T = TypeVar("T")
 
 
 class SessionService:
@@ -61,49 +56,24 @@ class SessionService:
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._owned_engine: sa.Engine | None = None
-        if isinstance(url_or_engine, sa.Engine):
-            engine = url_or_engine
-        else:
-            engine = self._owned_engine = _engine.sync_engine(url_or_engine, engine_options)
-        self._core = ServiceCore(
-            engine,
-            owned=self._owned_engine is not None,
-            app_name=app_name,
-            ttl=ttl,
+        self._run = Runner(
+            url_or_engine,
             schema=schema,
             auto_migrate=auto_migrate,
+            engine_options=engine_options,
+            kind="SessionService",
         )
-        self._store = self._core.store
-        self._engine = self._store.bind(engine)
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self._core = ServiceCore(self._run.dialect, app_name=app_name, ttl=ttl, schema=schema)
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine the service runs on."""
-        return self._engine
+        """The engine the service runs on (its connections in autocommit)."""
+        return self._run.engine  # type: ignore[no-any-return]
 
     @property
     def app_name(self) -> str:
         """The app whose sessions this service holds."""
         return self._core.ctx.app_name
-
-    def _run(self, op: Op[T]) -> T:
-        if not self._ready:
-            self._prepare()
-        return run(self._engine, op, self._store.compiler)
-
-    def _prepare(self) -> None:
-        with self._ready_lock:
-            if self._ready:
-                return
-            if self._store.auto_migrate:
-                from .migrations import upgrade
-
-                upgrade(self._engine, schema=self._store.schema)
-            run(self._engine, self._store.check_schema(), self._store.compiler)
-            self._ready = True
 
     def create_session(
         self,
@@ -262,9 +232,8 @@ class SessionService:
         return self._run(self._core.scoped(user_id))
 
     def close(self) -> None:
-        """Release the service's connections (an engine passed in is left open)."""
-        if self._owned_engine is not None:
-            self._owned_engine.dispose()
+        """Refuse further calls; release the connections (an engine passed in stays open)."""
+        self._run.close()
 
     def __enter__(self) -> Self:
         """Return the service; leaving the block closes it."""

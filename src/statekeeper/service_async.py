@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typing_extensions import Self
 
-from . import _engine
-from ._drivers import arun
+from ._runner import AsyncRunner
 from ._service import ServiceCore
 
 if TYPE_CHECKING:
@@ -19,12 +17,9 @@ if TYPE_CHECKING:
 
     import sqlalchemy as sa
 
-    from ._ops import Op
     from ._records import SessionPage, SessionRecord
 
 __all__ = ["AsyncSessionService"]
-
-T = TypeVar("T")
 
 
 class AsyncSessionService:
@@ -63,49 +58,24 @@ class AsyncSessionService:
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._owned_engine: AsyncEngine | None = None
-        if isinstance(url_or_engine, AsyncEngine):
-            engine = url_or_engine
-        else:
-            engine = self._owned_engine = _engine.async_engine(url_or_engine, engine_options)
-        self._core = ServiceCore(
-            engine,
-            owned=self._owned_engine is not None,
-            app_name=app_name,
-            ttl=ttl,
+        self._run = AsyncRunner(
+            url_or_engine,
             schema=schema,
             auto_migrate=auto_migrate,
+            engine_options=engine_options,
+            kind="AsyncSessionService",
         )
-        self._store = self._core.store
-        self._engine = self._store.bind(engine)
-        self._ready = False
-        self._ready_lock = asyncio.Lock()
+        self._core = ServiceCore(self._run.dialect, app_name=app_name, ttl=ttl, schema=schema)
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine the service runs on."""
-        return self._engine
+        """The engine the service runs on (its connections in autocommit)."""
+        return self._run.engine  # type: ignore[no-any-return]
 
     @property
     def app_name(self) -> str:
         """The app whose sessions this service holds."""
         return self._core.ctx.app_name
-
-    async def _run(self, op: Op[T]) -> T:
-        if not self._ready:
-            await self._prepare()
-        return await arun(self._engine, op, self._store.compiler)
-
-    async def _prepare(self) -> None:
-        async with self._ready_lock:
-            if self._ready:
-                return
-            if self._store.auto_migrate:
-                from .migrations import aupgrade
-
-                await aupgrade(self._engine, schema=self._store.schema)
-            await arun(self._engine, self._store.check_schema(), self._store.compiler)
-            self._ready = True
 
     async def create_session(
         self,
@@ -264,9 +234,8 @@ class AsyncSessionService:
         return await self._run(self._core.scoped(user_id))
 
     async def close(self) -> None:
-        """Release the service's connections (an engine passed in is left open)."""
-        if self._owned_engine is not None:
-            await self._owned_engine.dispose()
+        """Refuse further calls; release the connections (an engine passed in stays open)."""
+        await self._run.close()
 
     async def __aenter__(self) -> Self:
         """Return the service; leaving the block closes it."""

@@ -36,10 +36,14 @@ class AsyncSqlSession(AsyncSessionBase):
         schema: PostgreSQL schema holding the tables.
         auto_migrate: upgrade the database to the code's schema on first use,
             instead of raising :class:`~statekeeper.errors.SchemaNotReadyError`.
-        engine_options: extra ``create_engine`` arguments (ignored for an AsyncEngine).
+        engine_options: extra ``create_engine`` arguments (pool size, echo, ...)
+            for the engine made from a URL; stores on the same URL and options
+            share that engine. ``isolation_level`` is refused: the store runs in
+            autocommit. Ignored for an AsyncEngine.
 
     Raises:
         ValueError: a setting is invalid or the database is not supported.
+        TypeError: ``url_or_engine`` is neither a URL nor an engine of this twin's kind.
         ImportError: the database driver is missing; the message names the extra.
     """
 

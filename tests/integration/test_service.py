@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.conftest import SyncAsAsync
 
 from statekeeper import (
@@ -29,10 +30,15 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-async def make_service(db_url: str, facade: str) -> AsyncIterator[Callable[..., Any]]:
-    """Build services (and SqlSession stores) on the test's database, one app per test."""
+async def make_service(db_url: str, facade: str, driver: str) -> AsyncIterator[Callable[..., Any]]:
+    """Build services (and SqlSession stores) on the test's database, one app per test.
+
+    With a driver other than ``statekeeper``, each runs on a caller's engine
+    made with that driver, disposed after the test.
+    """
     app = f"svc-{uuid.uuid4().hex[:8]}"
     made: list[Any] = []
+    engines: list[Any] = []
 
     def make(kind: str = "service", **kwargs: Any) -> Any:
         kwargs.setdefault("app_name", app)
@@ -40,17 +46,26 @@ async def make_service(db_url: str, facade: str) -> AsyncIterator[Callable[..., 
             "service": (SessionService, AsyncSessionService),
             "store": (SqlSession, AsyncSqlSession),
         }[kind]
+        target: Any = db_url
+        if driver != "statekeeper":
+            parsed = sa.make_url(db_url)
+            backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
+            parsed = parsed.set(drivername=f"{backend}+{driver}")
+            target = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
+            engines.append(target)
         obj: Any = (
-            SyncAsAsync(sync_cls(db_url, **kwargs))
+            SyncAsAsync(sync_cls(target, **kwargs))
             if facade == "sync"
-            else async_cls(db_url, **kwargs)
+            else async_cls(target, **kwargs)
         )
         made.append(obj)
         return obj
 
     yield make
     for obj in made:
-        result = obj.close()
+        await _close(obj)
+    for engine in engines:
+        result = engine.dispose()
         if inspect.isawaitable(result):
             await result
 
@@ -303,7 +318,7 @@ async def _concurrently(
     svc: Any, facade: str, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
 ) -> list[Any]:
     """Run the calls at once: tasks on the async service, threads on the sync one."""
-    if facade == "sync":
+    if facade == "sync":  # threads: each call on its own connection
         jobs = [asyncio.to_thread(getattr(svc.wrapped, n), *a, **k) for n, a, k in calls]
     else:
         jobs = [getattr(svc, n)(*a, **k) for n, a, k in calls]
