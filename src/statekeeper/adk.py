@@ -17,12 +17,12 @@ with ``pip install 'statekeeper[adk]'``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import (
     SessionNotFoundError as AdkSessionNotFoundError,
@@ -39,15 +39,13 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine
-from .errors import ConflictError, SessionExistsError, SessionNotFoundError
+from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
 from .service_async import AsyncSessionService
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
-
-    import sqlalchemy as sa
 
     from ._records import SessionRecord
 
@@ -87,6 +85,14 @@ class SessionListPage(ListSessionsResponse):
     """
 
     next_page_token: str | None = Field(default=None)
+
+
+def _is_memory(url: str | sa.URL) -> bool:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return False  # the service reports the malformed URL
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _set_version(session: Session, version: int) -> None:
@@ -146,9 +152,9 @@ class SqlSessionService(BaseSessionService):
             ``"sqlite:///:memory:"``, ``"postgresql://user@host/db"``, a
             ``sqlalchemy.URL``) or an existing ``AsyncEngine``, which is used as
             it is and not disposed by :meth:`close`. A URL gets statekeeper's
-            async driver (aiosqlite, psycopg) whatever driver it names. One
-            engine serves every ``app_name``, so ``sqlite:///:memory:`` is one
-            database for the service's life.
+            async driver (aiosqlite, psycopg) whatever driver it names. Every
+            ``app_name`` runs on the same database; ``sqlite:///:memory:`` is
+            one database for the service's life.
         schema: PostgreSQL schema holding the tables.
         ttl: seconds or a ``timedelta``; a session not written or read for that
             long expires and reads as absent. ``None``: never.
@@ -171,60 +177,51 @@ class SqlSessionService(BaseSessionService):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(url_or_engine, AsyncEngine):
-            self._engine = url_or_engine
-            self._owns_engine = False
-        else:
-            self._engine = _engine.async_engine(url_or_engine, engine_options)
-            self._owns_engine = True
+        # A URL: each app's service is made from it (statekeeper's stores on one
+        # URL share an engine). An engine, or an in-memory SQLite database that
+        # must stay one database: every app's service runs on that one engine.
+        self._target: str | sa.URL | AsyncEngine = url_or_engine
+        self._engine_options = engine_options
+        self._release: weakref.finalize[[], SqlSessionService] | None = None
+        if not isinstance(url_or_engine, AsyncEngine) and _is_memory(url_or_engine):
+            self._target, release = _engine.acquire_async(url_or_engine, engine_options)
+            # A service dropped without close() still gives its engine back.
+            self._release = weakref.finalize(self, release)
         self._schema = schema
         self._ttl = ttl
         self._auto_migrate = auto_migrate
         self._services: dict[str, AsyncSessionService] = {}
-        # One SQLite connection shared by every call (":memory:") cannot hold
-        # two transactions at once: calls take turns.
-        url = self._engine.url
-        self._one_connection = url.get_backend_name() == "sqlite" and url.database in (
-            None,
-            "",
-            ":memory:",
-        )
-        self._turn = asyncio.Lock()
         self._closed = False
         # The first service validates the settings now rather than on first use.
-        self._service("")
+        self._first = self._service("")
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine every call runs on."""
-        return self._engine
+        """The engine the service runs on (that of its first app when made from a URL)."""
+        return self._first.engine
 
     def _service(self, app_name: str) -> AsyncSessionService:
         service = self._services.get(app_name)
         if service is None:
+            if self._closed:
+                raise StoreClosedError(
+                    f"this SqlSessionService ({self._first.engine.url!r}) was closed; "
+                    "create a new one to keep working"
+                )
             service = self._services[app_name] = AsyncSessionService(
-                self._engine,
+                self._target,
                 app_name=app_name,
                 ttl=self._ttl,
                 schema=self._schema,
                 auto_migrate=self._auto_migrate,
+                engine_options=self._engine_options,
             )
         return service
-
-    @contextlib.asynccontextmanager
-    async def _call(self) -> AsyncIterator[None]:
-        if self._one_connection:
-            async with self._turn:
-                yield
-        else:
-            yield
 
     async def _run(
         self, app_name: str, call: Callable[[AsyncSessionService], Awaitable[Any]]
     ) -> Any:
-        service = self._service(app_name)
-        async with self._call():
-            return await call(service)
+        return await call(self._service(app_name))
 
     async def create_session(
         self,
@@ -333,10 +330,9 @@ class SqlSessionService(BaseSessionService):
         cursor = page_token
         while True:
             limit = _LIST_PAGE if page_size is None else page_size
-            async with self._call():
-                page = await service.list_sessions(
-                    user_id, limit=limit, cursor=cursor, oldest_first=True
-                )
+            page = await service.list_sessions(
+                user_id, limit=limit, cursor=cursor, oldest_first=True
+            )
             sessions.extend(_to_session(record, app_name, []) for record in page.items)
             cursor = page.next_cursor
             if cursor is None or page_size is not None:
@@ -411,33 +407,32 @@ class SqlSessionService(BaseSessionService):
         document, delta = _stored_document(event)
         app_name, user_id, session_id = session.app_name, session.user_id, session.id
         service = self._service(app_name)
-        async with self._call():
-            expected = _version_of(session)
-            if expected is None:
-                expected = await self._markerless_version(service, session)
-            try:
-                version = await service.append_event(
-                    session_id,
-                    document,
-                    user_id,
-                    state_delta=delta,
-                    timestamp=event.timestamp,
-                    expected_version=expected,
-                )
-            except SessionNotFoundError as exc:
+        expected = _version_of(session)
+        if expected is None:
+            expected = await self._markerless_version(service, session)
+        try:
+            version = await service.append_event(
+                session_id,
+                document,
+                user_id,
+                state_delta=delta,
+                timestamp=event.timestamp,
+                expected_version=expected,
+            )
+        except SessionNotFoundError as exc:
+            raise self._not_found(session) from exc
+        except ConflictError as exc:
+            if not exc.actual:
                 raise self._not_found(session) from exc
-            except ConflictError as exc:
-                if not exc.actual:
-                    raise self._not_found(session) from exc
-                raise StaleSessionError(
-                    _STALE_MESSAGE.format(
-                        id=session_id,
-                        user=user_id,
-                        app=app_name,
-                        actual=exc.actual,
-                        expected=exc.expected,
-                    )
-                ) from exc
+            raise StaleSessionError(
+                _STALE_MESSAGE.format(
+                    id=session_id,
+                    user=user_id,
+                    app=app_name,
+                    actual=exc.actual,
+                    expected=exc.expected,
+                )
+            ) from exc
         await super().append_event(session, event)
         session.last_update_time = event.timestamp
         _set_version(session, version)
@@ -485,8 +480,10 @@ class SqlSessionService(BaseSessionService):
         self._closed = True
         for service in self._services.values():
             await service.close()
-        if self._owns_engine:
-            await self._engine.dispose()
+        if self._release is not None:
+            engine = self._release()
+            if engine is not None:
+                await engine.dispose()
 
     async def __aenter__(self) -> SqlSessionService:
         """Return the service; :meth:`close` it on exit."""

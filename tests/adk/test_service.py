@@ -17,6 +17,7 @@ from google.adk.sessions.session import Session
 from google.genai import types
 
 from statekeeper.adk import SqlSessionService, StaleSessionError
+from statekeeper.errors import StoreClosedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -472,3 +473,6 @@ async def test_close_and_async_with(make_service: Callable[..., SqlSessionServic
         session = await service.create_session(app_name="lifecycle", user_id=USER)
         assert await service.get_session(app_name="lifecycle", user_id=USER, session_id=session.id)
     await service.close()  # a second close does nothing
+    for app in ("lifecycle", "never-used"):
+        with pytest.raises(StoreClosedError, match="closed"):
+            await service.get_session(app_name=app, user_id=USER, session_id="s")

@@ -82,7 +82,7 @@ async def test_a_callers_engine_is_used_and_left_open(sqlite_url: str, tmp_path:
     engine = create_async_engine(sa.make_url(sqlite_url).set(drivername="sqlite+aiosqlite"))
     try:
         async with SqlSessionService(engine) as service:
-            assert service.engine is engine
+            assert service.engine.sync_engine.pool is engine.sync_engine.pool  # the caller's pool
             await service.create_session(app_name="a", user_id="u", session_id="s")
         async with engine.connect() as conn:
             rows = await conn.execute(sa.text("SELECT session_id FROM statekeeper_sessions"))
