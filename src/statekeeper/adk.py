@@ -17,6 +17,7 @@ with ``pip install 'statekeeper[adk]'``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import weakref
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
+from .service import SessionService
 from .service_async import AsyncSessionService
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
-    from ._records import SessionRecord
+    from ._records import SessionPage, SessionRecord
 
 __all__ = ["SessionListPage", "SqlSessionService", "StaleSessionError"]
 
@@ -95,6 +97,13 @@ def _is_memory(url: str | sa.URL) -> bool:
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
+def _is_sqlite(url: str | sa.URL) -> bool:
+    try:
+        return sa.make_url(url).get_backend_name() == "sqlite"
+    except sa.exc.ArgumentError:
+        return False  # the service reports the malformed URL
+
+
 def _set_version(session: Session, version: int) -> None:
     if _HAS_MARKER_SLOT:
         setattr(session, _MARKER_SLOT, f"{_MARKER_PREFIX}{version}")
@@ -137,6 +146,50 @@ def _stored_document(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
     return document, delta
 
 
+class _InThread:
+    """A sync :class:`~statekeeper.SessionService` awaited from async code, a thread per call."""
+
+    def __init__(self, service: SessionService) -> None:
+        self._service = service
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The sync engine the service runs on."""
+        return self._service.engine
+
+    async def create_session(self, *args: Any, **kwargs: Any) -> SessionRecord:
+        """``SessionService.create_session`` in a worker thread."""
+        return await asyncio.to_thread(self._service.create_session, *args, **kwargs)
+
+    async def get_session(self, *args: Any, **kwargs: Any) -> SessionRecord | None:
+        """``SessionService.get_session`` in a worker thread."""
+        return await asyncio.to_thread(self._service.get_session, *args, **kwargs)
+
+    async def append_event(self, *args: Any, **kwargs: Any) -> int:
+        """``SessionService.append_event`` in a worker thread."""
+        return await asyncio.to_thread(self._service.append_event, *args, **kwargs)
+
+    async def list_sessions(self, *args: Any, **kwargs: Any) -> SessionPage[SessionRecord]:
+        """``SessionService.list_sessions`` in a worker thread."""
+        return await asyncio.to_thread(self._service.list_sessions, *args, **kwargs)
+
+    async def delete_session(self, *args: Any, **kwargs: Any) -> bool:
+        """``SessionService.delete_session`` in a worker thread."""
+        return await asyncio.to_thread(self._service.delete_session, *args, **kwargs)
+
+    async def get_app_state(self) -> dict[str, Any]:
+        """``SessionService.get_app_state`` in a worker thread."""
+        return await asyncio.to_thread(self._service.get_app_state)
+
+    async def get_user_state(self, user_id: str) -> dict[str, Any]:
+        """``SessionService.get_user_state`` in a worker thread."""
+        return await asyncio.to_thread(self._service.get_user_state, user_id)
+
+    async def close(self) -> None:
+        """``SessionService.close`` in a worker thread."""
+        await asyncio.to_thread(self._service.close)
+
+
 class SqlSessionService(BaseSessionService):
     """Keep Google ADK sessions, events and ``app:``/``user:`` state in SQLite or PostgreSQL.
 
@@ -152,16 +205,17 @@ class SqlSessionService(BaseSessionService):
             ``"sqlite:///:memory:"``, ``"postgresql://user@host/db"``, a
             ``sqlalchemy.URL``) or an existing ``AsyncEngine``, which is used as
             it is and not disposed by :meth:`close`. A URL gets statekeeper's
-            async driver (aiosqlite, psycopg) whatever driver it names. Every
-            ``app_name`` runs on the same database; ``sqlite:///:memory:`` is
-            one database for the service's life.
+            own drivers whatever driver it names: psycopg's async connections
+            for PostgreSQL; for SQLite, ``sqlite3`` run in worker threads, one
+            thread hop per call. Every ``app_name`` runs on the same database;
+            ``sqlite:///:memory:`` is one database for the service's life.
         schema: PostgreSQL schema holding the tables.
         ttl: seconds or a ``timedelta``; a session not written or read for that
             long expires and reads as absent. ``None``: never.
         auto_migrate: upgrade the database to statekeeper's schema on first use,
             instead of raising :class:`~statekeeper.errors.SchemaNotReadyError`.
-        engine_options: extra ``create_async_engine`` arguments (ignored for an
-            ``AsyncEngine``).
+        engine_options: extra ``create_engine`` / ``create_async_engine``
+            arguments (ignored for an ``AsyncEngine``).
 
     Raises:
         ValueError: a setting is invalid or the database is not supported.
@@ -177,30 +231,34 @@ class SqlSessionService(BaseSessionService):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        # A URL: each app's service is made from it (statekeeper's stores on one
-        # URL share an engine). An engine, or an in-memory SQLite database that
-        # must stay one database: every app's service runs on that one engine.
-        self._target: str | sa.URL | AsyncEngine = url_or_engine
+        # A PostgreSQL URL: each app's AsyncSessionService is made from it
+        # (statekeeper's stores on one URL share an engine). A SQLite URL: each
+        # app's sync SessionService, driven from a worker thread: one thread hop
+        # per call, where aiosqlite takes several per statement. An engine, or
+        # an in-memory database that must stay one database: every app's
+        # service runs on that one engine.
+        self._target: str | sa.URL | sa.Engine | AsyncEngine = url_or_engine
+        self._threaded = not isinstance(url_or_engine, AsyncEngine) and _is_sqlite(url_or_engine)
         self._engine_options = engine_options
         self._release: weakref.finalize[[], SqlSessionService] | None = None
         if not isinstance(url_or_engine, AsyncEngine) and _is_memory(url_or_engine):
-            self._target, release = _engine.acquire_async(url_or_engine, engine_options)
+            self._target, release = _engine.acquire_sync(url_or_engine, engine_options)
             # A service dropped without close() still gives its engine back.
             self._release = weakref.finalize(self, release)
         self._schema = schema
         self._ttl = ttl
         self._auto_migrate = auto_migrate
-        self._services: dict[str, AsyncSessionService] = {}
+        self._services: dict[str, AsyncSessionService | _InThread] = {}
         self._closed = False
         # The first service validates the settings now rather than on first use.
         self._first = self._service("")
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The engine the service runs on (that of its first app when made from a URL)."""
+    def engine(self) -> AsyncEngine | sa.Engine:
+        """The engine calls run on: a sync ``Engine`` for SQLite URLs (run in worker threads)."""
         return self._first.engine
 
-    def _service(self, app_name: str) -> AsyncSessionService:
+    def _service(self, app_name: str) -> AsyncSessionService | _InThread:
         service = self._services.get(app_name)
         if service is None:
             if self._closed:
@@ -208,18 +266,24 @@ class SqlSessionService(BaseSessionService):
                     f"this SqlSessionService ({self._first.engine.url!r}) was closed; "
                     "create a new one to keep working"
                 )
-            service = self._services[app_name] = AsyncSessionService(
-                self._target,
-                app_name=app_name,
-                ttl=self._ttl,
-                schema=self._schema,
-                auto_migrate=self._auto_migrate,
-                engine_options=self._engine_options,
-            )
+            options: dict[str, Any] = {
+                "app_name": app_name,
+                "ttl": self._ttl,
+                "schema": self._schema,
+                "auto_migrate": self._auto_migrate,
+                "engine_options": self._engine_options,
+            }
+            if self._threaded:
+                assert not isinstance(self._target, AsyncEngine)
+                service = _InThread(SessionService(self._target, **options))
+            else:
+                assert not isinstance(self._target, sa.Engine)
+                service = AsyncSessionService(self._target, **options)
+            self._services[app_name] = service
         return service
 
     async def _run(
-        self, app_name: str, call: Callable[[AsyncSessionService], Awaitable[Any]]
+        self, app_name: str, call: Callable[[AsyncSessionService | _InThread], Awaitable[Any]]
     ) -> Any:
         return await call(self._service(app_name))
 
@@ -446,7 +510,9 @@ class SqlSessionService(BaseSessionService):
             "create it with create_session() first"
         )
 
-    async def _markerless_version(self, service: AsyncSessionService, session: Session) -> int:
+    async def _markerless_version(
+        self, service: AsyncSessionService | _InThread, session: Session
+    ) -> int:
         """Find the revision of a Session this service did not load (built by hand, say).
 
         It is current when storage has not moved past its ``last_update_time``,
@@ -483,7 +549,7 @@ class SqlSessionService(BaseSessionService):
         if self._release is not None:
             engine = self._release()
             if engine is not None:
-                await engine.dispose()
+                await asyncio.to_thread(engine.dispose)
 
     async def __aenter__(self) -> SqlSessionService:
         """Return the service; :meth:`close` it on exit."""
