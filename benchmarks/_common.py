@@ -494,3 +494,39 @@ def run_async(coro: Awaitable[Any]) -> Any:
 def to_json(value: Any) -> Any:
     """Dataclasses to dicts, for ``results.json``."""
     return asdict(value) if hasattr(value, "__dataclass_fields__") else value
+
+
+def doc_block(name: str, text: str) -> str:
+    """``text`` between the markers of block ``name`` (see :func:`keep_blocks`)."""
+    return f"<!-- begin:{name} -->\n{text.rstrip()}\n<!-- end:{name} -->\n"
+
+
+def put_block(path: Path, name: str, text: str) -> None:
+    """Replace block ``name`` of the Markdown file ``path`` with ``text``, or append it."""
+    old = path.read_text() if path.exists() else ""
+    block = doc_block(name, text)
+    begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->\n"
+    if begin in old and end in old:
+        start = old.index(begin)
+        stop = old.index(end, start) + len(end)
+        path.write_text(old[:start] + block + old[stop:])
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + block)
+
+
+def keep_blocks(path: Path, new: str) -> str:
+    """``new`` with the marked blocks of the current ``path`` that ``new`` lacks appended.
+
+    Other benchmark scripts (``benchmarks/service.py``) write their sections
+    into ``docs/performance.md`` between ``<!-- begin:NAME -->`` and
+    ``<!-- end:NAME -->``; regenerating the page keeps them.
+    """
+    import re
+
+    old = path.read_text() if path.exists() else ""
+    kept = [
+        m.group(0)
+        for m in re.finditer(r"<!-- begin:(\S+) -->\n.*?<!-- end:\1 -->\n", old, re.S)
+        if m.group(0).split("\n", 1)[0] not in new
+    ]
+    return new.rstrip("\n") + "\n" + "".join("\n" + block for block in kept)

@@ -41,8 +41,8 @@ import _common
 import sqlalchemy as sa
 from _common import REPO, Settings
 
-DOC_BEGIN = "<!-- adk-bench:begin -->"
-DOC_END = "<!-- adk-bench:end -->"
+DOC_BEGIN = "<!-- begin:adk -->"
+DOC_END = "<!-- end:adk -->"
 TEXT = ("The agent looked the order up, found the refund pending and explained why. " * 26)[:1900]
 
 # (scenario, target speed-up over ADK, or None when the target is relative)

@@ -280,14 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         doc = REPO / "docs" / "performance.md"
         link = _relative(chart_path, doc) if chart_path else None
-        text = _report.markdown(results, link)
-        # Keep the section benchmarks/adk_bench.py writes (between its markers).
-        old = doc.read_text() if doc.exists() else ""
-        begin, end = "<!-- adk-bench:begin -->", "<!-- adk-bench:end -->"
-        if begin in old and end in old:
-            kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
-            text = text.rstrip("\n") + "\n\n" + kept + "\n"
-        doc.write_text(text)
+        doc.write_text(_common.keep_blocks(doc, _report.markdown(results, link)))
         print(f"docs: {doc}")
     return 0
 

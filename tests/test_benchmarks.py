@@ -57,3 +57,30 @@ def test_adk_benchmark_runs_and_reports_its_targets(tmp_path: Path) -> None:
         assert sqlite[key]["statekeeper_s"] > 0
         assert sqlite[key]["adk_s"] > 0
     assert "last 10 of 100 000 events" in run.stdout
+
+
+@pytest.mark.slow
+def test_service_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "results-service.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/service.py",
+            "--quick",
+            "--no-postgres",
+            "--only",
+            "sync",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    names = [r["scenario"] for r in results]
+    for scenario in ("create_session", "append_event", "get_session 10", "recent=10", "list"):
+        assert any(n.startswith(scenario) for n in names), names
+    assert all(r["ratio"] > 0 and r["backend"] == "sqlite" for r in results)

@@ -38,7 +38,7 @@ def _where(engine: sa.Engine | AsyncEngine) -> str:
 
 def _detail(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split())
+    text = " ".join(str(orig).split()).rstrip(".?!")
     return text or type(orig).__name__
 
 

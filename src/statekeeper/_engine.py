@@ -98,7 +98,13 @@ def _options(url: sa.URL, engine_options: Mapping[str, Any]) -> dict[str, Any]:
     # Autocommit from connect: nothing to roll back when a connection goes
     # back to the pool (an operation that opened a transaction ends it, or
     # its connection is invalidated).
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+    options: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_reset_on_return": None,
+        # Nothing to roll back in autocommit: no ROLLBACK call (for async
+        # SQLite, a thread hop) when a connection is closed.
+        "skip_autocommit_rollback": True,
+    }
     if _is_memory(url):
         # One in-memory database for the engine's life: one connection, which
         # callers take in turn (never two threads on it at once).

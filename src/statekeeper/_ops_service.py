@@ -130,12 +130,25 @@ def _sqlite_scoped(ctx: Context, user_id: str, delta: Delta) -> Op[None]:
         )
 
 
-def _merged_state(session_text: str, scoped: Any) -> dict[str, Any]:
-    """The session's own state, then ``app:k`` and ``user:k`` entries from ``scoped`` rows."""
+def _members(text: str | None) -> dict[str, Any]:
+    """Decode a scoped state read as object members (``"k":v,...``, NULL for none)."""
+    return {} if text is None else dict(codec.decode("{" + text + "}"))
+
+
+def _merged_state(
+    session_text: str, app: Mapping[str, Any], user: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The session's own state, then the ``app:k`` and ``user:k`` entries."""
     state: dict[str, Any] = codec.decode(session_text)
-    for scope, key, value in scoped:
-        state[(USER_PREFIX if scope else APP_PREFIX) + key] = codec.decode(value)
+    for key, value in app.items():
+        state[APP_PREFIX + key] = value
+    for key, value in user.items():
+        state[USER_PREFIX + key] = value
     return state
+
+
+def _row_state(session_text: str, app_text: str | None, user_text: str | None) -> dict[str, Any]:
+    return _merged_state(session_text, _members(app_text), _members(user_text))
 
 
 def _record(
@@ -147,7 +160,7 @@ def _record(
     events: tuple[EventRecord, ...],
 ) -> SessionRecord:
     """A record from a row of ``_statements_service._RECORD`` columns (state already merged)."""
-    _, version, _, update_time, created_at, updated_at, expires_at = row
+    _, version, _, update_time, created_at, updated_at, expires_at = row[:7]
     return SessionRecord(
         app_name=ctx.app_name,
         user_id=user_id,
@@ -175,8 +188,12 @@ def create_session(
 ) -> Op[SessionRecord]:
     """Create the session with its state (scoped keys to their scopes); return it, merged.
 
-    Any leftover events under the key (of a session that expired) are
-    removed in the same write. A live session under the key raises
+    Leftover events under the key (of a session that expired, or of a
+    delete that raced an append) are removed. They are harmless anyway: a
+    session reads only events up to its own count, and an append overwrites
+    them. So on SQLite the clean-up (of the events past the session's count)
+    may run after the create in autocommit when no scoped state is written;
+    with scoped keys the writes share one transaction. A live session under the key raises
     :class:`SessionExistsError`, nothing written.
     """
     sql = service_statements(ctx.dialect)
@@ -188,25 +205,30 @@ def create_session(
         row = (yield Call(sql.create, params)).first()
     else:
         assert sql.clear_events is not None
-        yield BEGIN
+        scoped = bool(delta.app or delta.user)
+        if scoped:
+            yield BEGIN
         row = (yield Call(sql.create, params)).first()
         if row is not None:
             yield Call(sql.clear_events, params)
-            yield from _sqlite_scoped(ctx, user_id, delta)
-            yield COMMIT
+            if scoped:
+                yield from _sqlite_scoped(ctx, user_id, delta)
+                yield COMMIT
     if row is None:  # on SQLite the driver rolls the transaction back
         raise SessionExistsError(
             f"session {session_id!r} of user {user_id!r} already exists (app "
             f"{ctx.app_name!r}); nothing was written: pick another session_id, pass "
             "None to have one generated, or load the existing session"
         )
-    scoped = (yield Call(sql.scoped, params)).all()
+    # The scoped state as it was before this write, with the delta laid over it.
+    app = {**_members(row[1]), **{k: codec.decode(v) for k, v in delta.app.items()}}
+    user = {**_members(row[2]), **{k: codec.decode(v) for k, v in delta.user.items()}}
     return SessionRecord(
         app_name=ctx.app_name,
         user_id=user_id,
         session_id=session_id,
         version=int(row[0]),
-        state=_merged_state(params["p_state"], scoped),
+        state=_merged_state(params["p_state"], app, user),
         events=(),
         update_time=timestamp,
         created_at=now,
@@ -369,7 +391,6 @@ def get_session(
     row = (yield Call(sql.read if ctx.ttl is None else sql.touch, params)).first()
     if row is None:
         return None
-    scoped = (yield Call(sql.scoped, params)).all()
     events: tuple[EventRecord, ...] = ()
     if recent != 0 and row[2]:
         params["p_count"] = int(row[2])
@@ -381,7 +402,8 @@ def get_session(
         if recent is not None:
             rows = rows[::-1]
         events = tuple(EventRecord(int(s), float(ts), codec.decode(doc)) for s, ts, doc in rows)
-    return _record(ctx, user_id, session_id, row, _merged_state(row[0], scoped), events)
+    state = _row_state(row[0], row[7], row[8])
+    return _record(ctx, user_id, session_id, row, state, events)
 
 
 def get_scoped_state(ctx: Context, user_id: str | None) -> Op[dict[str, Any]]:
@@ -414,19 +436,9 @@ def list_sessions(
     rows = fetched[:limit]
     if not rows:
         return SessionPage((), None)
-    users = sorted({row[0] for row in rows})
-    app = (yield Call(sql.app, params)).all()
-    if ctx.dialect == "postgresql":
-        params["p_users"] = users
-    else:
-        params["p_users"] = codec.encode(users)
-    per_user: dict[str, list[tuple[int, str, str]]] = {
-        u: [(0, k, v) for k, v in app] for u in users
-    }
-    for user, key, value in (yield Call(sql.users, params)).all():
-        per_user[user].append((1, key, value))
+    app = _members(rows[0][9])  # the same for every row
     items = tuple(
-        _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], per_user[row[0]]), ())
+        _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], app, _members(row[10])), ())
         for row in rows
     )
     next_cursor = _encode_cursor(items[-1]) if len(fetched) > limit else None

@@ -47,8 +47,33 @@ _RECORD = (
 )
 
 
-def _text(name: str) -> sa.BindParameter[str]:
-    return sa.bindparam(name, type_=sa.Text)
+def _scoped_text(dialect: str, user: Any) -> tuple[Any, Any]:
+    """The app's and ``user``'s state as the text of JSON object members, or NULL.
+
+    ``"k":v,...`` is spliced from each row's stored value text and its key
+    quoted by the database, so the values come back exactly as written.
+    """
+    a, u = app_state.c, user_state.c
+
+    def members(key: Any, value: Any) -> Any:
+        if dialect == "postgresql":
+            quoted = sa.cast(sa.func.to_json(key), sa.Text)
+            return sa.func.string_agg(quoted + ":" + value, sa.literal_column("','"))
+        return sa.func.group_concat(sa.func.json_quote(key) + ":" + value, ",")
+
+    app = (
+        sa.select(members(a.key, a.value))
+        .where(a.app_name == sa.bindparam("p_app"))
+        .scalar_subquery()
+        .label("app_state")
+    )
+    users = (
+        sa.select(members(u.key, u.value))
+        .where(u.app_name == sa.bindparam("p_app"), u.user_id == user)
+        .scalar_subquery()
+        .label("user_state")
+    )
+    return app, users
 
 
 @dataclass(frozen=True)
@@ -62,10 +87,8 @@ class ServiceStatements:
     event_insert: sa.Executable | None
     read: sa.Select[Any]
     touch: sa.Executable
-    scoped: sa.Executable
     app: sa.Select[Any]
     user: sa.Select[Any]
-    users: sa.Select[Any]
     events: dict[tuple[bool, bool], sa.Select[Any]]
     pages: dict[tuple[bool, bool, bool], sa.Select[Any]]
 
@@ -74,7 +97,10 @@ class ServiceStatements:
 
 
 def _session_insert(dialect: str) -> Any:
-    """INSERT a new session row unless a live one holds the key (then return nothing)."""
+    """INSERT a new session row unless a live one holds the key (then return nothing).
+
+    Returns the version, and the app's and user's state as they were.
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(t).values(
         app_name=sa.bindparam("p_app"),
@@ -101,7 +127,7 @@ def _session_insert(dialect: str) -> Any:
             "event_count": 0,
         },
         where=sa.not_(_LIVE),
-    ).returning(c.version)
+    ).returning(c.version, *_scoped_text(dialect, sa.bindparam("p_user")))
 
 
 _EVENTS_OF_KEY = sa.and_(
@@ -220,7 +246,22 @@ def append_statement(dialect: str, mode: SessionMode, expected: bool, modules: i
     return sa.select(session.c.version, session.c.event_count).add_cte(event, *scoped)
 
 
+def _clear_leftovers() -> Any:
+    """SQLite: delete the key's events past the session's own count (all, if it is gone).
+
+    Safe outside a transaction: an append that slipped in after the create
+    wrote an event the session counts, and it stays.
+    """
+    count = sa.select(c.event_count).where(_KEY, _LIVE).scalar_subquery()
+    return sa.delete(events).where(_EVENTS_OF_KEY, ev.seq > sa.func.coalesce(count, 0))
+
+
 def _pg_create() -> Any:
+    """One statement: the session row, its leftover events cleared, the scoped state.
+
+    Returns the version and the scoped state as it was before this statement
+    (the caller lays the delta over it).
+    """
     created = _session_insert("postgresql").cte("created")
     cleared = (
         sa.delete(events)
@@ -231,59 +272,59 @@ def _pg_create() -> Any:
         _pg_scoped_upsert(app_state, created, "a").cte("app_delta"),
         _pg_scoped_upsert(user_state, created, "u").cte("user_delta"),
     ]
-    return sa.select(created.c.version).add_cte(cleared, *scoped)
+    return sa.select(created.c.version, created.c.app_state, created.c.user_state).add_cte(
+        cleared, *scoped
+    )
 
 
 # --------------------------------------------------------------------------- reads
 
 
-def _event_reads() -> dict[tuple[bool, bool], sa.Select[Any]]:
-    """Events of a session up to ``p_count``: (last ``p_recent``?, at or after ``p_after``?)."""
-    base = sa.select(
-        ev.seq, sa.type_coerce(ev.timestamp, RawDouble()), sa.type_coerce(ev.event, RawJSON())
-    ).where(_EVENTS_OF_KEY, ev.seq <= sa.bindparam("p_count", type_=sa.BigInteger))
+def _likelihood(condition: Any, probability: str) -> Any:
+    """SQLite's planner hint: ``condition`` is true with about this probability."""
+    # Not typed Boolean: SQLite's compiler would append "= 1", hiding the term from the planner.
+    return sa.func.likelihood(condition, sa.literal_column(probability))
+
+
+def _event_reads(dialect: str) -> dict[tuple[bool, bool], sa.Select[Any]]:
+    """Events of a session up to ``p_count``: (last ``p_recent``?, at or after ``p_after``?).
+
+    "The last N" is a backward scan of the primary key. "At or after T" is a
+    range of the time index (then a sort of what it found): SQLite's planner,
+    which cannot tell how selective a range is, would rather walk the whole
+    log in seq order, so ``likelihood()`` tells it that the count bound keeps
+    every row and the time bound few (true of the recent tails asked for).
+    """
+    columns = (
+        ev.seq,
+        sa.type_coerce(ev.timestamp, RawDouble()),
+        sa.type_coerce(ev.event, RawJSON()),
+    )
+    counted = ev.seq <= sa.bindparam("p_count", type_=sa.BigInteger)
     after = ev.timestamp >= sa.bindparam("p_after", type_=sa.Double())
     recent = sa.bindparam("p_recent", type_=sa.Integer)
     reads = {}
     for last in (False, True):
         for since in (False, True):
-            stmt = base.where(after) if since else base
-            # The last ones newest first (the caller reverses them): a backward scan.
+            stmt = sa.select(*columns).where(_EVENTS_OF_KEY)
+            if since and dialect == "sqlite":
+                stmt = stmt.where(_likelihood(counted, "1.0"), _likelihood(after, "0.001"))
+            elif since:
+                stmt = stmt.where(counted, after)
+            else:
+                stmt = stmt.where(counted)
+            # The last ones newest first (the caller reverses them).
             stmt = stmt.order_by(ev.seq.desc()).limit(recent) if last else stmt.order_by(ev.seq)
             reads[last, since] = stmt
     return reads
 
 
-def _scoped_read() -> Any:
-    """App and user state in one statement: (0 = app | 1 = user, key, value) rows."""
-    a, u = app_state.c, user_state.c
-    return sa.union_all(
-        sa.select(sa.literal(0, sa.Integer), a.key, a.value).where(
-            a.app_name == sa.bindparam("p_app")
-        ),
-        sa.select(sa.literal(1, sa.Integer), u.key, u.value).where(
-            u.app_name == sa.bindparam("p_app"), u.user_id == sa.bindparam("p_user")
-        ),
-    )
-
-
-def _users_read(dialect: str) -> sa.Select[Any]:
-    """User state of several users (``p_users``): (user_id, key, value) rows."""
-    u = user_state.c
-    stmt = sa.select(u.user_id, u.key, u.value).where(u.app_name == sa.bindparam("p_app"))
-    if dialect == "postgresql":
-        users = sa.bindparam("p_users", type_=postgresql.ARRAY(sa.String))
-        return stmt.where(u.user_id == sa.any_(users))
-    listed = sa.func.json_each(sa.bindparam("p_users", type_=sa.Text)).table_valued("value")
-    return stmt.where(u.user_id.in_(sa.select(listed.c.value)))
-
-
-def _pages() -> dict[tuple[bool, bool, bool], sa.Select[Any]]:
-    """Listing pages: (one user?, after a cursor?, oldest first?)."""
+def _pages(dialect: str) -> dict[tuple[bool, bool, bool], sa.Select[Any]]:
+    """Listing pages: (one user?, after a cursor?, oldest first?), rows with scoped state."""
     updated = sa.bindparam("c_updated", type_=c.updated_at.type)
     user = sa.bindparam("c_user", type_=c.user_id.type)
     session = sa.bindparam("c_session", type_=c.session_id.type)
-    base = sa.select(c.user_id, c.session_id, *_RECORD).where(
+    base = sa.select(c.user_id, c.session_id, *_RECORD, *_scoped_text(dialect, c.user_id)).where(
         c.app_name == sa.bindparam("p_app"), _LIVE
     )
     pages = {}
@@ -311,9 +352,10 @@ def service_statements(dialect: str) -> ServiceStatements:
     """The service's statements for ``dialect``, built once."""
     pg = dialect == "postgresql"
     a, u = app_state.c, user_state.c
+    scoped = _scoped_text(dialect, sa.bindparam("p_user"))
     return ServiceStatements(
         create=_pg_create() if pg else _session_insert(dialect),
-        clear_events=None if pg else sa.delete(events).where(_EVENTS_OF_KEY),
+        clear_events=None if pg else _clear_leftovers(),
         app_upsert=None if pg else _sqlite_scoped_upsert(app_state, "a"),
         user_upsert=None if pg else _sqlite_scoped_upsert(user_state, "u"),
         event_insert=None
@@ -323,14 +365,15 @@ def service_statements(dialect: str) -> ServiceStatements:
                 _event_values(dialect, sa.bindparam("p_seq", type_=sa.BigInteger))
             )
         ),
-        read=sa.select(*_RECORD).where(_KEY, _LIVE),
-        touch=sa.update(t).where(_KEY, _LIVE).values(expires_at=_EXPIRES).returning(*_RECORD),
-        scoped=_scoped_read(),
+        read=sa.select(*_RECORD, *scoped).where(_KEY, _LIVE),
+        touch=sa.update(t)
+        .where(_KEY, _LIVE)
+        .values(expires_at=_EXPIRES)
+        .returning(*_RECORD, *scoped),
         app=sa.select(a.key, a.value).where(a.app_name == sa.bindparam("p_app")),
         user=sa.select(u.key, u.value).where(
             u.app_name == sa.bindparam("p_app"), u.user_id == sa.bindparam("p_user")
         ),
-        users=_users_read(dialect),
-        events=_event_reads(),
-        pages=_pages(),
+        events=_event_reads(dialect),
+        pages=_pages(dialect),
     )

@@ -17,7 +17,15 @@ from .errors import SessionNotFoundError
 if TYPE_CHECKING:
     from ._records import SessionPage
 
-__all__ = ["StoreCore", "ttl_delta"]
+__all__ = [
+    "StoreCore",
+    "apply_loaded",
+    "check_expected",
+    "check_ids",
+    "collect_states",
+    "now",
+    "ttl_delta",
+]
 
 logger = logging.getLogger("statekeeper")
 
@@ -34,14 +42,64 @@ def ttl_delta(ttl: float | dt.timedelta | None) -> dt.timedelta | None:
     return delta
 
 
-def _now() -> dt.datetime:
+def now() -> dt.datetime:
+    """Return the current time, aware, in UTC."""
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _expected(value: int | None) -> int | None:
+def check_expected(value: int | None) -> int | None:
+    """Return ``expected_version`` if it is ``None`` or a non-negative int, else raise."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ValueError(f"expected_version must be a non-negative int or None, got {value!r}")
     return value
+
+
+def check_ids(user_id: str, session_id: str) -> None:
+    """Raise ``ValueError`` unless both ids are usable."""
+    _ops.validate_id(user_id, "user_id", allow_empty=True)
+    _ops.validate_id(session_id, "session_id", allow_empty=False)
+
+
+def collect_states(modules: Mapping[str, Any]) -> dict[str, Any]:
+    """Return each module's ``state_dict()`` by name; raise ``TypeError`` for a non-module."""
+    states = {}
+    for name, module in modules.items():
+        state_dict = getattr(module, "state_dict", None)
+        if not callable(state_dict):
+            raise TypeError(
+                f"module {name!r} ({type(module).__name__}) has no state_dict() method; "
+                "pass objects with state_dict() and load_state_dict()"
+            )
+        states[name] = state_dict()
+    return states
+
+
+def apply_loaded(
+    state: dict[str, Any] | None,
+    session_id: str,
+    user_id: str,
+    app_name: str,
+    allow_not_exist: bool,
+    modules: Mapping[str, Any],
+) -> None:
+    """Finish ``load_session_state``: hand each module its stored state."""
+    if state is None:
+        if not allow_not_exist:
+            raise SessionNotFoundError(
+                f"session {session_id!r} of user {user_id!r} does not exist "
+                f"(app {app_name!r}); save it first or pass allow_not_exist=True"
+            )
+        return
+    for name, module in modules.items():
+        if name in state:
+            module.load_state_dict(state[name])
+        else:
+            logger.warning(
+                "session %r of user %r has no state for module %r; it was left as it is",
+                session_id,
+                user_id,
+                name,
+            )
 
 
 class StoreCore:
@@ -64,20 +122,11 @@ class StoreCore:
         self.ctx = _ops.Context(dialect, app_name, ttl_delta(ttl))
 
     def _check_ids(self, user_id: str, session_id: str) -> None:
-        _ops.validate_id(user_id, "user_id", allow_empty=True)
-        _ops.validate_id(session_id, "session_id", allow_empty=False)
+        check_ids(user_id, session_id)
 
     def save(self, user_id: str, session_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
         """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""
-        states = {}
-        for name, module in modules.items():
-            state_dict = getattr(module, "state_dict", None)
-            if not callable(state_dict):
-                raise TypeError(
-                    f"module {name!r} ({type(module).__name__}) has no state_dict() method; "
-                    "pass objects with state_dict() and load_state_dict()"
-                )
-            states[name] = state_dict()
+        states = collect_states(modules)
         return self.merge(user_id, session_id, states, None)
 
     def merge(
@@ -89,7 +138,7 @@ class StoreCore:
         self._check_ids(user_id, session_id)
         entries = codec.encode_entries(modules)
         return _ops.merge_state(
-            self.ctx, user_id, session_id, modules, entries, _expected(expected), _now()
+            self.ctx, user_id, session_id, modules, entries, check_expected(expected), now()
         )
 
     def set(
@@ -100,12 +149,12 @@ class StoreCore:
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         self._check_ids(user_id, session_id)
         text = codec.encode_modules(state)
-        return _ops.set_state(self.ctx, user_id, session_id, text, _expected(expected), _now())
+        return _ops.set_state(self.ctx, user_id, session_id, text, check_expected(expected), now())
 
     def get(self, user_id: str, session_id: str) -> _ops.Op[dict[str, Any] | None]:
         """Build ``get_state``."""
         self._check_ids(user_id, session_id)
-        return _ops.get_state(self.ctx, user_id, session_id, _now())
+        return _ops.get_state(self.ctx, user_id, session_id, now())
 
     def apply_loaded(
         self,
@@ -116,33 +165,17 @@ class StoreCore:
         modules: Mapping[str, Any],
     ) -> None:
         """Finish ``load_session_state``: hand each module its stored state."""
-        if state is None:
-            if not allow_not_exist:
-                raise SessionNotFoundError(
-                    f"session {session_id!r} of user {user_id!r} does not exist "
-                    f"(app {self.ctx.app_name!r}); save it first or pass allow_not_exist=True"
-                )
-            return
-        for name, module in modules.items():
-            if name in state:
-                module.load_state_dict(state[name])
-            else:
-                logger.warning(
-                    "session %r of user %r has no state for module %r; it was left as it is",
-                    session_id,
-                    user_id,
-                    name,
-                )
+        apply_loaded(state, session_id, user_id, self.ctx.app_name, allow_not_exist, modules)
 
     def exists(self, user_id: str, session_id: str) -> _ops.Op[bool]:
         """Build ``session_exists``."""
         self._check_ids(user_id, session_id)
-        return _ops.session_exists(self.ctx, user_id, session_id, _now())
+        return _ops.session_exists(self.ctx, user_id, session_id, now())
 
     def delete(self, user_id: str, session_id: str) -> _ops.Op[bool]:
         """Build ``delete_session``."""
         self._check_ids(user_id, session_id)
-        return _ops.delete_session(self.ctx, user_id, session_id, _now())
+        return _ops.delete_session(self.ctx, user_id, session_id, now())
 
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> _ops.Op[SessionPage]:
         """Build ``list_sessions``."""
@@ -150,8 +183,8 @@ class StoreCore:
             _ops.validate_id(user_id, "user_id", allow_empty=True)
         if cursor is not None and not isinstance(cursor, str):
             raise ValueError(f"cursor must be a str or None, got {cursor!r}")
-        return _ops.list_sessions(self.ctx, user_id, limit, cursor, _now())
+        return _ops.list_sessions(self.ctx, user_id, limit, cursor, now())
 
     def purge(self) -> _ops.Op[int]:
         """Build ``purge_expired``."""
-        return _ops.purge_expired(self.ctx, _now())
+        return _ops.purge_expired(self.ctx, now())

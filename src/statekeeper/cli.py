@@ -1,4 +1,4 @@
-"""The ``statekeeper`` command: ``db`` (migrations), ``sessions`` (admin) and ``demo``.
+"""The ``statekeeper`` command: ``db`` (migrations), ``sessions`` (admin), ``import`` and ``demo``.
 
 Every subcommand takes ``--url`` (or ``STATEKEEPER_URL``) and, for
 PostgreSQL, ``--schema`` (or ``STATEKEEPER_SCHEMA``). Run
@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ._cli_db import db
+from ._cli_import import import_
 from ._cli_sessions import sessions
 from ._version import __version__
 
@@ -29,6 +30,7 @@ def main() -> None:
 
 main.add_command(db)
 main.add_command(sessions)
+main.add_command(import_)
 
 
 @main.command()

@@ -145,7 +145,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     url = "postgresql://nobody@127.0.0.1:9/db"  # port 9 (discard): nothing listens
     result = _run("db", "current", "--url", url)
     assert result.exit_code == 1
-    assert "could not be reached" in result.stderr
+    assert "cannot connect to the database" in result.stderr
     assert "Traceback" not in result.output
 
 

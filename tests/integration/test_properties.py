@@ -1,4 +1,4 @@
-"""Property tests: arbitrary JSON round-trips exactly through both databases and both facades."""
+"""Property tests: arbitrary JSON round-trips exactly through every store and both facades."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,28 @@ def test_async_round_trip(db_url: str) -> None:
     finally:
         loop.run_until_complete(store.close())
         loop.close()
+
+
+@pytest.fixture(params=["json", "redis"])
+def other_store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """A sync JSON-file or Redis store for this test."""
+    from statekeeper import JSONSession, RedisSession
+
+    if request.param == "json":
+        store: Any = JSONSession(tmp_path / "sessions", app_name="prop")
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisSession(url, key_prefix=request.getfixturevalue("redis_prefix"))
+    yield store
+    store.close()
+
+
+@SETTINGS
+@given(state=states, extra=states)
+def test_file_and_redis_round_trip(
+    other_store: Any, state: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    other_store.set_state("s", state)
+    assert other_store.get_state("s") == state
+    other_store.merge_state("s", extra)
+    assert other_store.get_state("s") == {**state, **extra}

@@ -394,6 +394,40 @@ async def test_delete_removes_the_events_and_keeps_scoped_state(svc: Any, db_url
     assert fresh.state == {"app:a": 1, "user:b": 2}
 
 
+def _sql(url: str, statement: str, **params: Any) -> None:
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+    finally:
+        engine.dispose()
+
+
+async def test_leftover_events_of_a_key_never_show_and_are_cleared(svc: Any, db_url: str) -> None:
+    app = svc.app_name
+    await svc.create_session("s", "u")
+    for i in range(3):
+        await svc.append_event("s", {"old": i}, "u")
+    # A session row gone without its events (as when a delete races an append).
+    _sql(db_url, "DELETE FROM statekeeper_sessions WHERE app_name = :a", a=app)
+    await svc.create_session("s", "u")
+    assert _count(db_url, "statekeeper_events", app_name=app) == 0
+    # An event past the session's count is invisible, and the next append takes its place.
+    event = "CAST(:e AS json)" if db_url.startswith("postgresql") else ":e"
+    _sql(
+        db_url,
+        "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
+        f"VALUES (:a, 'u', 's', 1, 1.0, {event})",
+        a=app,
+        e='{"stray":1}',
+    )
+    assert (await svc.get_session("s", "u")).events == ()
+    await svc.append_event("s", {"new": 1}, "u", timestamp=2.0)
+    assert [(e.seq, e.timestamp, e.data) for e in (await svc.get_session("s", "u")).events] == [
+        (1, 2.0, {"new": 1})
+    ]
+
+
 async def test_list_pages_with_merged_state_newest_or_oldest_first(svc: Any) -> None:
     for i in range(5):
         await svc.create_session(f"s{i}", "u", state={"i": i, "user:u": 1})
@@ -475,6 +509,32 @@ async def test_sql_session_and_the_service_share_sessions(make_service: Any, db_
     assert await svc.append_event("plain", {"e": 1}, "u") == 2
     assert await store.delete_session("s", "u") is True
     assert _count(db_url, "statekeeper_events", app_name=svc.app_name, session_id="s") == 0
+
+
+async def test_a_closed_service_refuses_calls(make_service: Any) -> None:
+    from statekeeper import StoreClosedError
+
+    svc = make_service()
+    await svc.create_session("s", "u")
+    await svc.close()
+    with pytest.raises(StoreClosedError, match=r"SessionService .* is closed"):
+        await svc.get_session("s", "u")
+    with pytest.raises(StoreClosedError):
+        await svc.append_event("s", {}, "u")
+
+
+async def test_in_memory_sqlite_is_one_database_for_the_services_life(facade: str) -> None:
+    cls: Any = SessionService if facade == "sync" else AsyncSessionService
+    raw = cls("sqlite:///:memory:", auto_migrate=True)
+    service = SyncAsAsync(raw) if facade == "sync" else raw
+    try:
+        await service.create_session("s", "u", state={"app:a": 1})
+        await service.append_event("s", {"e": 1}, "u")
+        record = await service.get_session("s", "u")
+        assert [e.data for e in record.events] == [{"e": 1}]
+        assert record.state == {"app:a": 1}
+    finally:
+        await _close(service)
 
 
 # --------------------------------------------------------------------------- schema

@@ -1,4 +1,4 @@
-"""Every store behaviour, on {SQLite, PostgreSQL} x {sync, async}."""
+"""Every store behaviour, on {SQL on SQLite and PostgreSQL, JSON files, Redis} x {sync, async}."""
 
 from __future__ import annotations
 
@@ -129,6 +129,19 @@ async def test_merge_creates_and_handles_empty(store: Any) -> None:
     await store.merge_state("s", {"a": 1})
     await store.merge_state("s", {})
     assert await store.get_state("s") == {"a": 1}
+
+
+async def test_any_mapping_is_a_state_and_other_values_are_refused(store: Any) -> None:
+    from types import MappingProxyType
+
+    assert await store.set_state("s", MappingProxyType({"a": 1})) == 1
+    assert await store.merge_state("s", MappingProxyType({"b": 2})) == 2
+    assert await store.get_state("s") == {"a": 1, "b": 2}
+    with pytest.raises(TypeError, match="dict"):
+        await store.set_state("s", [("a", 1)])
+    with pytest.raises(TypeError, match="dict"):
+        await store.merge_state("s", "ab")
+    assert await store.get_state("s") == {"a": 1, "b": 2}
 
 
 async def test_get_state_absent_is_none(store: Any) -> None:
@@ -446,3 +459,18 @@ async def test_context_manager_closes(db_url: str, facade: str) -> None:
         async with AsyncSqlSession(db_url) as a:
             await a.set_state("x", {"a": 1})
             assert await a.get_state("x") == {"a": 1}
+
+
+async def test_calls_after_close_raise_store_closed(make_store: Any) -> None:
+    from statekeeper import StoreClosedError
+
+    store = make_store()
+    await store.set_state("s", {"a": 1})
+    await store.close()
+    with pytest.raises(StoreClosedError, match="closed"):
+        await store.get_state("s")
+    with pytest.raises(StoreClosedError):
+        await store.set_state("s", {"a": 2})
+    with pytest.raises(StoreClosedError):
+        await store.list_sessions()
+    await store.close()  # closing twice is harmless

@@ -13,7 +13,8 @@ from statekeeper import _ops, _ops_service
 from statekeeper._statements_service import append_statement, service_statements
 from statekeeper.errors import ConflictError, SessionExistsError, SessionNotFoundError
 
-ROW = ("{}", 1, 0, 1.5, NOW, NOW, None)  # a session row: state, version, count, time, ...
+#: A session row: state, version, count, time, created, updated, expires, app, user state.
+ROW = ("{}", 1, 0, 1.5, NOW, NOW, None, None, None)
 
 
 def delta(**state: Any) -> _ops_service.Delta:
@@ -161,14 +162,35 @@ def test_postgres_create_is_one_statement_that_clears_leftover_events() -> None:
         _ops_service.create_session(
             ctx("postgresql"), "u", "s", delta(a=1, **{"app:x": 2}), 1.5, NOW
         ),
-        [(1,)],
-        [(0, "x", "2")],
+        [(1, '"x":1,"y":[3]', None)],  # the version, and the app state before the write
     )
+    assert len(steps) == 1
     text = sql("postgresql", steps[0].statement)
     assert "DELETE FROM statekeeper_events" in text
     assert "INSERT INTO statekeeper_app_state" in text
-    assert record.state == {"a": 1, "app:x": 2}
+    assert "string_agg" in text  # the scoped state, read in the same statement
+    assert record.state == {"a": 1, "app:x": 2, "app:y": [3]}  # the delta over what was there
     assert record.update_time == 1.5
+
+
+def test_sqlite_create_without_scoped_keys_needs_no_transaction() -> None:
+    steps, record = drive(
+        _ops_service.create_session(ctx("sqlite"), "u", "s", delta(a=1), 1.5, NOW),
+        [(1, None, '"k":"v"')],
+        [],
+    )
+    assert _ops.BEGIN not in steps
+    assert len(steps) == 2  # the insert (with the scoped state), the leftover events' delete
+    assert sql("sqlite", steps[1].statement).startswith("DELETE FROM statekeeper_events")
+    assert record.state == {"a": 1, "user:k": "v"}
+    steps, _ = drive(
+        _ops_service.create_session(ctx("sqlite"), "u", "s", delta(**{"app:a": 1}), 1.5, NOW),
+        [(1, None, None)],
+        [],
+        [],
+    )
+    assert steps[0] == _ops.BEGIN
+    assert steps[-1] == _ops.COMMIT
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
@@ -178,13 +200,13 @@ def test_event_reads_use_the_key_and_seq(
 ) -> None:
     steps, record = drive(
         _ops_service.get_session(ctx(dialect), "u", "s", recent, after, NOW),
-        [("{}", 3, 2, 1.5, NOW, NOW, None)],
-        [],
-        [(2, 2.0, '{"b":2}'), (1, 1.0, '{"a":1}')]
+        [("{}", 3, 2, 1.5, NOW, NOW, None, '"a":1', '"b":2')],
+        [(2, 2.0, '{"b":2}'), (1, 1.0, '{"a":1}')]  # the last N come newest first
         if recent
         else [(1, 1.0, '{"a":1}'), (2, 2.0, '{"b":2}')],
     )
-    read = steps[2]
+    assert record.state == {"app:a": 1, "user:b": 2}
+    read = steps[1]
     text = sql(dialect, read.statement)
     assert "statekeeper_events.seq <=" in text  # never past the session's own count
     assert read.params["p_count"] == 2
@@ -201,18 +223,17 @@ def test_event_reads_use_the_key_and_seq(
 def test_recent_zero_and_an_empty_log_read_no_events() -> None:
     steps, record = drive(
         _ops_service.get_session(ctx("sqlite"), "u", "s", 0, None, NOW),
-        [("{}", 3, 2, 1.5, NOW, NOW, None)],
-        [],
+        [("{}", 3, 2, 1.5, NOW, NOW, None, None, None)],
     )
-    assert len(steps) == 2
+    assert len(steps) == 1  # the session row carries its scoped state
     assert record.events == ()
-    steps, _ = drive(_ops_service.get_session(ctx("sqlite"), "u", "s", None, None, NOW), [ROW], [])
-    assert len(steps) == 2
+    steps, _ = drive(_ops_service.get_session(ctx("sqlite"), "u", "s", None, None, NOW), [ROW])
+    assert len(steps) == 1
 
 
 def test_get_with_ttl_refreshes_the_expiry() -> None:
     c = ctx("postgresql", dt.timedelta(seconds=5))
-    steps, _ = drive(_ops_service.get_session(c, "u", "s", 0, None, NOW), [ROW], [])
+    steps, _ = drive(_ops_service.get_session(c, "u", "s", 0, None, NOW), [ROW])
     assert sql("postgresql", steps[0].statement).startswith("UPDATE")
     assert steps[0].params["p_expires"] == NOW + dt.timedelta(seconds=5)
 
@@ -236,9 +257,19 @@ def test_delete_and_purge_take_the_events(dialect: str) -> None:
     assert "DELETE FROM statekeeper_events" in texts
 
 
-def test_users_of_a_listing_page_are_one_bound_parameter() -> None:
-    for dialect, fragment in (("postgresql", "ANY (%(p_users)s"), ("sqlite", "json_each(?)")):
-        assert fragment in sql(dialect, service_statements(dialect).users)
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_listing_is_one_statement_with_each_users_state(dialect: str) -> None:
+    page = ("u", "s", "{}", 2, 1, 1.5, NOW, NOW, None, '"a":1', '"n":1')
+    steps, result = drive(
+        _ops_service.list_sessions(ctx(dialect), None, 1, None, False, NOW),
+        [page, ("v", *page[1:-1], '"n":2')],
+    )
+    assert len(steps) == 1
+    assert "statekeeper_user_state.user_id = statekeeper_sessions.user_id" in sql(
+        dialect, steps[0].statement
+    )
+    assert [r.state for r in result.items] == [{"app:a": 1, "user:n": 1}]
+    assert result.next_cursor is not None
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])

@@ -17,6 +17,7 @@ def test_metadata_matches_the_package() -> None:
     assert meta["Requires-Python"] == ">=3.10"
     extras = meta.get_all("Provides-Extra") or []
     assert "postgres" in extras
+    assert "redis" in extras
 
 
 def test_typed_and_never_imports_agentscope() -> None:

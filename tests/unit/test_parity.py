@@ -8,15 +8,25 @@ import pytest
 
 import statekeeper
 from statekeeper import (
+    AsyncJSONSession,
+    AsyncRedisSession,
     AsyncSessionBase,
     AsyncSessionService,
     AsyncSqlSession,
+    JSONSession,
+    RedisSession,
     SessionBase,
     SessionService,
     SqlSession,
 )
 
-TWINS = [(SessionBase, AsyncSessionBase), (SqlSession, AsyncSqlSession)]
+STORES = [
+    (SqlSession, AsyncSqlSession),
+    (JSONSession, AsyncJSONSession),
+    (RedisSession, AsyncRedisSession),
+]
+TWINS = [(SessionBase, AsyncSessionBase), *STORES]
+SERVICES = [(SessionService, AsyncSessionService)]
 API = [
     "save_session_state",
     "load_session_state",
@@ -83,23 +93,17 @@ def test_service_twins_have_the_same_signature_and_docstring(name: str) -> None:
     assert inspect.iscoroutinefunction(a)
 
 
-@pytest.mark.parametrize(
-    ("sync_cls", "async_cls"),
-    [(SqlSession, AsyncSqlSession), (SessionService, AsyncSessionService)],
-)
+@pytest.mark.parametrize(("sync_cls", "async_cls"), [*STORES, *SERVICES])
 def test_constructors_match(sync_cls: type, async_cls: type) -> None:
     sync = inspect.signature(sync_cls)
     async_ = inspect.signature(async_cls)
     assert list(sync.parameters) == list(async_.parameters)
     for name in sync.parameters:
-        if name != "url_or_engine":
+        if name not in ("url_or_engine", "url_or_client"):
             assert sync.parameters[name] == async_.parameters[name]
 
 
-@pytest.mark.parametrize(
-    ("sync_cls", "async_cls"),
-    [(SqlSession, AsyncSqlSession), (SessionService, AsyncSessionService)],
-)
+@pytest.mark.parametrize(("sync_cls", "async_cls"), [(SqlSession, AsyncSqlSession), *SERVICES])
 def test_context_managers(sync_cls: type, async_cls: type) -> None:
     assert hasattr(sync_cls, "__enter__")
     assert hasattr(sync_cls, "__exit__")

@@ -1,0 +1,113 @@
+"""Throughput of ``statekeeper import agentscope-json``: sessions/s into SQLite and PostgreSQL.
+
+Usage::
+
+    python benchmarks/import_throughput.py                 # 100 000 files
+    python benchmarks/import_throughput.py --sessions 5000 # a quick run
+
+It writes the files the way AgentScope 1.x's ``JSONSession`` does (one
+``{user_id}_{session_id}.json`` per session, ``json.dump(..., ensure_ascii=False)``;
+about 1.2 KB each: an agent with a short memory and a toolkit), runs the
+command's import (the same code as ``statekeeper import agentscope-json
+--split-user``, read-back check included) into a fresh SQLite file and a
+throwaway PostgreSQL database, and prints sessions per second. PostgreSQL is
+skipped when it does not answer at ``--pg-url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from statekeeper import SqlSession, _importers, migrations
+
+DEFAULT_PG_URL = os.environ.get(
+    "STATEKEEPER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _state(i: int) -> dict[str, object]:
+    memory = [
+        {"role": "user", "content": f"question {i}-{k}: what is the weather like?", "id": k}
+        for k in range(6)
+    ]
+    return {
+        "agent": {"name": f"agent-{i % 7}", "memory": {"content": memory}},
+        "toolkit": {"active_groups": ["search", "calc"], "n_calls": i},
+    }
+
+
+def write_folder(folder: Path, sessions: int) -> None:
+    """Write ``sessions`` AgentScope 1.x session files."""
+    for i in range(sessions):
+        path = folder / f"user{i % 100}_session{i}.json"
+        with open(path, "w", encoding="utf-8", errors="surrogatepass") as file:
+            json.dump(_state(i), file, ensure_ascii=False)
+
+
+def measure(folder: Path, url: str) -> tuple[float, _importers.Summary]:
+    """Import the folder into ``url``; return the seconds it took and the summary."""
+    started = time.perf_counter()
+    items = _importers.agentscope_json(str(folder), split_user=True)
+    with SqlSession(url, app_name="import-bench") as store:
+        summary = _importers.import_items(items, store)
+    return time.perf_counter() - started, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="statekeeper-import-") as tmp:
+        folder = Path(tmp) / "agentscope"
+        folder.mkdir()
+        t0 = time.perf_counter()
+        write_folder(folder, args.sessions)
+        print(f"wrote {args.sessions} AgentScope files in {time.perf_counter() - t0:.1f} s")
+
+        targets = [("sqlite", f"sqlite:///{tmp}/import.db", None)]
+        admin = sa.create_engine(
+            sa.make_url(args.pg_url).set(drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+            poolclass=sa.NullPool,
+        )
+        name = f"statekeeper_bench_{uuid.uuid4().hex[:10]}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            pg = sa.make_url(args.pg_url).set(database=name)
+            targets.append(("postgresql", pg.render_as_string(hide_password=False), name))
+        except sa.exc.OperationalError as exc:
+            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+        try:
+            for label, url, _ in targets:
+                migrations.upgrade(url)
+                seconds, summary = measure(folder, url)
+                assert summary.imported == args.sessions, summary.failed[:3]
+                print(
+                    f"{label:10} {args.sessions} sessions in {seconds:6.1f} s: "
+                    f"{args.sessions / seconds:7.0f} sessions/s (read-back check included)"
+                )
+                again, summary = measure(folder, url)
+                assert summary.unchanged == args.sessions
+                rate = args.sessions / again
+                print(f"{label:10} second run (nothing to write): {rate:7.0f} sessions/s")
+        finally:
+            for _, _, db in targets:
+                if db is not None:
+                    with admin.connect() as conn:
+                        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""The Redis stores' operations, written once and free of I/O.
+
+As in ``_ops`` for SQL, each operation is a generator that yields a
+:class:`Cmd` (a client method and its arguments, a registered Lua script, or a
+pipeline of commands) and is sent back the reply; ``RedisSession`` and
+``AsyncRedisSession`` drive the same generators on redis-py's sync and asyncio
+clients.
+
+Keys, under the store's ``key_prefix``::
+
+    statekeeper:s:["app","user","session"]   hash: v, c, u, e and one m:<name> per module
+    statekeeper:u:["app","user"]             sorted set: session ids by update time (µs)
+    statekeeper:a:["app"]                    sorted set: ["user","session"] by update time
+
+Each module's state is its own hash field, holding the ``codec``'s ASCII JSON:
+a merge is an ``HSET`` of the given fields, exact for any value, and the
+version check, the write, the expiry and both indexes change in one script.
+Redis expires a session's hash itself (``PEXPIREAT``); listing skips index
+entries whose hash is gone and ``purge_expired`` removes them. AgentScope 1.x
+keys (``{prefix}user_id:{user}:session:{session}:state``, one JSON string)
+are read where no statekeeper key exists, and taken over by the first write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import time
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import codec
+from ._ops import _conflict
+from ._records import SessionInfo, SessionPage
+
+__all__ = ["SCRIPTS", "Cmd", "Keys", "RedisOp"]
+
+T = TypeVar("T")
+
+_WRITE = """
+local key = KEYS[1]
+local meta = redis.call('HMGET', key, 'v', 'c', 'u')
+local v = tonumber(meta[1] or '0')
+if v == 0 and ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'legacy'}
+end
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= v then
+  return {'conflict', v}
+end
+local now = tonumber(ARGV[3])
+local created = ARGV[3]
+local updated = now
+if v > 0 then
+  created = meta[2]
+  local previous = tonumber(meta[3])
+  if previous >= updated then updated = previous + 1 end
+  if ARGV[1] == '1' then redis.call('DEL', key) end
+end
+local stamp = string.format('%.0f', updated)
+local fields = {'v', v + 1, 'c', created, 'u', stamp, 'e', ARGV[4]}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', key, unpack(fields))
+if ARGV[5] ~= '' then redis.call('PEXPIREAT', key, ARGV[5]) else redis.call('PERSIST', key) end
+redis.call('ZADD', KEYS[2], stamp, ARGV[6])
+redis.call('ZADD', KEYS[3], stamp, ARGV[7])
+return {'ok', v + 1}
+"""
+
+_READ = """
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then
+  local legacy = redis.call('GET', KEYS[2])
+  if not legacy then return false end
+  if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+  return {'legacy', legacy}
+end
+if ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[1], 'e', ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  for i = 1, #h, 2 do if h[i] == 'e' then h[i + 1] = ARGV[1] end end
+end
+return {'ok', h}
+"""
+
+_ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+local fields = {'v', 1, 'c', ARGV[2], 'u', ARGV[2], 'e', ''}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('DEL', KEYS[4])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+return 1
+"""
+
+_DELETE = """
+local n = redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return n
+"""
+
+SCRIPTS = {"write": _WRITE, "read": _READ, "adopt": _ADOPT, "delete": _DELETE}
+"""The Lua scripts, by name; the stores register them once (``EVALSHA`` afterwards)."""
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd:
+    """One round trip: a client method (or ``script:<name>``, or ``pipe``) and its arguments."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] | None = None
+
+
+RedisOp = Generator[Cmd, Any, T]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _stamp(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one store (prefix and app) and the arithmetic of its ``ttl``."""
+
+    prefix: str
+    app_name: str
+    ttl_us: int | None
+
+    def session(self, user_id: str, session_id: str) -> str:
+        """The hash of one session."""
+        return self.prefix + "statekeeper:s:" + json.dumps([self.app_name, user_id, session_id])
+
+    def user_index(self, user_id: str) -> str:
+        """The sorted set of one user's sessions."""
+        return self.prefix + "statekeeper:u:" + json.dumps([self.app_name, user_id])
+
+    def app_index(self) -> str:
+        """The sorted set of the app's sessions."""
+        return self.prefix + "statekeeper:a:" + json.dumps([self.app_name])
+
+    def legacy(self, user_id: str, session_id: str) -> str:
+        """AgentScope 1.x's key of the session."""
+        return f"{self.prefix}user_id:{user_id}:session:{session_id}:state"
+
+    def all_four(self, user_id: str, session_id: str) -> list[str]:
+        """The keys a write or a delete touches."""
+        return [
+            self.session(user_id, session_id),
+            self.user_index(user_id),
+            self.app_index(),
+            self.legacy(user_id, session_id),
+        ]
+
+    def expiry(self, now_us: int) -> tuple[str, str]:
+        """The expiry of a session saved or loaded now: µs for the hash, ms for Redis."""
+        if self.ttl_us is None:
+            return "", ""
+        expires = now_us + max(self.ttl_us, 1)
+        return str(expires), str(-(-expires // 1000))
+
+
+def _fields(entries: Mapping[str, str]) -> list[str]:
+    out = []
+    for name, text in entries.items():
+        out += ["m:" + name, text]
+    return out
+
+
+def write(
+    keys: Keys,
+    user_id: str,
+    session_id: str,
+    entries: Mapping[str, str],
+    replace: bool,
+    expected: int | None,
+) -> RedisOp[int]:
+    """Store the encoded modules (all of the state if ``replace``); return the new version."""
+    members = [session_id, json.dumps([user_id, session_id])]
+    legacy = "1"
+    while True:
+        now_us = _now_us()
+        args = [
+            "1" if replace else "0",
+            "" if expected is None else str(expected),
+            str(now_us),
+            *keys.expiry(now_us),
+            *members,
+            legacy,
+            *_fields(entries),
+        ]
+        reply = yield Cmd("script:write", (keys.all_four(user_id, session_id), args))
+        status = _text(reply[0])
+        if status == "ok":
+            return int(reply[1])
+        if status == "conflict":
+            assert expected is not None
+            raise _conflict(expected, int(reply[1]), session_id)
+        yield from _adopt_legacy(keys, user_id, session_id)
+        legacy = "0"  # adopted, or written over by someone else meanwhile
+
+
+def _adopt_legacy(keys: Keys, user_id: str, session_id: str) -> RedisOp[None]:
+    """Turn an AgentScope key into a statekeeper hash (version 1), if it is still there."""
+    raw = yield Cmd("get", (keys.legacy(user_id, session_id),))
+    if raw is None:
+        return
+    state = json.loads(raw)
+    members = [session_id, json.dumps([user_id, session_id])]
+    args = [raw, str(_now_us()), *members, *_fields(codec.encode_entries(state))]
+    yield Cmd("script:adopt", (keys.all_four(user_id, session_id), args))
+
+
+def read(keys: Keys, user_id: str, session_id: str) -> RedisOp[dict[str, Any] | None]:
+    """Return the decoded state, or ``None``; with a ``ttl``, a load also refreshes it."""
+    if keys.ttl_us is None:  # nothing to refresh: a plain HGETALL, the script only if absent
+        fields = yield Cmd("hgetall", (keys.session(user_id, session_id),))
+        if fields:
+            return _decode(fields.items())
+    expires_us, expires_ms = keys.expiry(_now_us())
+    ttl_ms = "" if keys.ttl_us is None else str(-(-keys.ttl_us // 1000))
+    reply = yield Cmd(
+        "script:read",
+        (
+            [keys.session(user_id, session_id), keys.legacy(user_id, session_id)],
+            [expires_us, expires_ms, ttl_ms],
+        ),
+    )
+    if reply is None:
+        return None
+    if _text(reply[0]) == "legacy":
+        legacy: dict[str, Any] = json.loads(reply[1])
+        return legacy
+    flat = reply[1]
+    return _decode((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
+def _decode(fields: Iterable[tuple[bytes | str, bytes | str]]) -> dict[str, Any]:
+    entries = {}
+    for name, value in fields:
+        text = _text(name)
+        if text.startswith("m:"):
+            entries[text[2:]] = _text(value)
+    state: dict[str, Any] = codec.decode(codec.join_entries(entries))
+    return state
+
+
+def exists(keys: Keys, user_id: str, session_id: str) -> RedisOp[bool]:
+    """Tell whether the session (or its AgentScope key) exists, without refreshing it."""
+    count = yield Cmd(
+        "exists", (keys.session(user_id, session_id), keys.legacy(user_id, session_id))
+    )
+    return int(count) > 0
+
+
+def delete(keys: Keys, user_id: str, session_id: str) -> RedisOp[bool]:
+    """Delete the session (and its AgentScope key); return whether one was there."""
+    members = [session_id, json.dumps([user_id, session_id])]
+    count = yield Cmd("script:delete", (keys.all_four(user_id, session_id), members))
+    return int(count) > 0
+
+
+def _encode_cursor(score: int, member: str) -> str:
+    raw = json.dumps([score, member]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        score, member = json.loads(raw)
+        if isinstance(score, bool) or not isinstance(score, int) or not isinstance(member, str):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError(
+            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
+        ) from None
+    return score, member
+
+
+def list_sessions(
+    keys: Keys, user_id: str | None, limit: int, cursor: str | None
+) -> RedisOp[SessionPage]:
+    """Return one page of live sessions, newest update first, keyset-paginated on the index."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    index = keys.app_index() if user_id is None else keys.user_index(user_id)
+    top, after = ("+inf", None) if cursor is None else (None, _decode_cursor(cursor))
+    if after is not None:
+        top = str(after[0])
+    found: list[tuple[SessionInfo, int, str]] = []
+    offset = 0
+    batch = limit + 1
+    while len(found) <= limit:
+        rows = yield Cmd(
+            "zrange",
+            (index, top, "-inf"),
+            {"desc": True, "withscores": True, "byscore": True, "offset": offset, "num": batch},
+        )
+        offset += len(rows)
+        members = []
+        for raw, score in rows:
+            member = _text(raw)
+            if after is not None and int(score) == after[0] and member >= after[1]:
+                continue  # on or before the cursor
+            members.append((member, int(score)))
+        owners = [(user_id, m) if user_id is not None else tuple(json.loads(m)) for m, _ in members]
+        metas = yield Cmd(
+            "pipe", tuple(("hmget", (keys.session(u, s), "v", "c", "u", "e")) for u, s in owners)
+        )
+        for (member, score), (uid, sid), meta in zip(members, owners, metas, strict=True):
+            if meta[0] is None:
+                continue  # expired: its index entry waits for purge_expired
+            expires = _text(meta[3])
+            info = SessionInfo(
+                keys.app_name,
+                uid,
+                sid,
+                int(meta[0]),
+                _stamp(int(meta[1])),
+                _stamp(int(meta[2])),
+                _stamp(int(expires)) if expires else None,
+            )
+            found.append((info, score, member))
+        if len(rows) < batch:
+            break
+    page = found[:limit]
+    next_cursor = _encode_cursor(page[-1][1], page[-1][2]) if len(found) > limit else None
+    return SessionPage(tuple(info for info, _, _ in page), next_cursor)
+
+
+def purge_expired(keys: Keys) -> RedisOp[int]:
+    """Drop the index entries of sessions Redis has expired; return how many."""
+    index = keys.app_index()
+    count = 0
+    start = 0
+    while True:
+        members = yield Cmd("zrange", (index, start, start + 499))
+        if not members:
+            return count
+        owners = [json.loads(_text(m)) for m in members]
+        alive = yield Cmd("pipe", tuple(("exists", (keys.session(u, s),)) for u, s in owners))
+        gone = [(m, o) for m, o, a in zip(members, owners, alive, strict=True) if not a]
+        if gone:
+            removals = [("zrem", (index, *(m for m, _ in gone)))]
+            removals += [("zrem", (keys.user_index(u), s)) for _, (u, s) in gone]
+            yield Cmd("pipe", tuple(removals))
+        count += len(gone)
+        start += len(members) - len(gone)

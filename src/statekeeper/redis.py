@@ -1,0 +1,207 @@
+"""``RedisSession``: session state in Redis, from sync code (extra ``statekeeper[redis]``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _ops, _redis_ops, codec
+from ._store import apply_loaded, check_expected, check_ids, collect_states, ttl_delta
+from .base import SessionBase
+from .errors import DatabaseUnavailableError, StoreClosedError
+
+if TYPE_CHECKING:
+    from ._records import SessionPage
+
+__all__ = ["RedisSession", "connect_settings"]
+
+T = TypeVar("T")
+
+
+def connect_settings(
+    key_prefix: str, app_name: str, ttl: float | dt.timedelta | None
+) -> _redis_ops.Keys:
+    """Validate the Redis stores' settings; return their key names and ``ttl`` arithmetic."""
+    if not isinstance(key_prefix, str):
+        raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
+    _ops.validate_id(app_name, "app_name", allow_empty=True)
+    delta = ttl_delta(ttl)
+    ttl_us = None if delta is None else delta // dt.timedelta(microseconds=1)
+    return _redis_ops.Keys(key_prefix, app_name, ttl_us)
+
+
+def redis_module() -> Any:
+    """Import redis-py, or say which extra installs it."""
+    try:
+        import redis
+        import redis.asyncio
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        raise ImportError(
+            "the Redis stores need redis-py: pip install 'statekeeper[redis]'"
+        ) from exc
+    return redis
+
+
+def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
+    """Wrap a redis-py connection error."""
+    error = DatabaseUnavailableError(
+        f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
+        "is right, then retry"
+    )
+    error.__cause__ = exc
+    return error
+
+
+class RedisSession(SessionBase):
+    """Keep agent-session state in Redis, from sync code.
+
+    A session is a Redis hash with one field per module (the module's exact
+    JSON), so a save merges modules atomically; versions, ``expected_version``,
+    the sliding expiry and the listing indexes (one sorted set per user and
+    one per app, never ``KEYS``) change in the same Lua script. Sessions an
+    AgentScope 1.x ``RedisSession`` wrote under
+    ``{key_prefix}user_id:{user_id}:session:{session_id}:state`` are read as
+    they are and taken over by the first write, so an app can switch without
+    moving its data (such a session is listed once written; the
+    ``agentscope-redis`` source of the ``statekeeper import`` command moves
+    them all). Needs one Redis server (no Cluster: a script touches several
+    keys).
+
+    Args:
+        url_or_client: a Redis URL (``"redis://localhost:6379/0"``) or a
+            ``redis.Redis`` client, which is used as it is and not closed by
+            :meth:`close`.
+        key_prefix: put before every key, as AgentScope's ``key_prefix``.
+        app_name: isolates apps sharing one Redis database.
+        ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
+            that long expires (Redis deletes it) and reads as absent. ``None``: never.
+
+    Raises:
+        ValueError: a setting is invalid.
+        ImportError: redis-py is missing; the message names the extra.
+    """
+
+    def __init__(
+        self,
+        url_or_client: Any,
+        *,
+        key_prefix: str = "",
+        app_name: str = "",
+        ttl: float | dt.timedelta | None = None,
+    ) -> None:
+        redis = redis_module()
+        self._keys = connect_settings(key_prefix, app_name, ttl)
+        self._owned = isinstance(url_or_client, str)
+        self._client = redis.Redis.from_url(url_or_client) if self._owned else url_or_client
+        self._where = url_or_client if self._owned else repr(url_or_client)
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in _redis_ops.SCRIPTS.items()
+        }
+        self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._closed = False
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client the store runs on."""
+        return self._client
+
+    def _run(self, op: _redis_ops.RedisOp[T]) -> T:
+        try:
+            cmd = next(op)
+            while True:
+                cmd = op.send(self._execute(cmd))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        except self._errors as exc:
+            raise unavailable(self._where, exc) from exc
+
+    def _execute(self, cmd: _redis_ops.Cmd) -> Any:
+        if cmd.name.startswith("script:"):
+            keys, args = cmd.args
+            return self._scripts[cmd.name[7:]](keys=keys, args=args)
+        if cmd.name == "pipe":
+            pipe = self._client.pipeline(transaction=False)
+            for name, args in cmd.args:
+                getattr(pipe, name)(*args)
+            return pipe.execute()
+        return getattr(self._client, cmd.name)(*cmd.args, **(cmd.kwargs or {}))
+
+    def _check(self, user_id: str, session_id: str) -> None:
+        if self._closed:
+            raise StoreClosedError("this RedisSession was closed; create a new one to keep working")
+        check_ids(user_id, session_id)
+
+    def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
+        self._check(user_id, session_id)
+        entries = codec.encode_entries(collect_states(modules))
+        self._run(_redis_ops.write(self._keys, user_id, session_id, entries, False, None))
+
+    def load_session_state(
+        self, session_id: str, user_id: str = "", allow_not_exist: bool = True, **modules: Any
+    ) -> None:
+        state = self.get_state(session_id, user_id)
+        apply_loaded(state, session_id, user_id, self._keys.app_name, allow_not_exist, modules)
+
+    def get_state(self, session_id: str, user_id: str = "") -> dict[str, Any] | None:
+        self._check(user_id, session_id)
+        return self._run(_redis_ops.read(self._keys, user_id, session_id))
+
+    def set_state(
+        self,
+        session_id: str,
+        state: dict[str, Any],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        self._check(user_id, session_id)
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        expected = check_expected(expected_version)
+        entries = codec.encode_entries(state)
+        return self._run(_redis_ops.write(self._keys, user_id, session_id, entries, True, expected))
+
+    def merge_state(
+        self,
+        session_id: str,
+        modules: dict[str, Any],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        self._check(user_id, session_id)
+        if not isinstance(modules, Mapping):
+            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
+        expected = check_expected(expected_version)
+        entries = codec.encode_entries(modules)
+        return self._run(
+            _redis_ops.write(self._keys, user_id, session_id, entries, False, expected)
+        )
+
+    def delete_session(self, session_id: str, user_id: str = "") -> bool:
+        self._check(user_id, session_id)
+        return self._run(_redis_ops.delete(self._keys, user_id, session_id))
+
+    def session_exists(self, session_id: str, user_id: str = "") -> bool:
+        self._check(user_id, session_id)
+        return self._run(_redis_ops.exists(self._keys, user_id, session_id))
+
+    def list_sessions(
+        self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> SessionPage:
+        self._check(user_id or "", "-")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        return self._run(_redis_ops.list_sessions(self._keys, user_id, limit, cursor))
+
+    def purge_expired(self) -> int:
+        self._check("", "-")
+        return self._run(_redis_ops.purge_expired(self._keys))
+
+    def close(self) -> None:
+        if not self._closed and self._owned:
+            self._client.close()
+        self._closed = True

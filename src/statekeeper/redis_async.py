@@ -1,0 +1,173 @@
+"""``AsyncRedisSession``: session state in Redis, from async code (extra ``statekeeper[redis]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _redis_ops, codec
+from ._store import apply_loaded, check_expected, check_ids, collect_states
+from .base import AsyncSessionBase
+from .errors import StoreClosedError
+from .redis import connect_settings, redis_module, unavailable
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from ._records import SessionPage
+
+__all__ = ["AsyncRedisSession"]
+
+T = TypeVar("T")
+
+
+class AsyncRedisSession(AsyncSessionBase):
+    """Keep agent-session state in Redis, from async code.
+
+    The same keys, scripts and guarantees as :class:`~statekeeper.RedisSession`
+    (both can share one database), over redis-py's asyncio client.
+
+    Args:
+        url_or_client: a Redis URL (``"redis://localhost:6379/0"``) or a
+            ``redis.asyncio.Redis`` client, which is used as it is and not
+            closed by :meth:`close`.
+        key_prefix: put before every key, as AgentScope's ``key_prefix``.
+        app_name: isolates apps sharing one Redis database.
+        ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
+            that long expires (Redis deletes it) and reads as absent. ``None``: never.
+
+    Raises:
+        ValueError: a setting is invalid.
+        ImportError: redis-py is missing; the message names the extra.
+    """
+
+    def __init__(
+        self,
+        url_or_client: Any,
+        *,
+        key_prefix: str = "",
+        app_name: str = "",
+        ttl: float | dt.timedelta | None = None,
+    ) -> None:
+        redis = redis_module()
+        self._keys = connect_settings(key_prefix, app_name, ttl)
+        self._owned = isinstance(url_or_client, str)
+        if self._owned:
+            self._client = redis.asyncio.Redis.from_url(url_or_client)
+        else:
+            self._client = url_or_client
+        self._where = url_or_client if self._owned else repr(url_or_client)
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in _redis_ops.SCRIPTS.items()
+        }
+        self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._closed = False
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client the store runs on."""
+        return self._client
+
+    async def _run(self, op: _redis_ops.RedisOp[T]) -> T:
+        try:
+            cmd = next(op)
+            while True:
+                cmd = op.send(await self._execute(cmd))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        except self._errors as exc:
+            raise unavailable(self._where, exc) from exc
+
+    async def _execute(self, cmd: _redis_ops.Cmd) -> Any:
+        if cmd.name.startswith("script:"):
+            keys, args = cmd.args
+            return await self._scripts[cmd.name[7:]](keys=keys, args=args)
+        if cmd.name == "pipe":
+            pipe = self._client.pipeline(transaction=False)
+            for name, args in cmd.args:
+                getattr(pipe, name)(*args)
+            return await pipe.execute()
+        return await getattr(self._client, cmd.name)(*cmd.args, **(cmd.kwargs or {}))
+
+    def _check(self, user_id: str, session_id: str) -> None:
+        if self._closed:
+            raise StoreClosedError(
+                "this AsyncRedisSession was closed; create a new one to keep working"
+            )
+        check_ids(user_id, session_id)
+
+    async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
+        self._check(user_id, session_id)
+        entries = codec.encode_entries(collect_states(modules))
+        await self._run(_redis_ops.write(self._keys, user_id, session_id, entries, False, None))
+
+    async def load_session_state(
+        self, session_id: str, user_id: str = "", allow_not_exist: bool = True, **modules: Any
+    ) -> None:
+        state = await self.get_state(session_id, user_id)
+        apply_loaded(state, session_id, user_id, self._keys.app_name, allow_not_exist, modules)
+
+    async def get_state(self, session_id: str, user_id: str = "") -> dict[str, Any] | None:
+        self._check(user_id, session_id)
+        return await self._run(_redis_ops.read(self._keys, user_id, session_id))
+
+    async def set_state(
+        self,
+        session_id: str,
+        state: dict[str, Any],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        self._check(user_id, session_id)
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        expected = check_expected(expected_version)
+        entries = codec.encode_entries(state)
+        return await self._run(
+            _redis_ops.write(self._keys, user_id, session_id, entries, True, expected)
+        )
+
+    async def merge_state(
+        self,
+        session_id: str,
+        modules: dict[str, Any],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        self._check(user_id, session_id)
+        if not isinstance(modules, Mapping):
+            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
+        expected = check_expected(expected_version)
+        entries = codec.encode_entries(modules)
+        return await self._run(
+            _redis_ops.write(self._keys, user_id, session_id, entries, False, expected)
+        )
+
+    async def delete_session(self, session_id: str, user_id: str = "") -> bool:
+        self._check(user_id, session_id)
+        return await self._run(_redis_ops.delete(self._keys, user_id, session_id))
+
+    async def session_exists(self, session_id: str, user_id: str = "") -> bool:
+        self._check(user_id, session_id)
+        return await self._run(_redis_ops.exists(self._keys, user_id, session_id))
+
+    async def list_sessions(
+        self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> SessionPage:
+        self._check(user_id or "", "-")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        return await self._run(_redis_ops.list_sessions(self._keys, user_id, limit, cursor))
+
+    async def purge_expired(self) -> int:
+        self._check("", "-")
+        return await self._run(_redis_ops.purge_expired(self._keys))
+
+    async def close(self) -> None:
+        if not self._closed and self._owned:
+            await self._client.aclose()
+        self._closed = True
