@@ -33,6 +33,33 @@ def test_quick_benchmark_runs_and_reports_every_target(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_adk_benchmark_runs_and_reports_its_targets(tmp_path: Path) -> None:
+    out = tmp_path / "adk.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/adk_bench.py",
+            "--quick",
+            "--no-chart",
+            "--no-postgres",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    sqlite = results["backends"]["SQLite"]
+    for key in ("create", "append", "get10", "get1000", "recent1000", "recent100k", "list1000"):
+        assert sqlite[key]["statekeeper_s"] > 0
+        assert sqlite[key]["adk_s"] > 0
+    assert "last 10 of 100 000 events" in run.stdout
+
+
+@pytest.mark.slow
 def test_service_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "results-service.json"
     run = subprocess.run(

@@ -1,0 +1,603 @@
+"""statekeeper's ADK session service beside ADK's own ``DatabaseSessionService``.
+
+Usage::
+
+    python benchmarks/adk_bench.py                # SQLite file + PostgreSQL, ~5 minutes
+    python benchmarks/adk_bench.py --quick        # smoke run, tiny batches and logs
+    python benchmarks/adk_bench.py --write-docs   # also update docs/performance.md's ADK section
+    python benchmarks/adk_bench.py --from-json benchmarks/adk_results.json --write-docs
+
+Both services run on the same database in the same run, each on its own
+tables (statekeeper's from its migrations, ADK's from its ``create_all``),
+under the same event loop; batches alternate (statekeeper, ADK, ADK,
+statekeeper, ...) so drift hits both. ADK gets the async drivers it
+documents: aiosqlite, and asyncpg on PostgreSQL. Events are ~2 KB (a model
+reply of ~1.9 KB of text) with a two-key state delta (one session key, one
+``user:`` key). Building the ``Event`` is part of each timed append, on both
+sides; its own cost is reported as ``event_build_s``.
+
+Needs ``pip install -e '.[bench]'`` (google-adk, asyncpg, matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import sqlalchemy as sa
+from _common import REPO, Settings
+
+DOC_BEGIN = "<!-- begin:adk -->"
+DOC_END = "<!-- end:adk -->"
+TEXT = ("The agent looked the order up, found the refund pending and explained why. " * 26)[:1900]
+
+# (scenario, target speed-up over ADK, or None when the target is relative)
+SCENARIOS: list[tuple[str, str, float | None]] = [
+    ("create", "create_session", 5.0),
+    ("append", "append_event (2 KB, 2-key delta)", 5.0),
+    ("get10", "get_session, 10 events", 5.0),
+    ("get1000", "get_session, 1 000 events", 2.0),
+    ("recent1000", "get_session last 10, of 1 000 events", None),
+    ("recent100k", "get_session last 10, of 100 000 events", None),
+    ("list1000", "list_sessions, user with 1 000 sessions", 5.0),
+]
+
+
+def make_event(i: int) -> Any:
+    """A ~2 KB model reply with a small state delta."""
+    from google.adk.events.event import Event
+    from google.adk.events.event_actions import EventActions
+    from google.genai import types
+
+    return Event(
+        invocation_id=f"inv-{i // 2}",
+        author="support_agent" if i % 2 else "user",
+        content=types.Content(role="model", parts=[types.Part(text=TEXT)]),
+        actions=EventActions(state_delta={"turn": i, "user:last_turn": i}),
+    )
+
+
+async def _fill(service: Any, app: str, user: str, n: int, first: int = 0) -> Any:
+    session = await service.create_session(app_name=app, user_id=user, state={"topic": "refund"})
+    for i in range(first, first + n):
+        await service.append_event(session, make_event(i))
+    return session
+
+
+async def _bulk_adk_events(adk: Any, session: Any, n: int) -> None:
+    """Put ``n`` events older than ``session``'s under it, through ADK's own table model."""
+    from google.adk.sessions.schemas.v1 import StorageEvent
+
+    start = session.last_update_time - 10 * n
+    async with adk.db_engine.begin() as conn:
+        for chunk in range(0, n, 2_000):
+            rows = []
+            for i in range(chunk, min(n, chunk + 2_000)):
+                event = make_event(i)
+                event.timestamp = start + i * 0.001
+                stored = StorageEvent.from_event(session, event)
+                rows.append({c.key: getattr(stored, c.key) for c in StorageEvent.__table__.columns})
+            await conn.execute(sa.insert(StorageEvent.__table__), rows)
+
+
+async def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int) -> None:
+    """Give a new session ``n`` ~2 KB events in one ``INSERT ... SELECT`` (not through the API).
+
+    Like the scale benchmark, this writes statekeeper's tables directly: the
+    events get ``seq`` 1..n and the session row the matching ``event_count``
+    and ``version``, as ``n`` appends would leave them. The benchmark checks
+    afterwards that the last 10 events read back are the ones appended for real.
+    """
+    document = make_event(0).model_dump(mode="json", exclude_none=True)
+    document["id"] = "__ID__"
+    text = json.dumps(document, separators=(",", ":"))
+    start = time.time() - 10 * n
+    parsed = sa.make_url(url)
+    key = {"a": app, "u": user, "s": session_id}
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed.set(drivername="sqlite"))
+        series = (
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+            "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
+            "SELECT :a, :u, :s, i, :t + i * 0.001, replace(:doc, '__ID__', 'bulk-' || i) FROM s"
+        )
+    else:
+        engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg"))
+        series = (
+            "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
+            "SELECT :a, :u, :s, i, :t + i * 0.001, replace(:doc, '__ID__', 'bulk-' || i)::json "
+            "FROM generate_series(1, :n) AS i"
+        )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(series), {**key, "n": n, "t": start, "doc": text})
+            conn.execute(
+                sa.text(
+                    "UPDATE statekeeper_sessions SET event_count = :n, version = version + :n, "
+                    "update_time = :t WHERE app_name = :a AND user_id = :u AND session_id = :s"
+                ),
+                {**key, "n": n, "t": start + n * 0.001},
+            )
+    finally:
+        engine.dispose()
+
+
+async def measure_pair(a: Any, b: Any, settings: Settings) -> dict[str, Any]:
+    """Time ``a`` (statekeeper) and ``b`` (ADK) in alternating batches, wall and CPU time.
+
+    Like ``_common.ameasure_pair`` (a warm-up and calibration batch, then
+    ``rounds`` batches per side, the order flipping every round), and it also
+    keeps this process's CPU time per op (``time.process_time``: every
+    thread, the event loop's, aiosqlite's and the worker threads', not the
+    PostgreSQL server's). On a busy machine the wall time includes waiting
+    for a core; the CPU time is what each client stack itself spends.
+    """
+
+    async def batch(fn: Any, n: int) -> tuple[float, float]:
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await fn()
+        return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+    warm = settings.warmup_ops
+    per_op = max((await batch(a, warm))[0], (await batch(b, warm))[0])
+    n = max(settings.min_ops, min(settings.max_ops, round(settings.batch_seconds / per_op)))
+    sides: dict[str, list[tuple[float, float]]] = {"statekeeper": [], "adk": []}
+    for r in range(settings.rounds):
+        order = [("statekeeper", a), ("adk", b)] if r % 2 == 0 else [("adk", b), ("statekeeper", a)]
+        for side, fn in order:
+            sides[side].append(await batch(fn, n))
+    out: dict[str, Any] = {"ops_per_batch": n}
+    for side, batches in sides.items():
+        out[f"{side}_s"] = statistics.median(w for w, _ in batches)
+        out[f"{side}_cpu_s"] = statistics.median(c for _, c in batches)
+        out[f"{side}_batches_s"] = [w for w, _ in batches]
+        out[f"{side}_batches_cpu_s"] = [c for _, c in batches]
+    return out
+
+
+async def _backend(
+    name: str, sk_url: str, adk_url: str, settings: Settings, big: int
+) -> dict[str, Any]:
+    from google.adk.sessions.base_session_service import GetSessionConfig
+    from google.adk.sessions.database_session_service import DatabaseSessionService
+
+    from statekeeper.adk import SqlSessionService
+
+    sk = SqlSessionService(sk_url)
+    adk = DatabaseSessionService(adk_url)
+    out: dict[str, Any] = {}
+    try:
+        counter = iter(range(10**9))
+        user = "bench-user"
+
+        async def run(key: str, a: Any, b: Any) -> None:
+            r = await measure_pair(a, b, settings)
+            out[key] = r
+            print(
+                f"  {name:<10} {key:<11} statekeeper {r['statekeeper_s'] * 1e6:9.0f} µs   "
+                f"ADK {r['adk_s'] * 1e6:9.0f} µs   ADK/statekeeper "
+                f"{r['adk_s'] / r['statekeeper_s']:5.1f}x   (client CPU "
+                f"{r['adk_cpu_s'] / r['statekeeper_cpu_s']:5.1f}x)",
+                flush=True,
+            )
+
+        # create_session
+        await run(
+            "create",
+            lambda: sk.create_session(
+                app_name="b-create", user_id=user, state={"topic": "x", "user:lang": "fr"}
+            ),
+            lambda: adk.create_session(
+                app_name="b-create", user_id=user, state={"topic": "x", "user:lang": "fr"}
+            ),
+        )
+
+        # append_event
+        sk_s = await sk.create_session(app_name="b-append", user_id=user)
+        adk_s = await adk.create_session(app_name="b-append", user_id=user)
+        await run(
+            "append",
+            lambda: sk.append_event(sk_s, make_event(next(counter))),
+            lambda: adk.append_event(adk_s, make_event(next(counter))),
+        )
+        t0 = time.perf_counter()
+        for i in range(200):
+            make_event(i)
+        out["event_build_s"] = (time.perf_counter() - t0) / 200
+
+        # get_session of 10 and of 1 000 events; last 10 of 1 000
+        last10 = GetSessionConfig(num_recent_events=10)
+        for n, key in ((10, "get10"), (1_000 if not settings.quick else 100, "get1000")):
+            a_s = await _fill(sk, f"b-get{n}", user, n)
+            b_s = await _fill(adk, f"b-get{n}", user, n)
+            await run(
+                key,
+                lambda a_s=a_s, n=n: sk.get_session(
+                    app_name=f"b-get{n}", user_id=user, session_id=a_s.id
+                ),
+                lambda b_s=b_s, n=n: adk.get_session(
+                    app_name=f"b-get{n}", user_id=user, session_id=b_s.id
+                ),
+            )
+            if key == "get1000":
+                await run(
+                    "recent1000",
+                    lambda a_s=a_s, n=n: sk.get_session(
+                        app_name=f"b-get{n}", user_id=user, session_id=a_s.id, config=last10
+                    ),
+                    lambda b_s=b_s, n=n: adk.get_session(
+                        app_name=f"b-get{n}", user_id=user, session_id=b_s.id, config=last10
+                    ),
+                )
+
+        # last 10 of 100 000 events
+        # (statekeeper orders by insertion: the bulk goes first; ADK by time: older stamps)
+        t0 = time.perf_counter()
+        a_new = await sk.create_session(app_name="b-big", user_id=user)
+        await _bulk_sk_events(sk_url, "b-big", user, a_new.id, big - 10)
+        a_big = await sk.get_session(
+            app_name="b-big",
+            user_id=user,
+            session_id=a_new.id,
+            config=GetSessionConfig(num_recent_events=0),
+        )
+        assert a_big is not None
+        for i in range(big - 10, big):
+            await sk.append_event(a_big, make_event(i))
+        out["big_fill_sk_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        b_big = await _fill(adk, "b-big", user, 10, first=big)
+        await _bulk_adk_events(adk, b_big, big - 10)
+        out["big_fill_adk_s"] = time.perf_counter() - t0
+        out["big_events"] = big
+        check_a = await sk.get_session(
+            app_name="b-big", user_id=user, session_id=a_big.id, config=last10
+        )
+        check_b = await adk.get_session(
+            app_name="b-big", user_id=user, session_id=b_big.id, config=last10
+        )
+        assert check_a is not None
+        assert check_b is not None
+        assert [e.id for e in check_a.events] == [e.id for e in a_big.events]
+        assert [e.id for e in check_b.events] == [e.id for e in b_big.events]
+        await run(
+            "recent100k",
+            lambda: sk.get_session(
+                app_name="b-big", user_id=user, session_id=a_big.id, config=last10
+            ),
+            lambda: adk.get_session(
+                app_name="b-big", user_id=user, session_id=b_big.id, config=last10
+            ),
+        )
+
+        # list_sessions of a user with 1 000 sessions
+        many = 1_000 if not settings.quick else 50
+        for i in range(many):
+            await sk.create_session(app_name="b-list", user_id=user, state={"i": i})
+            await adk.create_session(app_name="b-list", user_id=user, state={"i": i})
+        got_a = await sk.list_sessions(app_name="b-list", user_id=user)
+        got_b = await adk.list_sessions(app_name="b-list", user_id=user)
+        assert len(got_a.sessions) == len(got_b.sessions) == many
+        await run(
+            "list1000",
+            lambda: sk.list_sessions(app_name="b-list", user_id=user),
+            lambda: adk.list_sessions(app_name="b-list", user_id=user),
+        )
+    finally:
+        await sk.close()
+        await adk.close()
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = [
+        "statekeeper",
+        "google-adk",
+        "sqlalchemy",
+        "pydantic",
+        "psycopg",
+        "asyncpg",
+        "aiosqlite",
+    ]
+    found = {}
+    for n in names:
+        try:
+            found[n] = version(n)
+        except Exception:
+            found[n] = "-"
+    return found
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every scenario on a SQLite file and (when it answers) PostgreSQL."""
+    settings = Settings.make(quick=args.quick, million=False)
+    big = 2_000 if args.quick else 100_000
+    started = time.time()
+    results: dict[str, Any] = {
+        "meta": {
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "quick": args.quick,
+            "python": platform.python_version(),
+            "machine": platform.platform(),
+            "versions": _versions(),
+            "adk_drivers": {"sqlite": "aiosqlite", "postgresql": "asyncpg"},
+            "statekeeper_drivers": {
+                "sqlite": "sqlite3 in worker threads",
+                "postgresql": "psycopg (async)",
+            },
+            "load_average_start": os.getloadavg(),
+        },
+        "backends": {},
+    }
+    with _common.scratch_dir(durable=False) as tmp:
+        path = Path(tmp) / "adk.db"
+        url = f"sqlite:///{path}"
+        _common.upgrade(url)
+        print("SQLite file:", flush=True)
+        results["backends"]["SQLite"] = asyncio.run(
+            _backend("SQLite", url, f"sqlite+aiosqlite:///{path}", settings, big)
+        )
+    reason = None if args.no_postgres else _common.postgres_reason(args.pg_url)
+    if args.no_postgres:
+        reason = "--no-postgres"
+    if reason is None:
+        with _common.postgres_database(args.pg_url, durable=False) as pg:
+            _common.upgrade(pg)
+            adk_url = (
+                sa.make_url(pg)
+                .set(drivername="postgresql+asyncpg")
+                .render_as_string(hide_password=False)
+            )
+            results["meta"]["postgresql"] = _common.server_version(pg)
+            print("PostgreSQL:", flush=True)
+            results["backends"]["PostgreSQL"] = asyncio.run(
+                _backend("PostgreSQL", pg, adk_url, settings, big)
+            )
+    else:
+        results["meta"]["postgresql_skipped"] = reason
+        print("PostgreSQL skipped:", reason, flush=True)
+    results["meta"]["seconds"] = round(time.time() - started)
+    results["meta"]["load_average_end"] = os.getloadavg()
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _us(seconds: float) -> str:
+    if seconds >= 0.01:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds >= 0.001:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def _load(meta: dict[str, Any]) -> str:
+    start, end = meta.get("load_average_start"), meta.get("load_average_end")
+    if not start or not end:
+        return "?"
+    return f"{start[0]:.1f} → {end[0]:.1f}"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target, its value and whether it is met."""
+    rows = []
+    for db, data in results["backends"].items():
+        for key, label, goal in SCENARIOS:
+            if key not in data:
+                continue
+            speedup = data[key]["adk_s"] / data[key]["statekeeper_s"]
+            cpu = data[key]["adk_cpu_s"] / data[key]["statekeeper_cpu_s"]
+            if goal is not None:
+                rows.append(
+                    {
+                        "db": db,
+                        "target": f"{label}: ≥ {goal:g}x faster than ADK",
+                        "value": speedup,
+                        "cpu_value": cpu,
+                        "met": speedup >= goal,
+                    }
+                )
+        if "recent100k" in data and "recent1000" in data:
+            growth = data["recent100k"]["statekeeper_s"] / data["recent1000"]["statekeeper_s"]
+            cpu_growth = (
+                data["recent100k"]["statekeeper_cpu_s"] / data["recent1000"]["statekeeper_cpu_s"]
+            )
+            rows.append(
+                {
+                    "db": db,
+                    "target": "last 10 of 100 000 events as fast as of 1 000 (≤ 1.2x)",
+                    "value": growth,
+                    "cpu_value": cpu_growth,
+                    "met": growth <= 1.2,
+                }
+            )
+    return rows
+
+
+def markdown(results: dict[str, Any], chart: str | None) -> str:
+    """The ADK section of docs/performance.md."""
+    meta = results["meta"]
+    v = meta["versions"]
+    lines = [
+        DOC_BEGIN,
+        "## Beside Google ADK's `DatabaseSessionService`",
+        "",
+        "<!-- Generated by `python benchmarks/adk_bench.py --write-docs` from "
+        "benchmarks/adk_results.json; edits are overwritten. -->",
+        "",
+        "`statekeeper.adk.SqlSessionService` and ADK's own `DatabaseSessionService` on the same "
+        "database in the same run, each on its own tables, batches alternating; medians of the "
+        f"batches. google-adk {v['google-adk']}, SQLAlchemy {v['sqlalchemy']}, pydantic "
+        f"{v['pydantic']}. ADK runs on the async drivers it documents (aiosqlite; asyncpg "
+        f"{v['asyncpg']} on PostgreSQL), statekeeper on its own (`sqlite3` in worker threads; "
+        f"psycopg {v['psycopg']}). "
+        "Events are ~2 KB model replies with a two-key state delta; building the `Event` is "
+        "inside each timed append on both sides. SQLite in `/dev/shm`, PostgreSQL "
+        f"{meta.get('postgresql', '(skipped)')} with `synchronous_commit = off` on the same "
+        f"machine. Run: `python benchmarks/adk_bench.py --write-docs` on {meta['date']} "
+        f"({meta['seconds']} s), load average {_load(meta)} on "
+        f"{os.cpu_count()} cores: wall times include waiting for a core, so the client-CPU "
+        "column (this process's CPU time per call, all threads, not the PostgreSQL "
+        "server's) is the steadier comparison of the two client stacks.",
+        "",
+    ]
+    if chart:
+        lines += [f"![statekeeper against ADK's DatabaseSessionService]({chart})", ""]
+    lines += [
+        "| db | operation | statekeeper | ADK | ADK / statekeeper | client CPU, ADK / statekeeper "
+        "| target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for db, data in results["backends"].items():
+        for key, label, goal in SCENARIOS:
+            if key not in data:
+                continue
+            r = data[key]
+            speed = r["adk_s"] / r["statekeeper_s"]
+            goal_text = f"≥ {goal:g}x" if goal else "≈ 1,000 events"
+            if key == "recent100k":
+                goal_text = "≈ of 1 000"
+            elif key == "recent1000":
+                goal_text = "-"
+            cpu = r["adk_cpu_s"] / r["statekeeper_cpu_s"]
+            lines.append(
+                f"| {db} | {label} | {_us(r['statekeeper_s'])} | {_us(r['adk_s'])} "
+                f"| {speed:.1f}x | {cpu:.1f}x | {goal_text} |"
+            )
+    lines += [
+        "",
+        "| db | target | wall time | client CPU | met (wall) |",
+        "|---|---|---|---|---|",
+    ]
+    for t in targets(results):
+        lines.append(
+            f"| {t['db']} | {t['target']} | {t['value']:.2f}x | {t['cpu_value']:.2f}x "
+            f"| {'yes' if t['met'] else '**no**'} |"
+        )
+    notes = Path(__file__).with_name("adk_analysis.md")
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    lines += ["", DOC_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(results: dict[str, Any], chart: str | None) -> Path:
+    """Put (or replace) the ADK section at the end of docs/performance.md."""
+    doc = REPO / "docs" / "performance.md"
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    section = markdown(results, chart)
+    if DOC_BEGIN in text and DOC_END in text:
+        head, rest = text.split(DOC_BEGIN, 1)
+        tail = rest.split(DOC_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    doc.write_text(text)
+    return doc
+
+
+def draw(results: dict[str, Any], path: Path) -> bool:
+    """A bar chart of ADK / statekeeper per operation and database (log scale)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no chart: pip install matplotlib", flush=True)
+        return False
+    dbs = list(results["backends"])
+    keys = [k for k, _, _ in SCENARIOS]
+    labels = [
+        label.replace("get_session ", "get ").replace(", ", "\n", 1) for _, label, _ in SCENARIOS
+    ]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.8 / max(1, len(dbs))
+    for j, db in enumerate(dbs):
+        data = results["backends"][db]
+        values = [data[k]["adk_s"] / data[k]["statekeeper_s"] if k in data else 0 for k in keys]
+        xs = [i + (j - (len(dbs) - 1) / 2) * width for i in range(len(keys))]
+        bars = ax.bar(xs, values, width, label=db)
+        ax.bar_label(bars, labels=[f"{v:.1f}x" for v in values], fontsize=7, padding=2)
+    for i, (_, _, goal) in enumerate(SCENARIOS):
+        if goal:
+            ax.hlines(goal, i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1)
+    ax.axhline(1, color="grey", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(keys)), labels, fontsize=7)
+    ax.set_ylabel("ADK time / statekeeper time (higher is better)")
+    ax.set_title("statekeeper.adk.SqlSessionService vs ADK DatabaseSessionService (dashed: target)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/adk_bench.py", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny batches, 2 000-event log")
+    p.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default benchmarks/adk_results.json)"
+    )
+    p.add_argument("--chart", type=Path, default=REPO / "docs" / "performance-adk.png")
+    p.add_argument("--no-chart", action="store_true")
+    p.add_argument(
+        "--write-docs", action="store_true", help="update docs/performance.md's ADK section"
+    )
+    p.add_argument("--from-json", type=Path, default=None, help="no run: report existing results")
+    p.add_argument(
+        "--pg-url", default=os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
+    )
+    p.add_argument("--no-postgres", action="store_true")
+    args = p.parse_args(argv)
+    # A terminated run still drops its throwaway database (the finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = measure(args)
+        out = args.out or Path(__file__).with_name(
+            "adk_results-quick.json" if args.quick else "adk_results.json"
+        )
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        print("wrote", out)
+    for t in targets(results):
+        print(
+            f"{t['db']:<10} {t['target']:<70} {t['value']:6.2f}x (CPU {t['cpu_value']:5.2f}x) "
+            f"{'met' if t['met'] else 'MISSED'}"
+        )
+    chart = None
+    if not args.no_chart and draw(results, args.chart):
+        chart = args.chart.name if args.chart.parent == REPO / "docs" else str(args.chart)
+        print("chart", args.chart)
+    if args.write_docs:
+        print("wrote", write_docs(results, chart))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,565 @@
+"""Google ADK session service on statekeeper: ``SqlSessionService``.
+
+``SqlSessionService`` is a ``google.adk.sessions.BaseSessionService`` for
+SQLite and PostgreSQL. It maps ADK's pydantic ``Session`` and ``Event`` onto
+:class:`statekeeper.AsyncSessionService`, one per ADK ``app_name``, all on
+one engine::
+
+    from google.adk.runners import Runner
+    from statekeeper.adk import SqlSessionService
+
+    sessions = SqlSessionService("sqlite:///app.db", auto_migrate=True)
+    runner = Runner(agent=root_agent, app_name="support", session_service=sessions)
+
+This is the only statekeeper module that imports ``google.adk``; install it
+with ``pip install 'statekeeper[adk]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import (
+    SessionNotFoundError as AdkSessionNotFoundError,
+)
+from google.adk.events.event import Event
+from google.adk.sessions.base_session_service import (
+    BaseSessionService,
+    GetSessionConfig,
+    ListSessionsResponse,
+)
+from google.adk.sessions.session import Session
+from pydantic import Field
+from pydantic_core import to_jsonable_python
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _engine
+from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
+from .service import SessionService
+from .service_async import AsyncSessionService
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Awaitable, Callable, Mapping
+    from types import TracebackType
+
+    from ._records import SessionPage, SessionRecord
+
+__all__ = ["SessionListPage", "SqlSessionService", "StaleSessionError"]
+
+try:  # newer ADK 2.x exports a dedicated error; older 2.x raised a plain ValueError.
+    from google.adk.errors import StaleSessionError
+except ImportError:  # pragma: no cover - depends on the installed ADK
+
+    class StaleSessionError(ValueError):  # type: ignore[no-redef]
+        """The session object is older than the stored session (ADK < 2.6 has no such class)."""
+
+
+_STALE_MESSAGE = (
+    "session {id!r} of user {user!r} (app {app!r}) was modified in storage since this "
+    "Session object was loaded (stored revision {actual}, this object's {expected}); "
+    "reload it with get_session() and append the event again"
+)
+_TEMP_PREFIX = "temp:"
+# The revision of a loaded session rides on the Session object in ADK's own
+# private slot for it, so copies keep it and `get_session(...) == session` holds.
+_MARKER_SLOT = "_storage_update_marker"
+_MARKER_PREFIX = "statekeeper:v"
+_HAS_MARKER_SLOT = _MARKER_SLOT in getattr(Session, "__private_attributes__", {})
+_LIST_PAGE = 1000
+
+
+class SessionListPage(ListSessionsResponse):
+    """One page of :meth:`SqlSessionService.list_sessions`, oldest update first.
+
+    A ``ListSessionsResponse``: callers that know only ADK's contract read
+    ``sessions`` and never see more than that.
+
+    Attributes:
+        next_page_token: pass it as ``page_token=`` to get the next page;
+            ``None`` on the last page (always ``None`` without ``page_size``).
+    """
+
+    next_page_token: str | None = Field(default=None)
+
+
+def _is_memory(url: str | sa.URL) -> bool:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return False  # the service reports the malformed URL
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def _is_sqlite(url: str | sa.URL) -> bool:
+    try:
+        return sa.make_url(url).get_backend_name() == "sqlite"
+    except sa.exc.ArgumentError:
+        return False  # the service reports the malformed URL
+
+
+def _set_version(session: Session, version: int) -> None:
+    if _HAS_MARKER_SLOT:
+        setattr(session, _MARKER_SLOT, f"{_MARKER_PREFIX}{version}")
+
+
+def _version_of(session: Session) -> int | None:
+    marker = getattr(session, _MARKER_SLOT, None) if _HAS_MARKER_SLOT else None
+    if isinstance(marker, str) and marker.startswith(_MARKER_PREFIX):
+        digits = marker[len(_MARKER_PREFIX) :]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+def _to_session(record: SessionRecord, app_name: str, events: list[Event]) -> Session:
+    session = Session(
+        id=record.session_id,
+        app_name=app_name,
+        user_id=record.user_id,
+        state=record.state,
+        events=events,
+        last_update_time=record.update_time,
+    )
+    _set_version(session, record.version)
+    return session
+
+
+def _stored_document(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the event as stored (``temp:`` keys left out) and its state delta."""
+    document: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+    actions = document.get("actions")
+    delta: dict[str, Any] = {}
+    if isinstance(actions, dict) and isinstance(actions.get("state_delta"), dict):
+        delta = {
+            key: value
+            for key, value in actions["state_delta"].items()
+            if not key.startswith(_TEMP_PREFIX)
+        }
+        actions["state_delta"] = delta
+    return document, delta
+
+
+class _InThread:
+    """A sync :class:`~statekeeper.SessionService` awaited from async code, a thread per call."""
+
+    def __init__(self, service: SessionService) -> None:
+        self._service = service
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The sync engine the service runs on."""
+        return self._service.engine
+
+    async def create_session(self, *args: Any, **kwargs: Any) -> SessionRecord:
+        """``SessionService.create_session`` in a worker thread."""
+        return await asyncio.to_thread(self._service.create_session, *args, **kwargs)
+
+    async def get_session(self, *args: Any, **kwargs: Any) -> SessionRecord | None:
+        """``SessionService.get_session`` in a worker thread."""
+        return await asyncio.to_thread(self._service.get_session, *args, **kwargs)
+
+    async def append_event(self, *args: Any, **kwargs: Any) -> int:
+        """``SessionService.append_event`` in a worker thread."""
+        return await asyncio.to_thread(self._service.append_event, *args, **kwargs)
+
+    async def list_sessions(self, *args: Any, **kwargs: Any) -> SessionPage[SessionRecord]:
+        """``SessionService.list_sessions`` in a worker thread."""
+        return await asyncio.to_thread(self._service.list_sessions, *args, **kwargs)
+
+    async def delete_session(self, *args: Any, **kwargs: Any) -> bool:
+        """``SessionService.delete_session`` in a worker thread."""
+        return await asyncio.to_thread(self._service.delete_session, *args, **kwargs)
+
+    async def get_app_state(self) -> dict[str, Any]:
+        """``SessionService.get_app_state`` in a worker thread."""
+        return await asyncio.to_thread(self._service.get_app_state)
+
+    async def get_user_state(self, user_id: str) -> dict[str, Any]:
+        """``SessionService.get_user_state`` in a worker thread."""
+        return await asyncio.to_thread(self._service.get_user_state, user_id)
+
+    async def close(self) -> None:
+        """``SessionService.close`` in a worker thread."""
+        await asyncio.to_thread(self._service.close)
+
+
+class SqlSessionService(BaseSessionService):
+    """Keep Google ADK sessions, events and ``app:``/``user:`` state in SQLite or PostgreSQL.
+
+    A drop-in ``BaseSessionService`` for ``Runner(session_service=...)``.
+    Tables come only from statekeeper's migrations (``statekeeper db upgrade``
+    or ``auto_migrate=True``); nothing calls ``create_all``. Stale session
+    objects are detected by the session's integer revision, never by
+    timestamps, and ``app:``/``user:`` deltas are merged in SQL, so
+    concurrent appends on other sessions lose nothing.
+
+    Args:
+        url_or_engine: a database URL (``"sqlite:///app.db"``,
+            ``"sqlite:///:memory:"``, ``"postgresql://user@host/db"``, a
+            ``sqlalchemy.URL``) or an existing ``AsyncEngine``, which is used as
+            it is and not disposed by :meth:`close`. A URL gets statekeeper's
+            own drivers whatever driver it names: psycopg's async connections
+            for PostgreSQL; for SQLite, ``sqlite3`` run in worker threads, one
+            thread hop per call. Every ``app_name`` runs on the same database;
+            ``sqlite:///:memory:`` is one database for the service's life.
+        schema: PostgreSQL schema holding the tables.
+        ttl: seconds or a ``timedelta``; a session not written or read for that
+            long expires and reads as absent. ``None``: never.
+        auto_migrate: upgrade the database to statekeeper's schema on first use,
+            instead of raising :class:`~statekeeper.errors.SchemaNotReadyError`.
+        engine_options: extra ``create_engine`` / ``create_async_engine``
+            arguments (ignored for an ``AsyncEngine``).
+
+    Raises:
+        ValueError: a setting is invalid or the database is not supported.
+        ImportError: the database driver is missing; the message names the extra.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | AsyncEngine,
+        *,
+        schema: str | None = None,
+        ttl: float | dt.timedelta | None = None,
+        auto_migrate: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        # A PostgreSQL URL: each app's AsyncSessionService is made from it
+        # (statekeeper's stores on one URL share an engine). A SQLite URL: each
+        # app's sync SessionService, driven from a worker thread: one thread hop
+        # per call, where aiosqlite takes several per statement. An engine, or
+        # an in-memory database that must stay one database: every app's
+        # service runs on that one engine.
+        self._target: str | sa.URL | sa.Engine | AsyncEngine = url_or_engine
+        self._threaded = not isinstance(url_or_engine, AsyncEngine) and _is_sqlite(url_or_engine)
+        self._engine_options = engine_options
+        self._release: weakref.finalize[[], SqlSessionService] | None = None
+        if not isinstance(url_or_engine, AsyncEngine) and _is_memory(url_or_engine):
+            self._target, release = _engine.acquire_sync(url_or_engine, engine_options)
+            # A service dropped without close() still gives its engine back.
+            self._release = weakref.finalize(self, release)
+        self._schema = schema
+        self._ttl = ttl
+        self._auto_migrate = auto_migrate
+        self._services: dict[str, AsyncSessionService | _InThread] = {}
+        self._closed = False
+        # The first service validates the settings now rather than on first use.
+        self._first = self._service("")
+
+    @property
+    def engine(self) -> AsyncEngine | sa.Engine:
+        """The engine calls run on: a sync ``Engine`` for SQLite URLs (run in worker threads)."""
+        return self._first.engine
+
+    def _service(self, app_name: str) -> AsyncSessionService | _InThread:
+        service = self._services.get(app_name)
+        if service is None:
+            if self._closed:
+                raise StoreClosedError(
+                    f"this SqlSessionService ({self._first.engine.url!r}) was closed; "
+                    "create a new one to keep working"
+                )
+            options: dict[str, Any] = {
+                "app_name": app_name,
+                "ttl": self._ttl,
+                "schema": self._schema,
+                "auto_migrate": self._auto_migrate,
+                "engine_options": self._engine_options,
+            }
+            if self._threaded:
+                assert not isinstance(self._target, AsyncEngine)
+                service = _InThread(SessionService(self._target, **options))
+            else:
+                assert not isinstance(self._target, sa.Engine)
+                service = AsyncSessionService(self._target, **options)
+            self._services[app_name] = service
+        return service
+
+    async def _run(
+        self, app_name: str, call: Callable[[AsyncSessionService | _InThread], Awaitable[Any]]
+    ) -> Any:
+        return await call(self._service(app_name))
+
+    async def create_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        state: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        """Create a session and return it with its merged state.
+
+        Args:
+            app_name: the ADK app the session belongs to.
+            user_id: the user it belongs to.
+            state: its first state: ``app:`` keys go to the app's state,
+                ``user:`` keys to the user's, ``temp:`` keys are dropped, the
+                rest is the session's own.
+            session_id: its id; ``None`` or ``""``: a new uuid4.
+
+        Returns:
+            The new session, its state merged with the app's and user's.
+
+        Raises:
+            AlreadyExistsError: ADK's error: the app already has a session with
+                this id for this user. Nothing was written.
+            statekeeper.errors.StateEncodingError: ``state`` holds a value that
+                cannot be stored as exact JSON (NaN, infinities). Nothing was written.
+        """
+        session_id = session_id or str(uuid.uuid4())
+        initial = to_jsonable_python(state) if state else None
+        try:
+            record = await self._run(
+                app_name,
+                lambda svc: svc.create_session(
+                    session_id, user_id, state=initial, timestamp=time.time()
+                ),
+            )
+        except SessionExistsError as exc:
+            raise AlreadyExistsError(
+                f"Session with id {session_id} already exists (user {user_id!r}, "
+                f"app {app_name!r}); get it with get_session() or create it without an id"
+            ) from exc
+        return _to_session(record, app_name, [])
+
+    async def get_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        """Return a session with its merged state and its events, or ``None``.
+
+        Args:
+            app_name: the ADK app the session belongs to.
+            user_id: the user it belongs to.
+            session_id: its id.
+            config: ``num_recent_events`` (``None``: all events, ``0``: none,
+                ``n``: the last ``n``) and ``after_timestamp`` (only events at or
+                after it; ``None`` or ``0``: no filter). Both combine: the last
+                ``n`` of the events at or after the time.
+
+        Returns:
+            The session, events in the order they were appended, or ``None``
+            when it does not exist or has expired.
+        """
+        recent = config.num_recent_events if config is not None else None
+        after = (config.after_timestamp or None) if config is not None else None
+        record: SessionRecord | None = await self._run(
+            app_name,
+            lambda svc: svc.get_session(session_id, user_id, recent=recent, after=after),
+        )
+        if record is None:
+            return None
+        events = [Event.model_validate(event.data) for event in record.events]
+        return _to_session(record, app_name, events)
+
+    async def list_sessions(
+        self,
+        *,
+        app_name: str,
+        user_id: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+    ) -> SessionListPage:
+        """List an app's sessions, oldest update first, with merged state and no events.
+
+        Args:
+            app_name: the ADK app.
+            user_id: only this user's sessions; ``None``: every user's.
+            page_size: a statekeeper extension: at most this many sessions, and
+                a ``next_page_token`` for the rest. ``None`` (what ADK passes):
+                all of them.
+            page_token: the ``next_page_token`` of the previous page.
+
+        Returns:
+            A ``ListSessionsResponse`` (a :class:`SessionListPage`).
+
+        Raises:
+            ValueError: ``page_size`` is not a positive int or ``page_token`` is
+                not one this service returned.
+        """
+        service = self._service(app_name)
+        sessions: list[Session] = []
+        cursor = page_token
+        while True:
+            limit = _LIST_PAGE if page_size is None else page_size
+            page = await service.list_sessions(
+                user_id, limit=limit, cursor=cursor, oldest_first=True
+            )
+            sessions.extend(_to_session(record, app_name, []) for record in page.items)
+            cursor = page.next_cursor
+            if cursor is None or page_size is not None:
+                return SessionListPage(sessions=sessions, next_page_token=cursor)
+
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        """Delete a session and its events; never the app's or user's state.
+
+        Deleting a session that does not exist does nothing.
+
+        Args:
+            app_name: the ADK app the session belongs to.
+            user_id: the user it belongs to.
+            session_id: its id.
+        """
+        await self._run(app_name, lambda svc: svc.delete_session(session_id, user_id))
+
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        """Return a user's state in an app, keys without the ``user:`` prefix.
+
+        Args:
+            app_name: the ADK app.
+            user_id: the user.
+
+        Returns:
+            The user's state; ``{}`` when nothing was stored for them.
+        """
+        state: dict[str, Any] = await self._run(app_name, lambda svc: svc.get_user_state(user_id))
+        return state
+
+    async def get_app_state(self, *, app_name: str) -> dict[str, Any]:
+        """Return an app's state, keys without the ``app:`` prefix (a statekeeper extension).
+
+        Args:
+            app_name: the ADK app.
+
+        Returns:
+            The app's state; ``{}`` when nothing was stored for it.
+        """
+        state: dict[str, Any] = await self._run(app_name, lambda svc: svc.get_app_state())
+        return state
+
+    async def append_event(self, session: Session, event: Event) -> Event:
+        """Store an event and apply it to ``session``.
+
+        Partial (streaming) events are returned as they are and not stored.
+        Otherwise the event is stored whole, its state delta is merged into the
+        session's, user's and app's state in the same write, and the session's
+        update time becomes ``event.timestamp``. Then, as ADK's contract says,
+        ``temp:`` keys are removed from ``event.actions.state_delta`` (they stay
+        on ``session.state``), and ``session`` gets the delta, the event and
+        its new ``last_update_time``.
+
+        Args:
+            session: the session as loaded (or created) by this service.
+            event: the event to append.
+
+        Returns:
+            The event.
+
+        Raises:
+            SessionNotFoundError: ADK's error (a ``ValueError``): the session
+                does not exist, was deleted or has expired. Nothing was written.
+            StaleSessionError: a ``ValueError`` ("modified in storage"):
+                another writer appended to the session since this object was
+                loaded. Nothing was written; reload the session and retry.
+            statekeeper.errors.StateEncodingError: the event or its delta holds a
+                value that cannot be stored as exact JSON. Nothing was written.
+        """
+        if event.partial:
+            return event
+        document, delta = _stored_document(event)
+        app_name, user_id, session_id = session.app_name, session.user_id, session.id
+        service = self._service(app_name)
+        expected = _version_of(session)
+        if expected is None:
+            expected = await self._markerless_version(service, session)
+        try:
+            version = await service.append_event(
+                session_id,
+                document,
+                user_id,
+                state_delta=delta,
+                timestamp=event.timestamp,
+                expected_version=expected,
+            )
+        except SessionNotFoundError as exc:
+            raise self._not_found(session) from exc
+        except ConflictError as exc:
+            if not exc.actual:
+                raise self._not_found(session) from exc
+            raise StaleSessionError(
+                _STALE_MESSAGE.format(
+                    id=session_id,
+                    user=user_id,
+                    app=app_name,
+                    actual=exc.actual,
+                    expected=exc.expected,
+                )
+            ) from exc
+        await super().append_event(session, event)
+        session.last_update_time = event.timestamp
+        _set_version(session, version)
+        return event
+
+    @staticmethod
+    def _not_found(session: Session) -> AdkSessionNotFoundError:
+        return AdkSessionNotFoundError(
+            f"Session {session.id} not found (user {session.user_id!r}, app "
+            f"{session.app_name!r}): it was never created, was deleted or expired; "
+            "create it with create_session() first"
+        )
+
+    async def _markerless_version(
+        self, service: AsyncSessionService | _InThread, session: Session
+    ) -> int:
+        """Find the revision of a Session this service did not load (built by hand, say).
+
+        It is current when storage has not moved past its ``last_update_time``,
+        or when its events end with the stored last event and count one per
+        revision; otherwise it is stale.
+        """
+        record = await service.get_session(session.id, session.user_id, recent=1)
+        if record is None:
+            raise self._not_found(session)
+        version: int = record.version
+        if record.update_time <= session.last_update_time:
+            return version
+        last_id = record.events[-1].data.get("id") if record.events else None
+        mine = session.events[-1].id if session.events else None
+        if last_id == mine and version == len(session.events) + 1:
+            return version
+        raise StaleSessionError(
+            _STALE_MESSAGE.format(
+                id=session.id,
+                user=session.user_id,
+                app=session.app_name,
+                actual=version,
+                expected="unknown",
+            )
+        )
+
+    async def close(self) -> None:
+        """Close the service; dispose of the engine it made (not one it was given)."""
+        if self._closed:
+            return
+        self._closed = True
+        for service in self._services.values():
+            await service.close()
+        if self._release is not None:
+            engine = self._release()
+            if engine is not None:
+                await asyncio.to_thread(engine.dispose)
+
+    async def __aenter__(self) -> SqlSessionService:
+        """Return the service; :meth:`close` it on exit."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the service."""
+        await self.close()
