@@ -8,6 +8,7 @@ do not change between releases (new keys may be added).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy as sa
+from rich.console import Console
 from rich.highlighter import JSONHighlighter
 from rich.progress import (
     BarColumn,
@@ -79,6 +81,9 @@ def _json_option(help_text: str) -> Callable[[F], F]:
 def _progress(*, needed: bool) -> Progress:
     """A progress bar on standard error, shown only when ``needed`` and on a terminal."""
     console = err_console()
+    shown = needed and console.is_terminal
+    if not shown:  # some rich releases print a newline even for a disabled bar
+        console = Console(file=io.StringIO())
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -86,7 +91,7 @@ def _progress(*, needed: bool) -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not (needed and console.is_terminal),
+        disable=not shown,
     )
 
 
