@@ -33,6 +33,7 @@ from ._ops import (
 from ._records import EventRecord, SessionPage, SessionRecord
 from ._statements import one_statement_merge
 from ._statements_service import SessionMode, append_statement, service_statements
+from ._store import check_mapping
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
 
 __all__ = [
@@ -65,8 +66,7 @@ class Delta:
 
 def split_state(state: Mapping[str, Any], what: str) -> Delta:
     """Split ``state`` by key prefix and encode it (``StateEncodingError`` names a bad key)."""
-    if not isinstance(state, Mapping):
-        raise TypeError(f"{what} must be a dict, got {type(state).__name__}")
+    check_mapping(state, what)
     session: dict[str, Any] = {}
     app: dict[str, Any] = {}
     user: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _ops, _ops_service, codec
-from ._store import StoreCore
+from ._store import StoreCore, check_mapping
 
 if TYPE_CHECKING:
     from ._records import SessionPage, SessionRecord
@@ -102,8 +102,7 @@ class ServiceCore:
     ) -> _ops.Op[int]:
         """Build ``append_event``."""
         self._ids(user_id, session_id)
-        if not isinstance(event, Mapping):
-            raise TypeError(f"event must be a dict, got {type(event).__name__}")
+        check_mapping(event, "event")
         if timestamp is None:
             own = event.get("timestamp")
             usable = isinstance(own, (int, float)) and not isinstance(own, bool)

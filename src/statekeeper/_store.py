@@ -22,7 +22,9 @@ __all__ = [
     "apply_loaded",
     "check_expected",
     "check_ids",
+    "check_mapping",
     "collect_states",
+    "encoded_entries",
     "now",
     "ttl_delta",
 ]
@@ -58,6 +60,18 @@ def check_ids(user_id: str, session_id: str) -> None:
     """Raise ``ValueError`` unless both ids are usable."""
     _ops.validate_id(user_id, "user_id", allow_empty=True)
     _ops.validate_id(session_id, "session_id", allow_empty=False)
+
+
+def check_mapping(value: object, what: str) -> Mapping[str, Any]:
+    """Return ``value`` if it is a mapping, else raise ``TypeError`` naming ``what``."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def encoded_entries(value: object, what: str) -> dict[str, str]:
+    """Check that ``value`` is a mapping; encode each top-level entry (``encode_entries``)."""
+    return codec.encode_entries(check_mapping(value, what))
 
 
 def collect_states(modules: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,8 +153,7 @@ class StoreCore:
         self, user_id: str, session_id: str, modules: Mapping[str, Any], expected: int | None
     ) -> _ops.Op[int]:
         """Build ``merge_state``."""
-        if not isinstance(modules, Mapping):
-            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
+        check_mapping(modules, "modules")
         self._check_ids(user_id, session_id)
         entries = codec.encode_entries(modules)
         return _ops.merge_state(
@@ -151,8 +164,7 @@ class StoreCore:
         self, user_id: str, session_id: str, state: Mapping[str, Any], expected: int | None
     ) -> _ops.Op[int]:
         """Build ``set_state``."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        check_mapping(state, "state")
         self._check_ids(user_id, session_id)
         text = codec.encode_modules(state)
         return _ops.set_state(self.ctx, user_id, session_id, text, check_expected(expected), now())

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 
 from . import _files, _ops, codec
 from ._records import SessionInfo, SessionPage
-from ._store import apply_loaded, check_expected, check_ids, collect_states, ttl_delta
+from ._store import (
+    apply_loaded,
+    check_expected,
+    check_ids,
+    collect_states,
+    encoded_entries,
+    ttl_delta,
+)
 from .base import SessionBase
 from .errors import StatekeeperError, StoreClosedError
 
@@ -200,9 +207,7 @@ class JSONSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._path(user_id, session_id)
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict, got {type(state).__name__}")
-        entries = codec.encode_entries(state)
+        entries = encoded_entries(state, "state")
         return self._write(user_id, session_id, entries, False, expected_version)
 
     def merge_state(
@@ -214,9 +219,7 @@ class JSONSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._path(user_id, session_id)
-        if not isinstance(modules, Mapping):
-            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
-        entries = codec.encode_entries(modules)
+        entries = encoded_entries(modules, "modules")
         return self._write(user_id, session_id, entries, True, expected_version)
 
     def delete_session(self, session_id: str, user_id: str = "") -> bool:

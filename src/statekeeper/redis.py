@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops, _redis_ops, codec
-from ._store import apply_loaded, check_expected, check_ids, collect_states, ttl_delta
+from ._store import (
+    apply_loaded,
+    check_expected,
+    check_ids,
+    collect_states,
+    encoded_entries,
+    ttl_delta,
+)
 from .base import SessionBase
 from .errors import DatabaseUnavailableError, StoreClosedError
 
@@ -158,10 +164,8 @@ class RedisSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict, got {type(state).__name__}")
         expected = check_expected(expected_version)
-        entries = codec.encode_entries(state)
+        entries = encoded_entries(state, "state")
         return self._run(_redis_ops.write(self._keys, user_id, session_id, entries, True, expected))
 
     def merge_state(
@@ -173,10 +177,8 @@ class RedisSession(SessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(modules, Mapping):
-            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
         expected = check_expected(expected_version)
-        entries = codec.encode_entries(modules)
+        entries = encoded_entries(modules, "modules")
         return self._run(
             _redis_ops.write(self._keys, user_id, session_id, entries, False, expected)
         )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
-from ._store import apply_loaded, check_expected, check_ids, collect_states
+from ._store import apply_loaded, check_expected, check_ids, collect_states, encoded_entries
 from .base import AsyncSessionBase
 from .errors import StoreClosedError
 from .redis import connect_settings, redis_module, unavailable
@@ -122,10 +121,8 @@ class AsyncRedisSession(AsyncSessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict, got {type(state).__name__}")
         expected = check_expected(expected_version)
-        entries = codec.encode_entries(state)
+        entries = encoded_entries(state, "state")
         return await self._run(
             _redis_ops.write(self._keys, user_id, session_id, entries, True, expected)
         )
@@ -139,10 +136,8 @@ class AsyncRedisSession(AsyncSessionBase):
         expected_version: int | None = None,
     ) -> int:
         self._check(user_id, session_id)
-        if not isinstance(modules, Mapping):
-            raise TypeError(f"modules must be a dict, got {type(modules).__name__}")
         expected = check_expected(expected_version)
-        entries = codec.encode_entries(modules)
+        entries = encoded_entries(modules, "modules")
         return await self._run(
             _redis_ops.write(self._keys, user_id, session_id, entries, False, expected)
         )
