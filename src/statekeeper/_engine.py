@@ -10,6 +10,7 @@ closes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import threading
 import weakref
@@ -55,6 +56,19 @@ def normalize_url(url: str | sa.URL, *, is_async: bool) -> sa.URL:
         ValueError: the database is not SQLite or PostgreSQL, or the URL is malformed.
         ImportError: the driver is not installed; the message names the extra.
     """
+    parsed, backend = _parse(url)
+    driver = _DRIVERS[backend][1 if is_async else 0]
+    if importlib.util.find_spec(_MODULES[driver]) is None:
+        raise ImportError(
+            f"{backend} needs the {_MODULES[driver]!r} driver, which is not installed: "
+            f"pip install '{_EXTRAS[driver]}'"
+        )
+    return parsed.set(drivername=f"{backend}+{driver}")
+
+
+@functools.lru_cache(maxsize=64)  # a store per request parses its URL once, not every time
+def _parse(url: str | sa.URL) -> tuple[sa.URL, str]:
+    """Return the parsed URL and its backend; ``ValueError`` for one statekeeper cannot use."""
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
@@ -66,13 +80,7 @@ def normalize_url(url: str | sa.URL, *, is_async: bool) -> sa.URL:
             f"statekeeper supports SQLite and PostgreSQL, not {parsed.get_backend_name()!r} "
             f"(URL {parsed.render_as_string(hide_password=True)!r})"
         )
-    driver = _DRIVERS[backend][1 if is_async else 0]
-    if importlib.util.find_spec(_MODULES[driver]) is None:
-        raise ImportError(
-            f"{backend} needs the {_MODULES[driver]!r} driver, which is not installed: "
-            f"pip install '{_EXTRAS[driver]}'"
-        )
-    return parsed.set(drivername=f"{backend}+{driver}")
+    return parsed, backend
 
 
 def _is_memory(url: sa.URL) -> bool:

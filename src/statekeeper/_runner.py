@@ -1,10 +1,12 @@
 """What every SQL store does around its operations: the engine, the first-use check, close.
 
 A store's first call reads the database's revision (one cheap query); at
-head, that is all. Otherwise, with ``auto_migrate=True``, the store upgrades
-the database under the process-wide migration lock, on a connection of its
-own, re-reading the revision first so a database is migrated once however
-many stores start together. After ``close()`` every call raises
+head, that is all, and later stores on the same engine and schema (a store
+per request on a shared engine) skip even that read. Otherwise, with
+``auto_migrate=True``, the store upgrades the database under the
+process-wide migration lock, on a connection of its own, re-reading the
+revision first so a database is migrated once however many stores start
+together. After ``close()`` every call raises
 :class:`~statekeeper.errors.StoreClosedError`.
 """
 
@@ -24,9 +26,30 @@ from ._drivers import arun, run
 from ._schema import HEAD_REVISION
 from .errors import SchemaNotReadyError, StoreClosedError
 
-__all__ = ["AsyncRunner", "Runner"]
+__all__ = ["AsyncRunner", "Runner", "forget_heads"]
 
 T = TypeVar("T")
+
+#: The schemas found at head, per engine (an async engine's ``sync_engine``).
+#: A store on one of them needs no first-use read; the entry goes with the engine.
+_AT_HEAD: weakref.WeakKeyDictionary[sa.Engine, set[str | None]] = weakref.WeakKeyDictionary()
+_AT_HEAD_LOCK = threading.Lock()
+
+
+def _found_at_head(engine: sa.Engine, schema: str | None) -> bool:
+    with _AT_HEAD_LOCK:
+        return schema in _AT_HEAD.get(engine, ())
+
+
+def _record_at_head(engine: sa.Engine, schema: str | None) -> None:
+    with _AT_HEAD_LOCK:
+        _AT_HEAD.setdefault(engine, set()).add(schema)
+
+
+def forget_heads() -> None:
+    """Forget which databases were found at head: a migration ran, stores check again."""
+    with _AT_HEAD_LOCK:
+        _AT_HEAD.clear()
 
 
 def _bind(engine: Any, schema: str | None, owned: bool) -> Any:
@@ -90,13 +113,14 @@ class _Base:
         kind: str,
     ) -> None:
         self.engine = _bind(engine, schema, owned=release is not None)
+        self._base_engine: sa.Engine = getattr(engine, "sync_engine", engine)
         self.schema = schema
         self.auto_migrate = auto_migrate
         self.url = engine.url.render_as_string(hide_password=True)
         self._kind = kind
         self.dialect = ctx_dialect
         self._ctx = _ops.Context(ctx_dialect, "", None)
-        self._ready = False
+        self._ready = _found_at_head(self._base_engine, schema)
         self._closed = False
         # A store dropped without close() still gives its share of the engine back.
         self._release = None if release is None else weakref.finalize(self, release)
@@ -111,6 +135,7 @@ class _Base:
         message = _problem(found, self.url, self.schema)
         if message is not None:
             raise SchemaNotReadyError(message)
+        _record_at_head(self._base_engine, self.schema)
 
     def _close(self) -> Any:
         """Mark the runner closed; return the engine to dispose, if this was its last user."""

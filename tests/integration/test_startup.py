@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from statekeeper import AsyncSqlSession, SqlSession, migrations
+from statekeeper import AsyncSqlSession, SchemaNotReadyError, SqlSession, migrations
 from statekeeper import migrations as migrations_module
 
 
@@ -183,3 +183,47 @@ def test_a_store_per_request_shares_the_engine_of_the_url(sqlite_url: str) -> No
                 assert per_request.engine is long_lived.engine
                 assert per_request.get_state("s") == {"a": 1}
         assert long_lived.get_state("s") == {"a": 1}  # others closing did not close it
+
+
+def test_a_store_per_request_on_a_checked_engine_runs_no_revision_read(sqlite_url: str) -> None:
+    migrations.upgrade(sqlite_url)
+    with SqlSession(sqlite_url) as long_lived:
+        long_lived.set_state("s", {"a": 1})  # the first store reads the revision
+        statements: list[str] = []
+        sa.event.listen(
+            long_lived.engine,
+            "before_cursor_execute",
+            lambda c, cur, sql, *a: statements.append(sql),
+        )
+        with SqlSession(sqlite_url) as per_request:
+            assert per_request.get_state("s") == {"a": 1}
+    assert len(statements) == 1
+    assert "statekeeper_alembic_version" not in statements[0]
+
+
+def test_after_a_downgrade_new_stores_check_the_revision_again(sqlite_url: str) -> None:
+    migrations.upgrade(sqlite_url)
+    with SqlSession(sqlite_url) as long_lived:
+        long_lived.set_state("s", {"a": 1})
+        migrations.downgrade(sqlite_url, "base")
+        with pytest.raises(SchemaNotReadyError, match="db upgrade"):
+            SqlSession(sqlite_url).get_state("s")
+        migrations.upgrade(sqlite_url)
+        with SqlSession(sqlite_url) as per_request:
+            assert per_request.get_state("s") is None  # the downgrade dropped the data
+
+
+async def test_async_stores_per_request_share_the_revision_check(sqlite_url: str) -> None:
+    migrations.upgrade(sqlite_url)
+    async with AsyncSqlSession(sqlite_url) as long_lived:
+        await long_lived.set_state("s", {"a": 1})
+        statements: list[str] = []
+        sa.event.listen(
+            long_lived.engine.sync_engine,
+            "before_cursor_execute",
+            lambda c, cur, sql, *a: statements.append(sql),
+        )
+        for _ in range(3):
+            async with AsyncSqlSession(sqlite_url) as per_request:
+                assert await per_request.get_state("s") == {"a": 1}
+    assert len(statements) == 3

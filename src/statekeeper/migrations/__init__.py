@@ -32,6 +32,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._drivers import aconnect, connect
+from .._runner import forget_heads
 from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
 
@@ -196,7 +197,11 @@ def _run_command(conn: sa.Connection, action: str, revision: str, schema: str | 
     cfg.attributes["connection"] = conn
     applied: list[str] = []
     cfg.attributes["applied"] = applied
-    getattr(command, action)(cfg, revision)
+    try:
+        getattr(command, action)(cfg, revision)
+    finally:
+        # Stores opened later on any engine read the revision again.
+        forget_heads()
     return applied
 
 
