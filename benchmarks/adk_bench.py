@@ -340,7 +340,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "versions": _versions(),
             "adk_drivers": {"sqlite": "aiosqlite", "postgresql": "asyncpg"},
             "statekeeper_drivers": {
-                "sqlite": "sqlite3 in worker threads",
+                "sqlite": "aiosqlite",
                 "postgresql": "psycopg (async)",
             },
             "load_average_start": os.getloadavg(),
@@ -448,8 +448,8 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "database in the same run, each on its own tables, batches alternating; medians of the "
         f"batches. google-adk {v['google-adk']}, SQLAlchemy {v['sqlalchemy']}, pydantic "
         f"{v['pydantic']}. ADK runs on the async drivers it documents (aiosqlite; asyncpg "
-        f"{v['asyncpg']} on PostgreSQL), statekeeper on its own (`sqlite3` in worker threads; "
-        f"psycopg {v['psycopg']}). "
+        f"{v['asyncpg']} on PostgreSQL), statekeeper on its own (aiosqlite; "
+        f"psycopg {v['psycopg']}, async). "
         "Events are ~2 KB model replies with a two-key state delta; building the `Event` is "
         "inside each timed append on both sides. SQLite in `/dev/shm`, PostgreSQL "
         f"{meta.get('postgresql', '(skipped)')} with `synchronous_commit = off` on the same "

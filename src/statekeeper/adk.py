@@ -17,7 +17,6 @@ with ``pip install 'statekeeper[adk]'``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 import weakref
@@ -41,7 +40,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
-from .service import SessionService
 from .service_async import AsyncSessionService
 
 if TYPE_CHECKING:
@@ -49,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
-    from ._records import SessionPage, SessionRecord
+    from ._records import SessionRecord
 
 __all__ = ["SessionListPage", "SqlSessionService", "StaleSessionError"]
 
@@ -97,13 +95,6 @@ def _is_memory(url: str | sa.URL) -> bool:
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
-def _is_sqlite(url: str | sa.URL) -> bool:
-    try:
-        return sa.make_url(url).get_backend_name() == "sqlite"
-    except sa.exc.ArgumentError:
-        return False  # the service reports the malformed URL
-
-
 def _set_version(session: Session, version: int) -> None:
     if _HAS_MARKER_SLOT:
         setattr(session, _MARKER_SLOT, f"{_MARKER_PREFIX}{version}")
@@ -146,50 +137,6 @@ def _stored_document(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
     return document, delta
 
 
-class _InThread:
-    """A sync :class:`~statekeeper.SessionService` awaited from async code, a thread per call."""
-
-    def __init__(self, service: SessionService) -> None:
-        self._service = service
-
-    @property
-    def engine(self) -> sa.Engine:
-        """The sync engine the service runs on."""
-        return self._service.engine
-
-    async def create_session(self, *args: Any, **kwargs: Any) -> SessionRecord:
-        """``SessionService.create_session`` in a worker thread."""
-        return await asyncio.to_thread(self._service.create_session, *args, **kwargs)
-
-    async def get_session(self, *args: Any, **kwargs: Any) -> SessionRecord | None:
-        """``SessionService.get_session`` in a worker thread."""
-        return await asyncio.to_thread(self._service.get_session, *args, **kwargs)
-
-    async def append_event(self, *args: Any, **kwargs: Any) -> int:
-        """``SessionService.append_event`` in a worker thread."""
-        return await asyncio.to_thread(self._service.append_event, *args, **kwargs)
-
-    async def list_sessions(self, *args: Any, **kwargs: Any) -> SessionPage[SessionRecord]:
-        """``SessionService.list_sessions`` in a worker thread."""
-        return await asyncio.to_thread(self._service.list_sessions, *args, **kwargs)
-
-    async def delete_session(self, *args: Any, **kwargs: Any) -> bool:
-        """``SessionService.delete_session`` in a worker thread."""
-        return await asyncio.to_thread(self._service.delete_session, *args, **kwargs)
-
-    async def get_app_state(self) -> dict[str, Any]:
-        """``SessionService.get_app_state`` in a worker thread."""
-        return await asyncio.to_thread(self._service.get_app_state)
-
-    async def get_user_state(self, user_id: str) -> dict[str, Any]:
-        """``SessionService.get_user_state`` in a worker thread."""
-        return await asyncio.to_thread(self._service.get_user_state, user_id)
-
-    async def close(self) -> None:
-        """``SessionService.close`` in a worker thread."""
-        await asyncio.to_thread(self._service.close)
-
-
 class SqlSessionService(BaseSessionService):
     """Keep Google ADK sessions, events and ``app:``/``user:`` state in SQLite or PostgreSQL.
 
@@ -205,9 +152,8 @@ class SqlSessionService(BaseSessionService):
             ``"sqlite:///:memory:"``, ``"postgresql://user@host/db"``, a
             ``sqlalchemy.URL``) or an existing ``AsyncEngine``, which is used as
             it is and not disposed by :meth:`close`. A URL gets statekeeper's
-            own drivers whatever driver it names: psycopg's async connections
-            for PostgreSQL; for SQLite, ``sqlite3`` run in worker threads, one
-            thread hop per call. Every ``app_name`` runs on the same database;
+            own async drivers whatever driver it names: psycopg for PostgreSQL,
+            aiosqlite for SQLite. Every ``app_name`` runs on the same database;
             ``sqlite:///:memory:`` is one database for the service's life.
         schema: PostgreSQL schema holding the tables.
         ttl: seconds or a ``timedelta``; a session not written or read for that
@@ -231,34 +177,31 @@ class SqlSessionService(BaseSessionService):
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        # A PostgreSQL URL: each app's AsyncSessionService is made from it
-        # (statekeeper's stores on one URL share an engine). A SQLite URL: each
-        # app's sync SessionService, driven from a worker thread: one thread hop
-        # per call, where aiosqlite takes several per statement. An engine, or
-        # an in-memory database that must stay one database: every app's
-        # service runs on that one engine.
-        self._target: str | sa.URL | sa.Engine | AsyncEngine = url_or_engine
-        self._threaded = not isinstance(url_or_engine, AsyncEngine) and _is_sqlite(url_or_engine)
+        # Each app's AsyncSessionService is made from the URL (statekeeper's
+        # stores on one URL share an engine) or runs on the caller's engine.
+        # An in-memory database must stay one database: every app's service
+        # runs on one engine of the service's own.
+        self._target: str | sa.URL | AsyncEngine = url_or_engine
         self._engine_options = engine_options
         self._release: weakref.finalize[[], SqlSessionService] | None = None
         if not isinstance(url_or_engine, AsyncEngine) and _is_memory(url_or_engine):
-            self._target, release = _engine.acquire_sync(url_or_engine, engine_options)
+            self._target, release = _engine.acquire_async(url_or_engine, engine_options)
             # A service dropped without close() still gives its engine back.
             self._release = weakref.finalize(self, release)
         self._schema = schema
         self._ttl = ttl
         self._auto_migrate = auto_migrate
-        self._services: dict[str, AsyncSessionService | _InThread] = {}
+        self._services: dict[str, AsyncSessionService] = {}
         self._closed = False
         # The first service validates the settings now rather than on first use.
         self._first = self._service("")
 
     @property
-    def engine(self) -> AsyncEngine | sa.Engine:
-        """The engine calls run on: a sync ``Engine`` for SQLite URLs (run in worker threads)."""
+    def engine(self) -> AsyncEngine:
+        """The ``AsyncEngine`` every app's calls run on."""
         return self._first.engine
 
-    def _service(self, app_name: str) -> AsyncSessionService | _InThread:
+    def _service(self, app_name: str) -> AsyncSessionService:
         service = self._services.get(app_name)
         if service is None:
             if self._closed:
@@ -273,17 +216,12 @@ class SqlSessionService(BaseSessionService):
                 "auto_migrate": self._auto_migrate,
                 "engine_options": self._engine_options,
             }
-            if self._threaded:
-                assert not isinstance(self._target, AsyncEngine)
-                service = _InThread(SessionService(self._target, **options))
-            else:
-                assert not isinstance(self._target, sa.Engine)
-                service = AsyncSessionService(self._target, **options)
+            service = AsyncSessionService(self._target, **options)
             self._services[app_name] = service
         return service
 
     async def _run(
-        self, app_name: str, call: Callable[[AsyncSessionService | _InThread], Awaitable[Any]]
+        self, app_name: str, call: Callable[[AsyncSessionService], Awaitable[Any]]
     ) -> Any:
         return await call(self._service(app_name))
 
@@ -510,9 +448,7 @@ class SqlSessionService(BaseSessionService):
             "create it with create_session() first"
         )
 
-    async def _markerless_version(
-        self, service: AsyncSessionService | _InThread, session: Session
-    ) -> int:
+    async def _markerless_version(self, service: AsyncSessionService, session: Session) -> int:
         """Find the revision of a Session this service did not load (built by hand, say).
 
         It is current when storage has not moved past its ``last_update_time``,
@@ -549,7 +485,7 @@ class SqlSessionService(BaseSessionService):
         if self._release is not None:
             engine = self._release()
             if engine is not None:
-                await asyncio.to_thread(engine.dispose)
+                await engine.dispose()
 
     async def __aenter__(self) -> SqlSessionService:
         """Return the service; :meth:`close` it on exit."""
