@@ -191,6 +191,8 @@ def ls(
     --limit, the cursor of the next page is printed (on stderr, or as
     "next_cursor" in JSON): pass it as --cursor.
     """
+    if user_id is not None:
+        validate_id(user_id, "user_id", allow_empty=True)
     found: list[_ops_inspect.ListedSession] = []
     with _open(url, schema, app_name) as store, _progress(needed=limit > PAGE_SIZE) as progress:
         task = progress.add_task("listing sessions", total=limit)

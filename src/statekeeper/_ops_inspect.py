@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from ._ops import Call, Context, Op, _decode_cursor, _encode_cursor, validate_id
+from ._ops import Call, Context, Op, _encode_cursor, page_params
 from ._ops_service import _members, read_events
 from ._records import EventRecord, SessionInfo, SessionPage
 from ._statements_inspect import inspect_statements
@@ -52,12 +52,6 @@ class SessionView:
     events: tuple[EventRecord, ...]
 
 
-def _recent(value: object) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"the number of events must be None or a non-negative int, got {value!r}")
-    return value
-
-
 def read_session(
     ctx: Context, user_id: str, session_id: str, recent: int | None, now: dt.datetime
 ) -> Op[SessionView | None]:
@@ -65,11 +59,9 @@ def read_session(
 
     ``recent``: ``None`` all the events, ``0`` none. One SELECT of the
     session's row (scoped states included), then, if events are asked for
-    and there are some, one of its log, up to the count the row gave.
+    and there are some, one of its log, up to the count the row gave. The
+    caller has validated the ids (``_ops.validate_id``) and ``recent``.
     """
-    validate_id(user_id, "user_id", allow_empty=True)
-    validate_id(session_id, "session_id", allow_empty=False)
-    recent = _recent(recent)
     params: dict[str, Any] = {
         "p_app": ctx.app_name,
         "p_user": user_id,
@@ -101,16 +93,9 @@ def list_sessions(
 
     One statement per page, keyset-paginated with the cursors of
     ``list_sessions`` of the stores (a cursor of either serves the other).
+    The caller has validated ``user_id``.
     """
-    if user_id is not None:
-        validate_id(user_id, "user_id", allow_empty=True)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
-    params: dict[str, Any] = {"p_app": ctx.app_name, "p_now": now, "p_limit": limit + 1}
-    if user_id is not None:
-        params["p_user"] = user_id
-    if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor)
+    params = page_params(ctx, user_id, limit, cursor, now)
     statement = inspect_statements(ctx.dialect).pages[user_id is not None, cursor is not None]
     rows = (yield Call(statement, params)).all()
     items = tuple(

@@ -280,3 +280,12 @@ def test_a_database_at_revision_0001_is_not_migrated(empty_url: str, cli: Any) -
     assert (record["session_id"], record["version"], record["event_count"]) == ("old", 3, 0)
     result = cli("sessions", "show", "old", "--url", typed)
     assert json.loads(result.stdout) == {"kept": True}
+
+
+def test_ls_and_show_refuse_an_invalid_id_before_reading(sqlite_url: str, cli: Any) -> None:
+    long = "u" * 256
+    for args in (["ls", "--user", long], ["show", "s1", "--user", long]):
+        result = cli("sessions", *args, "--url", sqlite_url)  # not even migrated
+        assert result.code == 1, (args, result)
+        (line,) = result.stderr.splitlines()
+        assert "user_id is 256 characters long; at most 255 are allowed" in line
