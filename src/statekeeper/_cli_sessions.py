@@ -2,7 +2,8 @@
 
 On a terminal ``ls`` draws a table; piped or redirected it prints plain
 tab-separated lines; with ``--json`` it prints one JSON document whose keys
-do not change between releases (new keys may be added).
+do not change between releases (new keys may be added). ``ls`` and ``show``
+read through ``_ops_inspect``, whose statements never refresh an expiry.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -29,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import codec
+from . import _ops_inspect
 from ._cli_common import (
     EXIT_STATUS_HELP,
     CommandFailed,
@@ -40,21 +41,23 @@ from ._cli_common import (
     schema_option,
     url_option,
 )
-from ._ops import validate_id
-from ._schema import RawJSON
+from ._ops import Op, validate_id
 from ._schema import sessions as sessions_table
 from ._statements import PURGE_BATCH
 from .sql import SqlSession
 
 if TYPE_CHECKING:
-    from ._records import SessionInfo
+    from ._records import EventRecord, SessionInfo
 
 __all__ = ["session_record", "sessions"]
 
 #: Sessions fetched per ``list_sessions`` page.
 PAGE_SIZE = 100
+#: Events ``show`` prints unless told otherwise: the last ones.
+DEFAULT_EVENTS = 20
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -103,29 +106,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
 
 
-def _size(dialect: str) -> Any:
-    """Bytes of the stored state: UTF-8 JSON text."""
-    t = sessions_table
-    if dialect == "postgresql":
-        return sa.func.octet_length(sa.cast(t.c.state, sa.Text))
-    return sa.func.length(sa.cast(t.c.state, sa.LargeBinary))  # of TEXT: characters
-
-
-def _sizes(engine: sa.Engine, app_name: str, items: Iterable[SessionInfo]) -> dict[Any, int]:
-    """Bytes of each listed session's stored state, by (user, session)."""
-    wanted = {(i.user_id, i.session_id) for i in items}
-    if not wanted:
-        return {}
-    t = sessions_table
-    query = sa.select(t.c.user_id, t.c.session_id, _size(engine.dialect.name)).where(
-        t.c.app_name == app_name, t.c.session_id.in_(sorted({s for _, s in wanted}))
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return {(u, s): int(n) for u, s, n in rows if (u, s) in wanted}
-
-
-def session_record(info: SessionInfo, size: int | None) -> dict[str, Any]:
+def session_record(info: SessionInfo, size: int, event_count: int) -> dict[str, Any]:
     """One session of ``sessions ls --json`` (and the head of ``sessions show --json``).
 
     The keys are part of the command's interface: new ones may be added, none
@@ -140,6 +121,7 @@ def session_record(info: SessionInfo, size: int | None) -> dict[str, Any]:
         "updated_at": _iso(info.updated_at),
         "expires_at": _iso(info.expires_at),
         "size_bytes": size,
+        "event_count": event_count,
     }
 
 
@@ -157,6 +139,15 @@ def _open(url: str, schema: str | None, app_name: str) -> SqlSession:
     """A store on the database the user named, refusing an unmigrated one with the command."""
     require_migrated(url, schema)
     return SqlSession(url, app_name=app_name, schema=schema)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _read(store: SqlSession, read: Callable[..., Op[T]], *args: Any) -> T:
+    """Run one of ``_ops_inspect``'s reads on the store's engine (store has no ttl: no touch)."""
+    return store._run(read(store._core.ctx, *args, _now()))
 
 
 @click.group(short_help="List, show, delete and purge stored sessions.")
@@ -193,46 +184,54 @@ def ls(
     cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List sessions, newest update first: ids, version, times (UTC) and state size.
+    """List sessions, newest update first: ids, version, times (UTC), state size, event count.
 
     On a terminal, a table; piped or redirected, tab-separated lines under a
     header; with --json, one JSON document. When more sessions exist than
     --limit, the cursor of the next page is printed (on stderr, or as
     "next_cursor" in JSON): pass it as --cursor.
     """
-    found: list[SessionInfo] = []
-    sizes: dict[Any, int] = {}
+    if user_id is not None:
+        validate_id(user_id, "user_id", allow_empty=True)
+    found: list[_ops_inspect.ListedSession] = []
     with _open(url, schema, app_name) as store, _progress(needed=limit > PAGE_SIZE) as progress:
         task = progress.add_task("listing sessions", total=limit)
         while len(found) < limit:
-            page = store.list_sessions(
-                user_id, limit=min(PAGE_SIZE, limit - len(found)), cursor=cursor
-            )
+            wanted = min(PAGE_SIZE, limit - len(found))
+            page = _read(store, _ops_inspect.list_sessions, user_id, wanted, cursor)
             found.extend(page.items)
-            sizes.update(_sizes(store.engine, app_name, page.items))
             progress.update(task, completed=len(found))
             cursor = page.next_cursor
             if cursor is None:
                 break
 
-    records = [session_record(i, sizes.get((i.user_id, i.session_id))) for i in found]
+    records = [session_record(s.info, s.size_bytes, s.event_count) for s in found]
     if as_json:
         _print_json(
             {"app_name": app_name, "user_id": user_id, "sessions": records, "next_cursor": cursor}
         )
         return
     console = out_console()
-    columns = ("user", "session", "version", "updated (UTC)", "expires (UTC)", "size (bytes)")
+    columns = (
+        "user",
+        "session",
+        "version",
+        "updated (UTC)",
+        "expires (UTC)",
+        "size (bytes)",
+        "events",
+    )
     rows = [
         (
-            r["user_id"],
-            r["session_id"],
-            str(r["version"]),
-            _when(i.updated_at),
-            _when(i.expires_at),
-            "-" if r["size_bytes"] is None else str(r["size_bytes"]),
+            s.info.user_id,
+            s.info.session_id,
+            str(s.info.version),
+            _when(s.info.updated_at),
+            _when(s.info.expires_at),
+            str(s.size_bytes),
+            str(s.event_count),
         )
-        for i, r in zip(found, records, strict=True)
+        for s in found
     ]
     if console.is_terminal:
         whose = "every user" if user_id is None else f"user {user_id!r}"
@@ -240,7 +239,7 @@ def ls(
             title=f"{len(found)} session(s) of {whose} in app {app_name!r}", title_justify="left"
         )
         for name in columns:
-            numeric = name in ("version", "size (bytes)")
+            numeric = name in ("version", "size (bytes)", "events")
             table.add_column(
                 name,
                 justify="right" if numeric else "left",
@@ -276,9 +275,9 @@ def _one_session(command: F) -> F:
     return command
 
 
-def _json_text(state: Any) -> str:
-    """Pretty JSON that any terminal can print: lone surrogates stay ``\\udXXX`` escapes."""
-    text = json.dumps(state, indent=2, ensure_ascii=False)
+def _json_text(value: Any, *, indent: int | None = 2) -> str:
+    """JSON any terminal can print (lone surrogates stay ``\\udXXX``); ``indent=None``: one line."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
@@ -289,68 +288,158 @@ def _missing(session_id: str, user_id: str, app_name: str, what: str = "") -> Co
     )
 
 
-def _read(
-    store: SqlSession, app_name: str, user_id: str, session_id: str
-) -> tuple[dict[str, Any], Any] | None:
-    """The live session's record and state, read in one statement that refreshes nothing."""
-    t = sessions_table
-    now = dt.datetime.now(dt.timezone.utc)
-    query = sa.select(
-        sa.type_coerce(t.c.state, RawJSON()),
-        t.c.version,
-        t.c.created_at,
-        t.c.updated_at,
-        t.c.expires_at,
-        _size(store.engine.dialect.name),
-    ).where(
-        t.c.app_name == app_name,
-        t.c.user_id == user_id,
-        t.c.session_id == session_id,
-        sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
-    )
-    with store.engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None:
+def _event_count(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """``--events``: how many of the last events to print (``None``: all), or a usage error."""
+    if value.strip().lower() == "all":
         return None
-    text, version, created, updated, expires, size = row
-    record = {
-        "app_name": app_name,
-        "user_id": user_id,
-        "session_id": session_id,
-        "version": int(version),
-        "created_at": _iso(created),
-        "updated_at": _iso(updated),
-        "expires_at": _iso(expires),
-        "size_bytes": int(size),
+    try:
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of events nor 'all'") from None
+    if count < 0:
+        raise click.BadParameter(f"{value!r} is negative: pass 0 for no events, or 'all'")
+    return count
+
+
+def _event_time(timestamp: float) -> dt.datetime | None:
+    """The event's timestamp as an aware UTC datetime, or ``None`` if no datetime holds it."""
+    try:
+        return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _event_record(event: EventRecord) -> dict[str, Any]:
+    """One event of ``sessions show --json``: its seq, exact timestamp, the time in UTC, data."""
+    stamp = _event_time(event.timestamp)
+    return {
+        "seq": event.seq,
+        "timestamp": event.timestamp,
+        "time": None if stamp is None else stamp.isoformat(),
+        "data": event.data,
     }
-    return record, codec.decode(text)
 
 
-@sessions.command(short_help="Print a session's state as JSON.", epilog=EXIT_STATUS_HELP)
+def _event_line(event: EventRecord) -> tuple[str, str, str]:
+    """The cells of an event's line: seq, UTC time to the microsecond, one-line JSON."""
+    stamp = _event_time(event.timestamp)
+    when = (
+        repr(event.timestamp)
+        if stamp is None
+        else stamp.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    )
+    return str(event.seq), when, _json_text(event.data, indent=None)
+
+
+def _events_heading(view: _ops_inspect.SessionView) -> str:
+    shown, total = len(view.events), view.event_count
+    if shown == total:
+        return f"{total} event(s), oldest first, times in UTC:"
+    return (
+        f"the last {shown} of {total} event(s), oldest first, times in UTC "
+        "(--events all prints every one):"
+    )
+
+
+def _print_view(view: _ops_inspect.SessionView, asked: int | None) -> None:
+    """Print the state; for an event-log session, then its app, user state and events too."""
+    console = out_console()
+    terminal = console.is_terminal
+    highlight = JSONHighlighter()
+
+    def json_block(value: Any) -> None:
+        if terminal:
+            console.print(highlight(Text(_json_text(value))), soft_wrap=True)
+        else:
+            click.echo(_json_text(value))
+
+    def heading(text: str) -> None:
+        click.echo()
+        if terminal:
+            console.print(Text(text, style="bold"), soft_wrap=True)
+        else:
+            click.echo(text)
+
+    json_block(view.state)
+    if not view.event_log:  # a store's session: its state alone, as show always printed it
+        return
+    app, user = view.info.app_name, view.info.user_id
+    if view.app_state:
+        heading(f"app state (app: keys, shared by every session of app {app!r}):")
+        json_block(view.app_state)
+    if view.user_state:
+        heading(f"user state (user: keys, shared by every session of user {user!r}):")
+        json_block(view.user_state)
+    if asked == 0:
+        return
+    if not view.events:
+        if terminal:  # piped, nothing: a script sees no events as no lines
+            console.print(Text("\nno events", style="dim"))
+        return
+    heading(_events_heading(view))
+    lines = [_event_line(event) for event in view.events]
+    if not terminal:
+        for line in lines:
+            click.echo("\t".join(line))
+        return
+    width = max(len(seq) for seq, _, _ in lines)
+    for seq, when, text in lines:
+        console.print(Text(f"{seq:>{width}}  {when}  ") + highlight(Text(text)), soft_wrap=True)
+
+
+@sessions.command(
+    short_help="Print a session's state and its last events.", epilog=EXIT_STATUS_HELP
+)
 @_one_session
+@click.option(
+    "--events",
+    "recent",
+    default=str(DEFAULT_EVENTS),
+    show_default=True,
+    metavar="N|all",
+    callback=_event_count,
+    help="Print the session's last N events (0: none), or all of them.",
+)
 @_json_option(
-    'Print one JSON document: the session\'s ids, "version", times and "size_bytes" '
-    '(as in ls --json) and its "state".'
+    'Print one JSON document: the session\'s ids, "version", times, "size_bytes" and '
+    '"event_count" (as in ls --json), its "state", "app_state", "user_state" and "events".'
 )
 def show(
-    session_id: str, url: str, schema: str | None, app_name: str, user_id: str, as_json: bool
+    session_id: str,
+    url: str,
+    schema: str | None,
+    app_name: str,
+    user_id: str,
+    recent: int | None,
+    as_json: bool,
 ) -> None:
-    """Print a session's state as JSON (a read: it does not refresh the session's expiry)."""
+    """Print a session's state as JSON, then its last events (by default the last 20).
+
+    A read: it does not refresh the session's expiry. Each event is one line:
+    its seq, its time in UTC and its JSON document (tab-separated when piped).
+    For a session of the event-log service, the app's and the user's shared
+    state (its app: and user: keys) come between the state and the events
+    when not empty. --events 0 prints no events. With --json, one JSON
+    document holding all of it.
+    """
     validate_id(user_id, "user_id", allow_empty=True)
     validate_id(session_id, "session_id", allow_empty=False)
     with _open(url, schema, app_name) as store:
-        found = _read(store, app_name, user_id, session_id)
-    if found is None:
+        view = _read(store, _ops_inspect.read_session, user_id, session_id, recent)
+    if view is None:
         raise _missing(session_id, user_id, app_name)
-    record, state = found
-    if as_json:
-        _print_json({**record, "state": state})
+    if not as_json:
+        _print_view(view, recent)
         return
-    console = out_console()
-    if console.is_terminal:
-        console.print(JSONHighlighter()(Text(_json_text(state))), soft_wrap=True)
-    else:
-        click.echo(_json_text(state))
+    _print_json(
+        {
+            **session_record(view.info, view.size_bytes, view.event_count),
+            "state": view.state,
+            "app_state": view.app_state,
+            "user_state": view.user_state,
+            "events": [_event_record(event) for event in view.events],
+        }
+    )
 
 
 @sessions.command(short_help="Delete a session.", epilog=EXIT_STATUS_HELP)

@@ -46,6 +46,7 @@ __all__ = [
     "get_state",
     "list_sessions",
     "merge_state",
+    "page_params",
     "purge_expired",
     "schema_revision",
     "session_exists",
@@ -377,10 +378,10 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, str]:
     return updated, user_id, session_id
 
 
-def list_sessions(
+def page_params(
     ctx: Context, user_id: str | None, limit: int, cursor: str | None, now: dt.datetime
-) -> Op[SessionPage]:
-    """Return one page of live sessions, newest update first, keyset-paginated."""
+) -> dict[str, Any]:
+    """The parameters of a listing page: one row more than ``limit`` tells a next page exists."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive int, got {limit!r}")
     params: dict[str, Any] = {"p_app": ctx.app_name, "p_now": now, "p_limit": limit + 1}
@@ -388,6 +389,14 @@ def list_sessions(
         params["p_user"] = user_id
     if cursor is not None:
         params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor)
+    return params
+
+
+def list_sessions(
+    ctx: Context, user_id: str | None, limit: int, cursor: str | None, now: dt.datetime
+) -> Op[SessionPage]:
+    """Return one page of live sessions, newest update first, keyset-paginated."""
+    params = page_params(ctx, user_id, limit, cursor, now)
     statement = ctx.sql.pages[user_id is not None, cursor is not None]
     rows = (yield Call(statement, params)).all()
     items = tuple(SessionInfo(*row) for row in rows[:limit])

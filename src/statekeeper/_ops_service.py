@@ -46,6 +46,7 @@ __all__ = [
     "get_scoped_state",
     "get_session",
     "list_sessions",
+    "read_events",
     "split_state",
 ]
 
@@ -391,19 +392,36 @@ def get_session(
     row = (yield Call(sql.read if ctx.ttl is None else sql.touch, params)).first()
     if row is None:
         return None
-    events: tuple[EventRecord, ...] = ()
-    if recent != 0 and row[2]:
-        params["p_count"] = int(row[2])
-        if recent is not None:
-            params["p_recent"] = recent
-        if after is not None:
-            params["p_after"] = after
-        rows = (yield Call(sql.events[recent is not None, after is not None], params)).all()
-        if recent is not None:
-            rows = rows[::-1]
-        events = tuple(EventRecord(int(s), float(ts), codec.decode(doc)) for s, ts, doc in rows)
+    events = yield from read_events(ctx, params, int(row[2]), recent, after)
     state = _row_state(row[0], row[7], row[8])
     return _record(ctx, user_id, session_id, row, state, events)
+
+
+def read_events(
+    ctx: Context,
+    params: dict[str, Any],
+    count: int,
+    recent: int | None,
+    after: float | None,
+) -> Op[tuple[EventRecord, ...]]:
+    """Return the events asked for of a session whose log holds ``count``, oldest first.
+
+    ``params`` hold the session's key (``p_app``, ``p_user``, ``p_session``);
+    ``recent`` and ``after`` as in :func:`get_session`. The log is read up to
+    ``count`` only, so events a deleted session left under the key never show.
+    """
+    if recent == 0 or not count:
+        return ()
+    params["p_count"] = count
+    if recent is not None:
+        params["p_recent"] = recent
+    if after is not None:
+        params["p_after"] = after
+    statement = service_statements(ctx.dialect).events[recent is not None, after is not None]
+    rows = (yield Call(statement, params)).all()
+    if recent is not None:
+        rows = rows[::-1]
+    return tuple(EventRecord(int(s), float(ts), codec.decode(doc)) for s, ts, doc in rows)
 
 
 def get_scoped_state(ctx: Context, user_id: str | None) -> Op[dict[str, Any]]:

@@ -23,6 +23,7 @@ RECORD_KEYS = [
     "updated_at",
     "expires_at",
     "size_bytes",
+    "event_count",
 ]
 
 
@@ -81,6 +82,7 @@ def _tsv(output: str) -> list[list[str]]:
         "updated (UTC)",
         "expires (UTC)",
         "size (bytes)",
+        "events",
     ]
     return [line.split("\t") for line in rows]
 
@@ -206,7 +208,7 @@ def test_show_prints_the_state_as_json(url: str, cli: Any) -> None:
     result = cli(*args, "--json")
     assert result.code == 0, result
     document = json.loads(result.stdout)
-    assert list(document) == [*RECORD_KEYS, "state"]
+    assert list(document) == [*RECORD_KEYS, "state", "app_state", "user_state", "events"]
     assert document["state"] == state
     assert document["session_id"] == "s1"
     assert document["user_id"] == "alice"
