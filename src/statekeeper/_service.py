@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _ops, _ops_service, codec
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["ServiceCore"]
 
 _NO_DELTA = _ops_service.Delta()
+#: A session's own state and its ``(timestamp, document)`` events.
+_Own = tuple[dict[str, Any], list[tuple[float, Any]]]
 
 
 def _now() -> dt.datetime:
@@ -141,3 +143,61 @@ class ServiceCore:
         if user_id is not None:
             _ops.validate_id(user_id, "user_id", allow_empty=True)
         return _ops_service.get_scoped_state(self.ctx, user_id)
+
+    # ----------------------------------------------------------------------- imports
+    # What ``statekeeper import`` writes with: no public method, no async twin.
+
+    def import_session(
+        self,
+        session_id: str,
+        user_id: str,
+        state: Mapping[str, Any],
+        events: Sequence[tuple[float, Mapping[str, Any]]],
+        times: tuple[dt.datetime, dt.datetime, float],
+        overwrite: bool,
+        dry_run: bool,
+    ) -> _ops.Op[_ops_service.Verdict]:
+        """Build the import of a whole session: its own state (keys as stored) and events.
+
+        ``times`` are the created and updated datetimes and the float update
+        time. Encoding problems raise ``StateEncodingError`` naming the path
+        (``events[3].content``), before anything is written.
+        """
+        self._ids(user_id, session_id)
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        own = dict(state)
+        encoded = []
+        for i, (timestamp, event) in enumerate(events):
+            stamp = _seconds(timestamp, f"the timestamp of events[{i}]")
+            document = dict(event)
+            encoded.append((stamp, document, codec.encode(document, root=f"events[{i}]")))
+        created, updated, update_time = times
+        whole = _ops_service.WholeSession(
+            state=own,
+            state_text=codec.join_entries(codec.encode_entries(own)),
+            events=tuple(encoded),
+            created_at=created,
+            updated_at=updated,
+            update_time=_seconds(update_time, "update_time"),
+        )
+        return _ops_service.import_session(
+            self.ctx, user_id, session_id, whole, overwrite, dry_run, _now()
+        )
+
+    def own_session(self, session_id: str, user_id: str) -> _ops.Op[_Own | None]:
+        """Build the read of a session's own state and ``(timestamp, document)`` events."""
+        self._ids(user_id, session_id)
+        return _ops_service.get_own_session(self.ctx, user_id, session_id, _now())
+
+    def import_scoped(
+        self, user_id: str | None, state: Mapping[str, Any], overwrite: bool, dry_run: bool
+    ) -> _ops.Op[_ops_service.Verdict]:
+        """Build the import of the app's (``user_id`` None) or a user's whole state, unprefixed."""
+        if user_id is not None:
+            _ops.validate_id(user_id, "user_id", allow_empty=True)
+        prefix = _ops_service.APP_PREFIX if user_id is None else _ops_service.USER_PREFIX
+        encoded = _ops_service.encode_scoped(state, prefix)
+        return _ops_service.import_scoped(
+            self.ctx, user_id, dict(state), encoded, overwrite, dry_run
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -283,3 +284,92 @@ def test_statements_are_built_once(dialect: str) -> None:
     assert append_statement(dialect, "merge", True, 2) is append_statement(
         dialect, "merge", True, 2
     )
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def _whole(*events: tuple[float, dict[str, Any]]) -> _ops_service.WholeSession:
+    return _ops_service.WholeSession(
+        state={"a": 1},
+        state_text='{"a":1}',
+        events=tuple((ts, doc, json.dumps(doc)) for ts, doc in events),
+        created_at=NOW,
+        updated_at=NOW,
+        update_time=2.5,
+    )
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_import_writes_a_session_and_its_log_in_one_transaction(dialect: str) -> None:
+    whole = _whole((1.0, {"n": 1}), (1.0, {"n": 2}), (2.0, {"n": 3}))
+    steps, verdict = drive(
+        _ops_service.import_session(ctx(dialect), "u", "s", whole, False, False, NOW),
+        [],  # nothing under the key
+        [(4,)],
+        [],
+        [],
+    )
+    assert verdict == "imported"
+    assert steps[0] == _ops.BEGIN
+    assert steps[-1] == _ops.COMMIT
+    read, row, clear, log = steps[1:-1]
+    assert "FOR UPDATE" in sql(dialect, read.statement) or dialect == "sqlite"
+    assert row.params["p_version"] == 4  # a create's 1, and one per event
+    assert row.params["p_count"] == 3
+    assert row.params["p_time"] == 2.5
+    assert "DELETE FROM statekeeper_events" in sql(dialect, clear.statement)
+    assert [p["p_seq"] for p in log.params] == [1, 2, 3]  # one executemany, in order
+    assert [p["p_time"] for p in log.params] == [1.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_import_of_a_session_already_there_writes_nothing(dialect: str) -> None:
+    whole = _whole((1.0, {"n": 1}))
+    stored = [('{"a":1}', 2, 1, True)]
+    op = _ops_service.import_session(ctx(dialect), "u", "s", whole, False, False, NOW)
+    steps, verdict = drive(op, stored, [(1, 1.0, '{"n":1}')])
+    assert verdict == "unchanged"
+    assert steps[-1] == _ops.COMMIT
+    assert len(steps) == 4  # BEGIN, the row, its events, COMMIT
+    op = _ops_service.import_session(ctx(dialect), "u", "s", whole, False, False, NOW)
+    _, verdict = drive(op, stored, [(1, 1.0, '{"n":2}')])
+    assert verdict == "differs"
+    op = _ops_service.import_session(ctx(dialect), "u", "s", whole, True, False, NOW)
+    steps, verdict = drive(op, stored, [(1, 1.0, '{"n":2}')], [(3,)], [], [])
+    assert verdict == "imported"
+    assert steps[3].params["p_expected"] == 2  # replaced only if still at the version read
+    assert steps[3].params["p_version"] == 3
+
+
+def test_a_dry_run_import_only_reads() -> None:
+    op = _ops_service.import_session(ctx("sqlite"), "u", "s", _whole(), False, True, NOW)
+    steps, verdict = drive(op, [])
+    assert verdict == "imported"
+    assert len(steps) == 1
+    assert "FOR UPDATE" not in sql("postgresql", steps[0].statement)
+
+
+def test_an_import_written_meanwhile_raises_conflict() -> None:
+    op = _ops_service.import_session(ctx("postgresql"), "u", "s", _whole(), False, False, NOW)
+    with pytest.raises(ConflictError, match="during the import"):
+        drive(op, [], [])
+
+
+@pytest.mark.parametrize("user", [None, "u"])
+def test_a_scoped_import_replaces_the_whole_scope_once(user: str | None) -> None:
+    op = _ops_service.import_scoped(ctx("sqlite"), user, {"k": 1}, {"k": "1"}, False, False)
+    steps, verdict = drive(op, [], [], [])
+    assert verdict == "imported"
+    assert [s if isinstance(s, str) else type(s).__name__ for s in steps] == [
+        "BEGIN",
+        "Call",
+        "Call",
+        "Call",
+        "COMMIT",
+    ]
+    assert steps[3].params == [{"p_app": "app", "p_user": user, "p_key": "k", "p_value": "1"}]
+    op = _ops_service.import_scoped(ctx("sqlite"), user, {"k": 1}, {"k": "1"}, False, False)
+    assert drive(op, [("k", "1")])[1] == "unchanged"
+    op = _ops_service.import_scoped(ctx("sqlite"), user, {"k": 1}, {"k": "1"}, False, False)
+    assert drive(op, [("k", "2")])[1] == "differs"
