@@ -144,7 +144,8 @@ def adk_database(
     order ADK returns them, timestamps exact; app: and user: state go to the
     statekeeper app's and user's state.
     """
-    from ._import_adk import AdkDatabase, import_database
+    from ._adk_source import AdkDatabase
+    from ._import_adk import import_database
 
     out = out_console()
     console = err_console()

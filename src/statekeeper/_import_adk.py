@@ -1,386 +1,38 @@
-"""What ``statekeeper import adk-database`` reads (Google ADK's session tables) and how it writes.
+"""``statekeeper import adk-database``: Google ADK's session tables into the event-log service.
 
-The source is the database of an ADK ``DatabaseSessionService`` in the layout
-ADK calls schema version 1 (ADK 1.22 and later, every 2.x release):
-``sessions``, ``events`` holding each whole event as JSON in ``event_data``,
-``app_states``, ``user_states`` and ``adk_internal_metadata``. It is read with
-SQLAlchemy Core, a page of sessions and their events per query pair, and
-never written; ``google.adk`` is not imported. The older layout (version 0,
-ADK 1.19 to 1.21: one column per event field, pickled actions) is refused
-with the command that migrates it.
-
-Each session lands as ADK's own ``get_session`` reads it: events ordered by
-the ``timestamp`` column, ties by event id; each event the stored document
-with ``id``, ``invocation_id`` and ``timestamp`` laid over it (the float in the
-document, else the column's). The session keeps its state (session-scoped
-keys only, as ADK stores them), its times, and a version of one per event
-more than a create's. An app's ``app_states`` row becomes the statekeeper
-app's state, a ``user_states`` row that user's state (keys without prefix in
-both), so the merged state reads as ADK's.
+The source is read by ``_adk_source``. Each ADK app goes into the
+statekeeper app of the same name: an ``app_states`` row becomes the app's
+state, a ``user_states`` row that user's state (keys without prefix in
+both), so the merged state reads as ADK's; a session keeps its own state,
+its events (timestamps exact) and its times, with a version of one per event
+more than a create's.
 
 Writes go through the event-log service's import operations
-(``ServiceCore.import_session`` / ``import_scoped``): one transaction per
-session or scoped state, so a failure leaves nothing half-written. A session
-or state already there and equal counts as unchanged; one there with other
-contents is skipped unless ``overwrite``. Every write is read back and
-compared with the source.
+(``_ops_import``, built by ``ServiceCore``): a page of sessions (or of
+scoped states) is one transaction. If it fails, each of its items is written
+in a transaction of its own, so the one at fault is reported by name and
+nothing of it is left half-written. An item already there and equal counts as
+unchanged; one there with other contents is skipped unless ``overwrite``.
+Every write is read back and compared with the source.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import sqlite3
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from . import _engine, _ops
+from . import _ops
+from ._adk_source import PAGE, AdkDatabase, AdkScope, AdkSession, Unreadable
 from ._importers import Summary
-from ._ops_service import Verdict
+from ._ops_import import Verdict, WholeScope, WholeSession
 from ._runner import Runner
 from ._service import ServiceCore
 from .errors import ConflictError
 
-__all__ = [
-    "PAGE",
-    "AdkDatabase",
-    "AdkScope",
-    "AdkSession",
-    "Outcome",
-    "Unreadable",
-    "display_url",
-    "import_database",
-    "scope_name",
-    "session_name",
-]
-
-PAGE = 100
-"""Sessions read per query (their events take one more)."""
-
-_USER_PAGE = 1000
-
-_utc = dt.timezone.utc
-
-
-def display_url(url: str) -> str:
-    """``url`` for messages, password hidden."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
-
-
-def _table(name: str, *columns: str) -> sa.TableClause:
-    return sa.table(name, *(sa.column(c) for c in columns))
-
-
-# The columns read, of the tables ADK's DatabaseSessionService (schema v1) creates.
-_SESSIONS = _table("sessions", "app_name", "user_id", "id", "state", "create_time", "update_time")
-_EVENTS = _table(
-    "events", "id", "app_name", "user_id", "session_id", "invocation_id", "timestamp", "event_data"
-)
-_APP_STATES = _table("app_states", "app_name", "state")
-_USER_STATES = _table("user_states", "app_name", "user_id", "state")
-_METADATA = _table("adk_internal_metadata", "key", "value")
-_TABLES = (_SESSIONS, _EVENTS, _APP_STATES, _USER_STATES)
-
-
-def session_name(app_name: str, user_id: str, session_id: str) -> str:
-    """How messages name an ADK session."""
-    return f"app {app_name!r}, user {user_id!r}, session {session_id!r}"
-
-
-def scope_name(app_name: str, user_id: str | None) -> str:
-    """How messages name an app's state (``user_id`` None) or a user's."""
-    if user_id is None:
-        return f"app state of app {app_name!r}"
-    return f"user state of app {app_name!r}, user {user_id!r}"
-
-
-@dataclass(frozen=True, slots=True)
-class AdkSession:
-    """One ADK session, read whole: its own state, its events as ADK returns them, its times."""
-
-    app_name: str
-    user_id: str
-    session_id: str
-    state: dict[str, Any]
-    events: list[tuple[float, dict[str, Any]]]
-    times: tuple[dt.datetime, dt.datetime, float]  # created, updated, update time (float)
-
-    @property
-    def source(self) -> str:
-        """The session's name in messages."""
-        return session_name(self.app_name, self.user_id, self.session_id)
-
-
-@dataclass(frozen=True, slots=True)
-class AdkScope:
-    """The state of an ADK app (``user_id`` None) or of one user of an app, keys unprefixed."""
-
-    app_name: str
-    user_id: str | None
-    state: dict[str, Any]
-
-    @property
-    def source(self) -> str:
-        """The state's name in messages."""
-        return scope_name(self.app_name, self.user_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """A row of the source that cannot be imported, and why."""
-
-    source: str
-    reason: str
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "array", type(None): "null"}.get(type(value), "value")
-
-
-def _object(text: object, what: str) -> dict[str, Any]:
-    """Decode a JSON column read as text; it must hold an object."""
-    if text is None:
-        raise ValueError(f"{what} is NULL")
-    try:
-        value = json.loads(text)  # type: ignore[arg-type]
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{what} is nested too deeply to decode") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} is a JSON {_kind(value)}, not an object")
-    return value
-
-
-def _when(value: object, what: str) -> dt.datetime:
-    """An aware UTC datetime from a timestamp column (ADK writes naive UTC)."""
-    if isinstance(value, dt.datetime):
-        stamp = value
-    elif isinstance(value, str):  # SQLite's text
-        try:
-            stamp = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{what} {value!r} is not a date and time") from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, _utc)
-    else:
-        raise ValueError(f"{what} {value!r} is not a date and time")
-    return stamp.replace(tzinfo=_utc) if stamp.tzinfo is None else stamp.astimezone(_utc)
-
-
-def _event(row: Any) -> tuple[float, dict[str, Any]]:
-    """The ``(timestamp, document)`` of an ``events`` row, as ADK's read builds the Event."""
-    event_id, invocation_id, column_time, text = row
-    try:
-        document = _object(text, "its event_data")
-        document["id"], document["invocation_id"] = event_id, invocation_id
-        timestamp = document.get("timestamp")
-        if timestamp is None:
-            timestamp = document["timestamp"] = _when(column_time, "its timestamp").timestamp()
-        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
-            raise ValueError(f"its timestamp {timestamp!r} is not a number")
-    except ValueError as exc:
-        raise ValueError(f"event {event_id!r}: {exc}") from None
-    return float(timestamp), document
-
-
-def _engine_for(url: str) -> sa.Engine:
-    """A read-only engine on the source (a SQLite file is opened read-only, never created)."""
-    parsed = _engine.normalize_url(url, is_async=False)  # ADK's async drivers mapped
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, execution_options={"postgresql_readonly": True})
-    name = parsed.database
-    if not name or name == ":memory:":
-        raise ValueError(
-            f"{display_url(url)} is an in-memory database, which holds no ADK sessions to "
-            "import: pass the URL of the database file the DatabaseSessionService used"
-        )
-    path = Path(name)
-    if not path.is_file():
-        raise ValueError(
-            f"no SQLite database file at {name!r} ({display_url(url)}): check the path"
-        )
-    uri = path.resolve().as_uri() + "?mode=ro"
-    return sa.create_engine(
-        "sqlite+pysqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.NullPool
-    )
-
-
-class AdkDatabase:
-    """A Google ADK ``DatabaseSessionService`` database (schema v1), read-only.
-
-    Args:
-        url: its SQLAlchemy URL; ADK's async drivers (``sqlite+aiosqlite``,
-            ``postgresql+asyncpg``) are read with statekeeper's sync ones.
-
-    Raises:
-        ValueError: not SQLite or PostgreSQL, no such SQLite file, no ADK
-            tables, or ADK's older layout.
-        ImportError: the driver is missing; the message names the extra.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = display_url(url)
-        self.engine = _engine_for(url)
-        try:
-            with self.engine.connect() as conn:
-                self._check_layout(conn)
-        except BaseException:
-            self.engine.dispose()
-            raise
-
-    def _check_layout(self, conn: sa.Connection) -> None:
-        inspector = sa.inspect(conn)
-        tables = set(inspector.get_table_names())
-        missing = [t.name for t in _TABLES if t.name not in tables]
-        if missing:
-            raise ValueError(
-                f"{self.url} holds no ADK DatabaseSessionService tables (no "
-                f"{', '.join(missing)}): pass the db_url the DatabaseSessionService was "
-                "created with"
-            )
-        version = None
-        if _METADATA.name in tables:
-            version = conn.execute(
-                sa.select(_METADATA.c.value).where(_METADATA.c.key == "schema_version")
-            ).scalar()
-        columns = {c["name"] for c in inspector.get_columns(_EVENTS.name)}
-        if (version is not None and version != "1") or "event_data" not in columns:
-            raise ValueError(
-                f"{self.url} keeps ADK's sessions in the layout of schema version "
-                f"{version or '0'} (ADK before 1.22), which this import does not read: "
-                "migrate it with ADK's `adk migrate session` command, then import again"
-            )
-        for table in _TABLES:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            lacking = [c.name for c in table.columns if c.name not in have]
-            if lacking:
-                raise ValueError(
-                    f"{self.url}: ADK's table {table.name} has no column {', '.join(lacking)}; "
-                    "this import reads ADK's schema version 1 (ADK 1.22 and later)"
-                )
-
-    def apps(self) -> list[str]:
-        """The apps of the source's sessions and app states, sorted."""
-        s, a = _SESSIONS.c, _APP_STATES.c
-        query = sa.union(sa.select(s.app_name), sa.select(a.app_name))
-        with self.engine.connect() as conn:
-            return sorted(str(name) for name in conn.execute(query).scalars())
-
-    def count_sessions(self, app: str | None) -> int:
-        """How many sessions the source holds (of ``app``, or of every app)."""
-        query = sa.select(sa.func.count()).select_from(_SESSIONS)
-        if app is not None:
-            query = query.where(_SESSIONS.c.app_name == app)
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def scopes(self, app: str | None) -> Iterator[AdkScope | Unreadable]:
-        """Yield each app's and user's state that is not empty (of ``app``, or every app's)."""
-        a, u = _APP_STATES.c, _USER_STATES.c
-        query = sa.select(a.app_name, sa.cast(a.state, sa.Text)).order_by(a.app_name)
-        if app is not None:
-            query = query.where(a.app_name == app)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        for name, text in rows:
-            yield self._scope(name, None, text)
-        after: tuple[str, str] | None = None
-        while True:
-            query = sa.select(u.app_name, u.user_id, sa.cast(u.state, sa.Text))
-            if app is not None:
-                query = query.where(u.app_name == app)
-            if after is not None:
-                query = query.where(sa.tuple_(u.app_name, u.user_id) > sa.tuple_(*after))
-            query = query.order_by(u.app_name, u.user_id).limit(_USER_PAGE)
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
-            for name, user, text in rows:
-                yield self._scope(name, user, text)
-            if len(rows) < _USER_PAGE:
-                return
-            after = (rows[-1][0], rows[-1][1])
-
-    @staticmethod
-    def _scope(app: str, user: str | None, text: object) -> AdkScope | Unreadable:
-        name = scope_name(app, user)
-        try:
-            return AdkScope(app, user, _object(text, "the state"))
-        except ValueError as exc:
-            return Unreadable(name, str(exc))
-
-    def sessions(self, app: str | None) -> Iterator[AdkSession | Unreadable]:
-        """Yield every session with its events (of ``app``, or every app's), by key.
-
-        A page of sessions is one query, their events one more: the range of
-        keys from the page's first to its last, in the order ADK's read uses.
-        """
-        s, e = _SESSIONS.c, _EVENTS.c
-        after: tuple[str, str, str] | None = None
-        while True:
-            query = sa.select(
-                s.app_name, s.user_id, s.id, sa.cast(s.state, sa.Text), s.create_time, s.update_time
-            )
-            if app is not None:
-                query = query.where(s.app_name == app)
-            if after is not None:
-                query = query.where(sa.tuple_(s.app_name, s.user_id, s.id) > sa.tuple_(*after))
-            query = query.order_by(s.app_name, s.user_id, s.id).limit(PAGE)
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
-                if not rows:
-                    return
-                key = sa.tuple_(e.app_name, e.user_id, e.session_id)
-                events = (
-                    sa.select(
-                        e.app_name,
-                        e.user_id,
-                        e.session_id,
-                        e.id,
-                        e.invocation_id,
-                        e.timestamp,
-                        sa.cast(e.event_data, sa.Text),
-                    )
-                    .where(key >= sa.tuple_(*rows[0][:3]), key <= sa.tuple_(*rows[-1][:3]))
-                    .order_by(e.app_name, e.user_id, e.session_id, e.timestamp, e.id)
-                )
-                grouped: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
-                for row in conn.execute(events):
-                    grouped[row[0], row[1], row[2]].append(row[3:])
-            for row in rows:
-                yield self._session(row, grouped.get((row[0], row[1], row[2]), []))
-            if len(rows) < PAGE:
-                return
-            after = (rows[-1][0], rows[-1][1], rows[-1][2])
-
-    @staticmethod
-    def _session(row: Any, event_rows: list[Any]) -> AdkSession | Unreadable:
-        app, user, session, text, created, updated = row
-        try:
-            state = _object(text, "its state")
-            created_at = _when(created, "its create_time")
-            updated_at = _when(updated, "its update_time")
-            events = [_event(r) for r in event_rows]
-        except ValueError as exc:
-            return Unreadable(session_name(app, user, session), str(exc))
-        times = (created_at, updated_at, updated_at.timestamp())
-        return AdkSession(app, user, session, state, events, times)
-
-    def close(self) -> None:
-        """Release the source's connections."""
-        self.engine.dispose()
+__all__ = ["Outcome", "import_database"]
 
 
 @dataclass(slots=True)
@@ -397,6 +49,18 @@ class Outcome:
 
 
 _DIFFERS = "it already exists with other contents (pass --overwrite to replace it)"
+_READ_BACK = "what was read back differs from the source (written meanwhile?)"
+_USER_BATCH = 500
+"""Scoped states written per transaction."""
+
+_W = TypeVar("_W", WholeSession, WholeScope)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, sa.exc.DBAPIError):
+        detail = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
+        return f"the database refused it: {detail}"
+    return str(exc)
 
 
 class _Target:
@@ -423,70 +87,113 @@ class _Target:
             )
         return core
 
-    def scope(self, item: AdkScope, summary: Summary) -> None:
-        """Import one app's or user's state, counting it in ``summary``."""
+    def sessions(self, app: str, items: list[AdkSession], summary: Summary) -> None:
+        """Import a batch of one app's sessions, counting each in ``summary``."""
 
-        def write(core: ServiceCore) -> _ops.Op[Verdict]:
-            return core.import_scoped(item.user_id, item.state, self.overwrite, self.dry_run)
-
-        def check(core: ServiceCore) -> bool:
-            return self.run(core.scoped(item.user_id)) == item.state
-
-        self._count(item.app_name, item.source, write, check, summary)
-
-    def session(self, item: AdkSession, summary: Summary) -> None:
-        """Import one session with its events, counting it in ``summary``."""
-
-        def write(core: ServiceCore) -> _ops.Op[Verdict]:
-            return core.import_session(
-                item.session_id,
-                item.user_id,
-                item.state,
-                item.events,
-                item.times,
-                self.overwrite,
-                self.dry_run,
+        def whole(core: ServiceCore, item: AdkSession) -> WholeSession:
+            return core.whole_session(
+                item.session_id, item.user_id, item.state, item.events, item.times
             )
 
-        def check(core: ServiceCore) -> bool:
-            own = self.run(core.own_session(item.session_id, item.user_id))
-            return own == (item.state, item.events)
+        def write(
+            core: ServiceCore, batch: list[WholeSession], dry: bool
+        ) -> _ops.Op[list[Verdict]]:
+            return core.import_sessions(batch, self.overwrite, dry)
 
-        self._count(item.app_name, item.source, write, check, summary)
+        self._import(app, [(i.source, i) for i in items], whole, write, summary)
 
-    def _count(
+    def scopes(self, app: str, items: list[AdkScope], summary: Summary) -> None:
+        """Import a batch of one app's app and user states, counting each in ``summary``."""
+
+        def whole(core: ServiceCore, item: AdkScope) -> WholeScope:
+            return core.whole_scope(item.user_id, item.state)
+
+        def write(core: ServiceCore, batch: list[WholeScope], dry: bool) -> _ops.Op[list[Verdict]]:
+            return core.import_scopes(batch, self.overwrite, dry)
+
+        self._import(app, [(i.source, i) for i in items], whole, write, summary)
+
+    def _import(
         self,
         app: str,
-        source: str,
-        write: Callable[[ServiceCore], _ops.Op[Verdict]],
-        check: Callable[[ServiceCore], bool],
+        items: list[tuple[str, Any]],
+        whole: Callable[[ServiceCore, Any], _W],
+        write: Callable[[ServiceCore, list[_W], bool], _ops.Op[list[Verdict]]],
         summary: Summary,
     ) -> None:
-        """Write one item (then read it back), or record why not."""
+        """Check and encode each item, write the batch, read what was written back."""
         try:
             core = self._core(app)
-            verdict = self.run(write(core))
+        except ValueError as exc:
+            summary.failed.extend((source, str(exc)) for source, _ in items)
+            return
+        pairs: list[tuple[str, _W]] = []
+        for source, item in items:
+            try:
+                pairs.append((source, whole(core, item)))
+            except (ValueError, TypeError) as exc:  # StateEncodingError and bad ids included
+                summary.failed.append((source, str(exc)))
+        done = self._write(core, write, pairs)
+        imported = [(source, w) for source, w, verdict in done if verdict == "imported"]
+        wrong: set[str] = set()
+        if imported and not self.dry_run:  # the check: what was written, read back
+            back = self.run(write(core, [w for _, w in imported], True))
+            wrong = {
+                source for (source, _), v in zip(imported, back, strict=True) if v != "unchanged"
+            }
+        for source, _, verdict in done:
             if verdict == "unchanged":
                 summary.unchanged += 1
             elif verdict == "differs":
                 summary.skipped.append((source, _DIFFERS))
-            elif self.dry_run or check(core):
-                summary.imported += 1
+            elif verdict != "imported":
+                summary.failed.append((source, verdict))
+            elif source in wrong:
+                summary.failed.append((source, _READ_BACK))
             else:
-                summary.failed.append(
-                    (source, "what was read back differs from the source (written meanwhile?)")
-                )
-        except (ValueError, ConflictError) as exc:  # StateEncodingError and bad ids included
-            summary.failed.append((source, str(exc)))
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
+                summary.imported += 1
+
+    def _write(
+        self,
+        core: ServiceCore,
+        write: Callable[[ServiceCore, list[_W], bool], _ops.Op[list[Verdict]]],
+        pairs: list[tuple[str, _W]],
+    ) -> list[tuple[str, _W, str]]:
+        """Write a batch in one transaction; if it fails, each item in its own, to say which.
+
+        Each result is the item's verdict, or the reason it failed.
+        """
+        if not pairs:
+            return []
+        try:
+            verdicts = self.run(write(core, [w for _, w in pairs], self.dry_run))
+        except (ValueError, ConflictError, sa.exc.DBAPIError) as exc:
+            if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
                 raise
-            detail = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
-            summary.failed.append((source, f"the database refused it: {detail}"))
+            if len(pairs) == 1:
+                return [(pairs[0][0], pairs[0][1], _reason(exc))]
+            return [done for pair in pairs for done in self._write(core, write, [pair])]
+        return [(source, w, v) for (source, w), v in zip(pairs, verdicts, strict=True)]
 
     def close(self) -> None:
         """Release the target's connections."""
         self.run.close()
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive items of one app (or unreadable ones), at most ``size`` at a time."""
+    batch: list[Any] = []
+    for item in items:
+        if batch and (
+            len(batch) >= size
+            or isinstance(item, Unreadable) != isinstance(batch[0], Unreadable)
+            or (not isinstance(item, Unreadable) and item.app_name != batch[0].app_name)
+        ):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
 
 
 def import_database(
@@ -502,8 +209,9 @@ def import_database(
 ) -> Outcome:
     """Import ``source`` (every app, or only ``app``) into the statekeeper database ``to_url``.
 
-    App and user states go first, then the sessions; ``started`` is told the
-    number of sessions, ``progress`` each one done.
+    App and user states go first, then the sessions, a page of them per
+    transaction; ``started`` is told the number of sessions, ``progress``
+    how many more are done.
 
     Raises:
         SchemaNotReadyError: ``to_url`` is not migrated (checked before anything is read).
@@ -518,18 +226,19 @@ def import_database(
                 listed = ", ".join(repr(a) for a in apps) or "none"
                 raise ValueError(f"{source.url} holds no ADK app {app!r} (its apps: {listed})")
         outcome = Outcome()
-        for scope in source.scopes(app):
-            if isinstance(scope, Unreadable):
-                outcome.scopes.failed.append((scope.source, scope.reason))
-            elif scope.state:
-                target.scope(scope, outcome.scopes)
-        started(total)
-        for session in source.sessions(app):
-            if isinstance(session, Unreadable):
-                outcome.sessions.failed.append((session.source, session.reason))
+        scopes = (s for s in source.scopes(app) if isinstance(s, Unreadable) or s.state)
+        for batch in _batches(scopes, _USER_BATCH):
+            if isinstance(batch[0], Unreadable):
+                outcome.scopes.failed.extend((u.source, u.reason) for u in batch)
             else:
-                target.session(session, outcome.sessions)
-            progress(1)
+                target.scopes(batch[0].app_name, batch, outcome.scopes)
+        started(total)
+        for batch in _batches(source.sessions(app), PAGE):
+            if isinstance(batch[0], Unreadable):
+                outcome.sessions.failed.extend((u.source, u.reason) for u in batch)
+            else:
+                target.sessions(batch[0].app_name, batch, outcome.sessions)
+            progress(len(batch))
         return outcome
     finally:
         target.close()

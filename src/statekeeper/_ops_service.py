@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,12 +32,7 @@ from ._ops import (
 )
 from ._records import EventRecord, SessionPage, SessionRecord
 from ._statements import one_statement_merge
-from ._statements_service import (
-    SessionMode,
-    append_statement,
-    import_statements,
-    service_statements,
-)
+from ._statements_service import SessionMode, append_statement, service_statements
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
 
 __all__ = [
@@ -45,16 +40,11 @@ __all__ = [
     "TEMP_PREFIX",
     "USER_PREFIX",
     "Delta",
-    "Verdict",
-    "WholeSession",
     "append_event",
     "create_session",
     "encode_scoped",
-    "get_own_session",
     "get_scoped_state",
     "get_session",
-    "import_scoped",
-    "import_session",
     "list_sessions",
     "split_state",
 ]
@@ -454,149 +444,3 @@ def list_sessions(
     )
     next_cursor = _encode_cursor(items[-1]) if len(fetched) > limit else None
     return SessionPage(items, next_cursor)
-
-
-# --------------------------------------------------------------------------- imports
-
-#: What an import found: the session (or scoped state) was absent and is now
-#: written, was already there equal, or is there with other contents.
-Verdict = Literal["imported", "unchanged", "differs"]
-
-
-@dataclass(frozen=True, slots=True)
-class WholeSession:
-    """A session to import whole: its own state and events (decoded and encoded), its times."""
-
-    state: dict[str, Any]
-    state_text: str
-    events: tuple[tuple[float, dict[str, Any], str], ...]  # timestamp, document, its text
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    update_time: float
-
-    def same(self, state: Mapping[str, Any], events: list[tuple[float, Any]]) -> bool:
-        """Whether a stored own state and event log equal this session's."""
-        return state == self.state and events == [(ts, doc) for ts, doc, _ in self.events]
-
-
-def _own(ctx: Context, params: dict[str, Any], row: Any) -> Op[tuple[dict[str, Any], list[Any]]]:
-    """The own state and ``(timestamp, document)`` events of a row of ``read``."""
-    rows: list[Any] = []
-    if row[2]:
-        params["p_count"] = int(row[2])
-        rows = (yield Call(service_statements(ctx.dialect).events[False, False], params)).all()
-    return codec.decode(row[0]), [(float(ts), codec.decode(doc)) for _, ts, doc in rows]
-
-
-def get_own_session(
-    ctx: Context, user_id: str, session_id: str, now: dt.datetime
-) -> Op[tuple[dict[str, Any], list[tuple[float, Any]]] | None]:
-    """Return a live session's own state (no scoped keys) and its events, or ``None``."""
-    params = _params(ctx, user_id, session_id, now)
-    row = (yield Call(import_statements(ctx.dialect).read, params)).first()
-    if row is None or not row[3]:
-        return None
-    return (yield from _own(ctx, params, row))
-
-
-def import_session(
-    ctx: Context,
-    user_id: str,
-    session_id: str,
-    whole: WholeSession,
-    overwrite: bool,
-    dry_run: bool,
-    now: dt.datetime,
-) -> Op[Verdict]:
-    """Create a session with its whole event log in one transaction, unless it is there.
-
-    A live session under the key holding the same own state and events is
-    ``"unchanged"``; one holding others is ``"differs"`` and left alone, or
-    with ``overwrite`` replaced (its version goes on rising). The row, the
-    removal of the key's leftover events and one ``executemany`` of the
-    events share the transaction, so a failure leaves nothing behind. The
-    version is one per event more than a create's ``1``, as appends would
-    leave it. ``dry_run``: read and judge, write nothing.
-    """
-    sql = import_statements(ctx.dialect)
-    params = _params(ctx, user_id, session_id, now)
-    if not dry_run:
-        yield BEGIN
-    row = (yield Call(sql.read if dry_run else sql.read_locked, params)).first()
-    expected = -1  # matches no live row
-    verdict: Verdict | None = None
-    if row is not None and row[3]:
-        state, events = yield from _own(ctx, params, row)
-        if whole.same(state, events):
-            verdict = "unchanged"
-        elif not overwrite:
-            verdict = "differs"
-        expected = int(row[1])
-    if verdict is not None or dry_run:
-        if not dry_run:
-            yield COMMIT
-        return verdict or "imported"
-    count = len(whole.events)
-    params.update(
-        p_state=whole.state_text,
-        p_version=max(expected + 1, count + 1),
-        p_expected=expected,
-        p_created=whole.created_at,
-        p_updated=whole.updated_at,
-        p_time=whole.update_time,
-        p_count=count,
-    )
-    if (yield Call(sql.session, params)).first() is None:
-        raise ConflictError(
-            f"session {session_id!r} of user {user_id!r} was written by someone else during "
-            "the import; nothing was written: run the import again",
-            expected=max(expected, 0),
-            actual=None,
-        )
-    yield Call(sql.clear_events, params)
-    if count:
-        key = {"p_app": ctx.app_name, "p_user": user_id, "p_session": session_id}
-        rows = [
-            {**key, "p_seq": seq, "p_time": ts, "p_event": text}
-            for seq, (ts, _, text) in enumerate(whole.events, 1)
-        ]
-        yield Call(sql.event, rows)
-    yield COMMIT
-    return "imported"
-
-
-def import_scoped(
-    ctx: Context,
-    user_id: str | None,
-    state: Mapping[str, Any],
-    encoded: Mapping[str, str],
-    overwrite: bool,
-    dry_run: bool,
-) -> Op[Verdict]:
-    """Write the app's (``user_id`` None) or a user's whole state, unless it is there.
-
-    Stored equal: ``"unchanged"``; stored with other keys or values:
-    ``"differs"``, left alone unless ``overwrite`` (then replaced whole);
-    absent: written, one transaction. ``dry_run``: read and judge only.
-    """
-    sql = import_statements(ctx.dialect)
-    params: dict[str, Any] = {"p_app": ctx.app_name, "p_user": user_id}
-    if not dry_run:
-        yield BEGIN
-    rows = (yield Call(sql.app_read if user_id is None else sql.user_read, params)).all()
-    stored = {key: codec.decode(value) for key, value in rows}
-    verdict: Verdict | None = None
-    if stored == state:
-        verdict = "unchanged"
-    elif stored and not overwrite:
-        verdict = "differs"
-    if verdict is not None or dry_run:
-        if not dry_run:
-            yield COMMIT
-        return verdict or "imported"
-    yield Call(sql.app_clear if user_id is None else sql.user_clear, params)
-    if encoded:
-        insert = sql.app_insert if user_id is None else sql.user_insert
-        yield Call(insert, [{**params, "p_key": k, "p_value": v} for k, v in encoded.items()])
-    yield COMMIT
-    return "imported"

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _ops, _ops_service, codec
+from . import _ops, _ops_import, _ops_service, codec
 from ._store import StoreCore
 
 if TYPE_CHECKING:
@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["ServiceCore"]
 
 _NO_DELTA = _ops_service.Delta()
-#: A session's own state and its ``(timestamp, document)`` events.
-_Own = tuple[dict[str, Any], list[tuple[float, Any]]]
+# Aliases: inside ServiceCore, ``list`` is the method.
+_Verdicts = list[_ops_import.Verdict]
+_Sessions = list[_ops_import.WholeSession]
+_Scopes = list[_ops_import.WholeScope]
 
 
 def _now() -> dt.datetime:
@@ -147,21 +149,19 @@ class ServiceCore:
     # ----------------------------------------------------------------------- imports
     # What ``statekeeper import`` writes with: no public method, no async twin.
 
-    def import_session(
+    def whole_session(
         self,
         session_id: str,
         user_id: str,
         state: Mapping[str, Any],
         events: Sequence[tuple[float, Mapping[str, Any]]],
         times: tuple[dt.datetime, dt.datetime, float],
-        overwrite: bool,
-        dry_run: bool,
-    ) -> _ops.Op[_ops_service.Verdict]:
-        """Build the import of a whole session: its own state (keys as stored) and events.
+    ) -> _ops_import.WholeSession:
+        """Check and encode a session to import: its own state (keys as stored) and events.
 
         ``times`` are the created and updated datetimes and the float update
-        time. Encoding problems raise ``StateEncodingError`` naming the path
-        (``events[3].content``), before anything is written.
+        time. Raises ``ValueError`` for a bad id or time, ``StateEncodingError``
+        naming the path (``events[3].content``) for a value JSON cannot hold.
         """
         self._ids(user_id, session_id)
         if not isinstance(state, Mapping):
@@ -173,7 +173,9 @@ class ServiceCore:
             document = dict(event)
             encoded.append((stamp, document, codec.encode(document, root=f"events[{i}]")))
         created, updated, update_time = times
-        whole = _ops_service.WholeSession(
+        return _ops_import.WholeSession(
+            user_id=user_id,
+            session_id=session_id,
             state=own,
             state_text=codec.join_entries(codec.encode_entries(own)),
             events=tuple(encoded),
@@ -181,23 +183,22 @@ class ServiceCore:
             updated_at=updated,
             update_time=_seconds(update_time, "update_time"),
         )
-        return _ops_service.import_session(
-            self.ctx, user_id, session_id, whole, overwrite, dry_run, _now()
-        )
 
-    def own_session(self, session_id: str, user_id: str) -> _ops.Op[_Own | None]:
-        """Build the read of a session's own state and ``(timestamp, document)`` events."""
-        self._ids(user_id, session_id)
-        return _ops_service.get_own_session(self.ctx, user_id, session_id, _now())
+    def import_sessions(
+        self, batch: _Sessions, overwrite: bool, dry_run: bool
+    ) -> _ops.Op[_Verdicts]:
+        """Build the import of a batch of whole sessions (one transaction)."""
+        return _ops_import.import_sessions(self.ctx, batch, overwrite, dry_run, _now())
 
-    def import_scoped(
-        self, user_id: str | None, state: Mapping[str, Any], overwrite: bool, dry_run: bool
-    ) -> _ops.Op[_ops_service.Verdict]:
-        """Build the import of the app's (``user_id`` None) or a user's whole state, unprefixed."""
+    def whole_scope(self, user_id: str | None, state: Mapping[str, Any]) -> _ops_import.WholeScope:
+        """Check and encode the app's (``user_id`` None) or a user's state to import, unprefixed."""
         if user_id is not None:
             _ops.validate_id(user_id, "user_id", allow_empty=True)
         prefix = _ops_service.APP_PREFIX if user_id is None else _ops_service.USER_PREFIX
-        encoded = _ops_service.encode_scoped(state, prefix)
-        return _ops_service.import_scoped(
-            self.ctx, user_id, dict(state), encoded, overwrite, dry_run
+        return _ops_import.WholeScope(
+            user_id, dict(state), _ops_service.encode_scoped(state, prefix)
         )
+
+    def import_scopes(self, batch: _Scopes, overwrite: bool, dry_run: bool) -> _ops.Op[_Verdicts]:
+        """Build the import of a batch of whole scoped states (one transaction)."""
+        return _ops_import.import_scopes(self.ctx, batch, overwrite, dry_run)

@@ -23,14 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ._schema import RawDouble, RawJSON, app_state, events, sessions, user_state
 from ._statements import _KEY, _LIVE, _NOW, _pg_merged, _sqlite_merged
 
-__all__ = [
-    "ImportStatements",
-    "ServiceStatements",
-    "SessionMode",
-    "append_statement",
-    "import_statements",
-    "service_statements",
-]
+__all__ = ["SessionMode", "ServiceStatements", "append_statement", "service_statements"]
 
 t, c = sessions, sessions.c
 ev = events.c
@@ -383,87 +376,4 @@ def service_statements(dialect: str) -> ServiceStatements:
         ),
         events=_event_reads(dialect),
         pages=_pages(dialect),
-    )
-
-
-# --------------------------------------------------------------------------- imports
-
-
-@dataclass(frozen=True)
-class ImportStatements:
-    """What ``statekeeper import`` writes a whole session, or a whole scoped state, with."""
-
-    read: sa.Select[Any]
-    read_locked: sa.Select[Any]
-    session: sa.Executable
-    clear_events: sa.Executable
-    event: sa.Executable
-    app_read: sa.Select[Any]
-    user_read: sa.Select[Any]
-    app_clear: sa.Executable
-    user_clear: sa.Executable
-    app_insert: sa.Executable
-    user_insert: sa.Executable
-
-
-def _whole_session(dialect: str) -> Any:
-    """INSERT a session row as given, or replace one that is not live or at ``p_expected``.
-
-    Returns the version, or no row when a live session at another version
-    holds the key (written meanwhile).
-    """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(t).values(
-        app_name=sa.bindparam("p_app"),
-        user_id=sa.bindparam("p_user"),
-        session_id=sa.bindparam("p_session"),
-        state=sa.bindparam("p_state", type_=RawJSON()),
-        version=sa.bindparam("p_version", type_=sa.BigInteger),
-        created_at=sa.bindparam("p_created", type_=c.created_at.type),
-        updated_at=sa.bindparam("p_updated", type_=c.updated_at.type),
-        expires_at=_EXPIRES,
-        update_time=_TIME,
-        event_count=sa.bindparam("p_count", type_=sa.BigInteger),
-    )
-    ex = stmt.excluded
-    names = ("state", "version", "created_at", "updated_at", "expires_at", "update_time")
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={name: ex[name] for name in (*names, "event_count")},
-        where=sa.or_(sa.not_(_LIVE), c.version == sa.bindparam("p_expected", type_=sa.BigInteger)),
-    ).returning(c.version)
-
-
-@functools.cache
-def import_statements(dialect: str) -> ImportStatements:
-    """The import's statements for ``dialect``, built once."""
-    a, u = app_state.c, user_state.c
-    own = sa.select(_STATE_TEXT, c.version, c.event_count, _LIVE.label("live")).where(_KEY)
-    of_app = a.app_name == sa.bindparam("p_app")
-    of_user = sa.and_(u.app_name == sa.bindparam("p_app"), u.user_id == sa.bindparam("p_user"))
-    key: Any = sa.bindparam("p_key")
-    value: Any = sa.bindparam("p_value")
-    return ImportStatements(
-        read=own,
-        read_locked=own.with_for_update(),
-        session=_whole_session(dialect),
-        clear_events=sa.delete(events).where(_EVENTS_OF_KEY),
-        event=sa.insert(events).values(
-            app_name=sa.bindparam("p_app"),
-            user_id=sa.bindparam("p_user"),
-            session_id=sa.bindparam("p_session"),
-            seq=sa.bindparam("p_seq", type_=sa.BigInteger),
-            timestamp=_TIME,
-            event=sa.bindparam("p_event", type_=RawJSON()),
-        ),
-        app_read=sa.select(a.key, a.value).where(of_app).with_for_update(),
-        user_read=sa.select(u.key, u.value).where(of_user).with_for_update(),
-        app_clear=sa.delete(app_state).where(of_app),
-        user_clear=sa.delete(user_state).where(of_user),
-        app_insert=sa.insert(app_state).values(
-            app_name=sa.bindparam("p_app"), key=key, value=value
-        ),
-        user_insert=sa.insert(user_state).values(
-            app_name=sa.bindparam("p_app"), user_id=sa.bindparam("p_user"), key=key, value=value
-        ),
     )

@@ -363,3 +363,31 @@ def test_what_cannot_be_imported_is_a_clear_error(tmp_path: Path) -> None:
     assert "statekeeper db upgrade" in unmigrated.stderr
     for result in (missing, not_adk, legacy, unknown, unmigrated):
         assert "Traceback" not in result.stderr
+
+
+async def test_a_batch_that_fails_is_written_session_by_session(
+    built: Source, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statekeeper import _adk_source, _import_adk, _ops_import
+    from statekeeper.errors import ConflictError
+
+    original = _ops_import.import_sessions
+
+    def racing(ctx: Any, batch: list[Any], *args: Any) -> Any:
+        if not args[1] and any(w.session_id == "bob-1" for w in batch):  # not a dry run
+            raise ConflictError("bob-1 was written meanwhile", expected=0, actual=None)
+        return original(ctx, batch, *args)
+
+    monkeypatch.setattr(_ops_import, "import_sessions", racing)
+    source = _adk_source.AdkDatabase(built.adk_url)
+    try:
+        outcome = _import_adk.import_database(source, target)
+    finally:
+        source.close()
+    failed = {name for name, _ in outcome.sessions.failed}
+    assert failed == {_adk_source.session_name(app, "bob", "bob-1") for app in APPS}
+    assert {reason for _, reason in outcome.sessions.failed} == {"bob-1 was written meanwhile"}
+    assert outcome.sessions.imported == len(KEYS) - 2
+    others = [k for k in KEYS if k[2] != "bob-1"]
+    await _assert_as_adk_reads(built, target, others)
+    assert {row[2] for row in _snapshot(target)["statekeeper_sessions"]} == {k[2] for k in others}
