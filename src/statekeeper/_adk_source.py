@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import _engine
+from ._drivers import connect
 
 __all__ = [
     "PAGE",
@@ -212,13 +213,14 @@ class AdkDatabase:
         ValueError: not SQLite or PostgreSQL, no such SQLite file, no ADK
             tables, or ADK's older layout.
         ImportError: the driver is missing; the message names the extra.
+        DatabaseUnavailableError: the database cannot be reached.
     """
 
     def __init__(self, url: str) -> None:
         self.url = _display_url(url)
         self.engine = _engine_for(url)
         try:
-            with self.engine.connect() as conn:
+            with connect(self.engine) as conn:
                 self._check_layout(conn)
         except BaseException:
             self.engine.dispose()
@@ -259,7 +261,7 @@ class AdkDatabase:
         """The apps of the source's sessions and app states, sorted."""
         s, a = _SESSIONS.c, _APP_STATES.c
         query = sa.union(sa.select(s.app_name), sa.select(a.app_name))
-        with self.engine.connect() as conn:
+        with connect(self.engine) as conn:
             return sorted(str(name) for name in conn.execute(query).scalars())
 
     def count_sessions(self, app: str | None) -> int:
@@ -267,7 +269,7 @@ class AdkDatabase:
         query = sa.select(sa.func.count()).select_from(_SESSIONS)
         if app is not None:
             query = query.where(_SESSIONS.c.app_name == app)
-        with self.engine.connect() as conn:
+        with connect(self.engine) as conn:
             return int(conn.execute(query).scalar_one())
 
     def scopes(self, app: str | None) -> Iterator[AdkScope | Unreadable]:
@@ -276,7 +278,7 @@ class AdkDatabase:
         query = sa.select(a.app_name, sa.cast(a.state, sa.Text)).order_by(a.app_name)
         if app is not None:
             query = query.where(a.app_name == app)
-        with self.engine.connect() as conn:
+        with connect(self.engine) as conn:
             rows = conn.execute(query).all()
         for name, text in rows:
             yield self._scope(name, None, text)
@@ -288,7 +290,7 @@ class AdkDatabase:
             if after is not None:
                 query = query.where(sa.tuple_(u.app_name, u.user_id) > sa.tuple_(*after))
             query = query.order_by(u.app_name, u.user_id).limit(_USER_PAGE)
-            with self.engine.connect() as conn:
+            with connect(self.engine) as conn:
                 rows = conn.execute(query).all()
             for name, user, text in rows:
                 yield self._scope(name, user, text)
@@ -321,7 +323,7 @@ class AdkDatabase:
             if after is not None:
                 query = query.where(sa.tuple_(s.app_name, s.user_id, s.id) > sa.tuple_(*after))
             query = query.order_by(s.app_name, s.user_id, s.id).limit(PAGE)
-            with self.engine.connect() as conn:
+            with connect(self.engine) as conn:
                 rows = conn.execute(query).all()
                 if not rows:
                     return

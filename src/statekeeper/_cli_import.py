@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import _importers
-from ._cli_common import err_console, out_console, reports_errors, schema_option
+from ._cli_common import Unreachable, err_console, out_console, reports_errors, schema_option
+from .errors import DatabaseUnavailableError
 from .sql import SqlSession
 
 __all__ = ["import_"]
@@ -150,7 +151,10 @@ def adk_database(
     out = out_console()
     console = err_console()
     started = time.perf_counter()
-    source = AdkDatabase(source_url)
+    try:
+        source = AdkDatabase(source_url)
+    except DatabaseUnavailableError as exc:
+        raise Unreachable(f"the ADK database: {exc}") from exc
     try:
         with _progress(console) as bar:
             task = bar.add_task("importing", total=None)

@@ -358,10 +358,16 @@ def test_what_cannot_be_imported_is_a_clear_error(tmp_path: Path) -> None:
     assert unknown.code == 1
     assert "holds no ADK app 'nope' (its apps: none)" in unknown.stderr
 
+    down = "postgresql+asyncpg://adk:secret@127.0.0.1:1/adk"
+    unreachable = run_cli("import", "adk-database", down, "--to", to)
+    assert unreachable.code == 4, unreachable
+    assert "the ADK database: cannot connect to the database postgresql" in unreachable.stderr
+    assert "secret" not in unreachable.stderr
+
     unmigrated = run_cli("import", "adk-database", v1, "--to", f"sqlite:///{tmp_path / 'new.db'}")
     assert unmigrated.code == 3, unmigrated  # not migrated
     assert "statekeeper db upgrade" in unmigrated.stderr
-    for result in (missing, not_adk, legacy, unknown, unmigrated):
+    for result in (missing, not_adk, legacy, unknown, unreachable, unmigrated):
         assert "Traceback" not in result.stderr
 
 
