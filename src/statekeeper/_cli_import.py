@@ -157,7 +157,7 @@ def adk_database(
         raise Unreachable(f"the ADK database: {exc}") from exc
     try:
         with _progress(console) as bar:
-            task = bar.add_task("importing", total=None)
+            task = bar.add_task("importing", total=0)  # the count comes once the target is ready
             outcome = import_database(
                 source,
                 to_url,
