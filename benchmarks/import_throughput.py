@@ -1,17 +1,30 @@
-"""Throughput of ``statekeeper import agentscope-json``: sessions/s into SQLite and PostgreSQL.
+"""Throughput of ``statekeeper import``: sessions/s into SQLite and PostgreSQL.
 
 Usage::
 
-    python benchmarks/import_throughput.py                 # 100 000 files
+    python benchmarks/import_throughput.py                 # 100 000 AgentScope files
     python benchmarks/import_throughput.py --sessions 5000 # a quick run
+    python benchmarks/import_throughput.py --adk           # 2 000 ADK sessions x 10 events
+    python benchmarks/import_throughput.py --adk --sessions 200 --events 50
 
-It writes the files the way AgentScope 1.x's ``JSONSession`` does (one
-``{user_id}_{session_id}.json`` per session, ``json.dump(..., ensure_ascii=False)``;
-about 1.2 KB each: an agent with a short memory and a toolkit), runs the
-command's import (the same code as ``statekeeper import agentscope-json
---split-user``, read-back check included) into a fresh SQLite file and a
-throwaway PostgreSQL database, and prints sessions per second. PostgreSQL is
-skipped when it does not answer at ``--pg-url``.
+AgentScope (``agentscope-json``): it writes the files the way AgentScope 1.x's
+``JSONSession`` does (one ``{user_id}_{session_id}.json`` per session,
+``json.dump(..., ensure_ascii=False)``; about 1.2 KB each: an agent with a
+short memory and a toolkit), runs the command's import (the same code as
+``statekeeper import agentscope-json --split-user``, read-back check
+included) into a fresh SQLite file and a throwaway PostgreSQL database, and
+prints sessions per second.
+
+ADK (``adk-database``, ``--adk``): ADK's own ``DatabaseSessionService``
+creates its tables (SQLite file, PostgreSQL database); the rows are then
+written in bulk in the layout ADK writes (events from ADK's ``Event`` model:
+a user or model message of about 200 characters and a state delta, about
+0.6 KB each). The command's import (``statekeeper import adk-database``, the
+same code, read-back check included) goes into a fresh statekeeper database
+on the same backend; a few sessions are then read through ADK and through
+``statekeeper.adk.SqlSessionService`` and must be equal.
+
+PostgreSQL is skipped when it does not answer at ``--pg-url``.
 """
 
 from __future__ import annotations
@@ -64,9 +77,17 @@ def measure(folder: Path, url: str) -> tuple[float, _importers.Summary]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--adk", action="store_true", help="import ADK's tables instead")
+    parser.add_argument("--sessions", type=int, default=None)
+    parser.add_argument("--events", type=int, default=10, help="events per ADK session")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args()
+    if args.adk:
+        from _adk_import import run_adk
+
+        run_adk(args.sessions or 2_000, args.events, args.pg_url)
+        return
+    args.sessions = args.sessions or 100_000
     with tempfile.TemporaryDirectory(prefix="statekeeper-import-") as tmp:
         folder = Path(tmp) / "agentscope"
         folder.mkdir()

@@ -1,4 +1,4 @@
-"""``statekeeper import``: bring AgentScope 1.x sessions into a statekeeper database."""
+"""``statekeeper import``: AgentScope 1.x and Google ADK sessions into a statekeeper database."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import _importers
-from ._cli_common import err_console, out_console, reports_errors, schema_option
+from ._cli_common import Unreachable, err_console, out_console, reports_errors, schema_option
+from .errors import DatabaseUnavailableError
 from .sql import SqlSession
 
 __all__ = ["import_"]
@@ -19,20 +21,14 @@ __all__ = ["import_"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _target_options(fn: F) -> F:
+def _write_options(fn: F) -> F:
+    """``--to``, ``--schema``, ``--dry-run`` and ``--overwrite``: where and how to write."""
     fn = click.option(
         "--overwrite", is_flag=True, help="Replace sessions that exist with another state."
     )(fn)
     fn = click.option("--dry-run", is_flag=True, help="Read and check everything; write nothing.")(
         fn
     )
-    fn = click.option(
-        "--app",
-        "app_name",
-        default="",
-        metavar="APP",
-        help='The target store\'s app_name (default "").',
-    )(fn)
     fn = schema_option(fn)
     return click.option(
         "--to",
@@ -43,6 +39,18 @@ def _target_options(fn: F) -> F:
         metavar="URL",
         help="The statekeeper database to import into (run `statekeeper db upgrade` first).",
     )(fn)
+
+
+def _target_options(fn: F) -> F:
+    """The write options and ``--app``, the target store's app_name."""
+    fn = click.option(
+        "--app",
+        "app_name",
+        default="",
+        metavar="APP",
+        help='The target store\'s app_name (default "").',
+    )(fn)
+    return _write_options(fn)
 
 
 @click.group("import")
@@ -108,6 +116,89 @@ def agentscope_redis(
         client.close()
 
 
+@import_.command("adk-database")
+@click.argument("source_url", metavar="URL")
+@click.option(
+    "--app",
+    "app_name",
+    default=None,
+    metavar="APP",
+    help="Import only this ADK app (default: every app). Each ADK app goes into the "
+    "statekeeper app of the same name.",
+)
+@_write_options
+@reports_errors
+def adk_database(
+    source_url: str,
+    app_name: str | None,
+    to_url: str,
+    schema: str | None,
+    dry_run: bool,
+    overwrite: bool,
+) -> None:
+    """Import a Google ADK DatabaseSessionService database: sessions, events, app and user state.
+
+    URL is the database's SQLAlchemy URL, as given to DatabaseSessionService
+    (sqlite+aiosqlite:///adk.db, postgresql+asyncpg://user@host/db, or the same
+    without the driver); it is only read. ADK's schema version 1 is read
+    (ADK 1.22 and later, every 2.x). Each session comes with its events in the
+    order ADK returns them, timestamps exact; app: and user: state go to the
+    statekeeper app's and user's state.
+    """
+    from ._adk_source import AdkDatabase
+    from ._import_adk import import_database
+
+    out = out_console()
+    console = err_console()
+    started = time.perf_counter()
+    try:
+        source = AdkDatabase(source_url)
+    except DatabaseUnavailableError as exc:
+        raise Unreachable(f"the ADK database: {exc}") from exc
+    try:
+        with _progress(console) as bar:
+            task = bar.add_task("importing", total=0)  # the count comes once the target is ready
+            outcome = import_database(
+                source,
+                to_url,
+                schema=schema,
+                app=app_name,
+                dry_run=dry_run,
+                overwrite=overwrite,
+                started=lambda total: bar.update(task, total=total),
+                progress=lambda n: bar.advance(task, n),
+            )
+    finally:
+        source.close()
+    seconds = time.perf_counter() - started
+    for summary in (outcome.scopes, outcome.sessions):
+        for line in _importers.iter_errors(summary):
+            out.print(line, markup=False)
+    scopes = outcome.scopes
+    verb = "would import" if dry_run else "imported"
+    out.print(
+        f"app and user states: {verb} {scopes.imported}, unchanged {scopes.unchanged}, "
+        f"skipped {len(scopes.skipped)}, failed {len(scopes.failed)} of {scopes.total}",
+        markup=False,
+    )
+    _print_summary(outcome.sessions, seconds, dry_run)
+    if outcome.failed:
+        raise SystemExit(1)
+
+
+def _progress(console: Console) -> Progress:
+    """The progress bar on standard error (drawn on a terminal only; gone when done)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
 def _run(
     items: list[_importers.Item],
     to_url: str,
@@ -116,20 +207,11 @@ def _run(
     dry_run: bool,
     overwrite: bool,
 ) -> None:
-    out = out_console()
     console = err_console()
     started = time.perf_counter()
     with (
         SqlSession(to_url, app_name=app_name, schema=schema) as store,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        ) as bar,
+        _progress(console) as bar,
     ):
         task = bar.add_task("importing", total=len(items))
         summary = _importers.import_items(
@@ -140,16 +222,22 @@ def _run(
             progress=lambda n: bar.advance(task, n),
         )
     seconds = time.perf_counter() - started
+    out = out_console()
     for line in _importers.iter_errors(summary):
         out.print(line, markup=False)
+    _print_summary(summary, seconds, dry_run)
+    if summary.failed:
+        raise SystemExit(1)
+
+
+def _print_summary(summary: _importers.Summary, seconds: float, dry_run: bool) -> None:
+    """The last line: what happened to the sessions, how long it took."""
     verb = "would import" if dry_run else "imported"
     rate = summary.total / seconds if seconds > 0 else 0.0
-    out.print(
+    out_console().print(
         f"{verb} {summary.imported}, unchanged {summary.unchanged}, "
         f"skipped {len(summary.skipped)}, failed {len(summary.failed)} "
         f"of {summary.total} sessions in {seconds:.1f} s ({rate:.0f} sessions/s)"
         + (" (dry run: nothing written)" if dry_run else ""),
         markup=False,
     )
-    if summary.failed:
-        raise SystemExit(1)

@@ -18,7 +18,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -60,10 +60,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One statement to execute, with its parameters."""
+    """One statement to execute, with its parameters (a list of them: one ``executemany``)."""
 
     statement: sa.Executable
-    params: Mapping[str, Any]
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 
 class Result(Protocol):

@@ -43,6 +43,7 @@ __all__ = [
     "Delta",
     "append_event",
     "create_session",
+    "encode_scoped",
     "get_scoped_state",
     "get_session",
     "list_sessions",
@@ -83,12 +84,12 @@ def split_state(state: Mapping[str, Any], what: str) -> Delta:
     return Delta(
         session=session,
         entries=codec.encode_entries(session),
-        app=_encode_scoped(app, APP_PREFIX),
-        user=_encode_scoped(user, USER_PREFIX),
+        app=encode_scoped(app, APP_PREFIX),
+        user=encode_scoped(user, USER_PREFIX),
     )
 
 
-def _encode_scoped(values: dict[str, Any], prefix: str) -> dict[str, str]:
+def encode_scoped(values: Mapping[str, Any], prefix: str) -> dict[str, str]:
     """Encode each scoped key's value, keys sorted (the order rows are locked in)."""
     encoded = {}
     for key in sorted(values):

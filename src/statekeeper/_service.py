@@ -12,10 +12,10 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _ops, _ops_service, codec
+from . import _ops, _ops_import, _ops_service, codec
 from ._store import StoreCore, check_mapping
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["ServiceCore"]
 
 _NO_DELTA = _ops_service.Delta()
+# Aliases: inside ServiceCore, ``list`` is the method.
+_Verdicts = list[_ops_import.Verdict]
+_Sessions = list[_ops_import.WholeSession]
+_Scopes = list[_ops_import.WholeScope]
 
 
 def _now() -> dt.datetime:
@@ -140,3 +144,58 @@ class ServiceCore:
         if user_id is not None:
             _ops.validate_id(user_id, "user_id", allow_empty=True)
         return _ops_service.get_scoped_state(self.ctx, user_id)
+
+    # ----------------------------------------------------------------------- imports
+    # What ``statekeeper import`` writes with: no public method, no async twin.
+
+    def whole_session(
+        self,
+        session_id: str,
+        user_id: str,
+        state: Mapping[str, Any],
+        events: Sequence[tuple[float, Mapping[str, Any]]],
+        times: tuple[dt.datetime, dt.datetime, float],
+    ) -> _ops_import.WholeSession:
+        """Check and encode a session to import: its own state (keys as stored) and events.
+
+        ``times`` are the created and updated datetimes and the float update
+        time. Raises ``ValueError`` for a bad id or time, ``StateEncodingError``
+        naming the path (``events[3].content``) for a value JSON cannot hold.
+        """
+        self._ids(user_id, session_id)
+        own = dict(check_mapping(state, "state"))
+        encoded = []
+        for i, (timestamp, event) in enumerate(events):
+            stamp = _seconds(timestamp, f"the timestamp of events[{i}]")
+            document = dict(event)
+            encoded.append((stamp, document, codec.encode(document, root=f"events[{i}]")))
+        created, updated, update_time = times
+        return _ops_import.WholeSession(
+            user_id=user_id,
+            session_id=session_id,
+            state=own,
+            state_text=codec.join_entries(codec.encode_entries(own)),
+            events=tuple(encoded),
+            created_at=created,
+            updated_at=updated,
+            update_time=_seconds(update_time, "update_time"),
+        )
+
+    def import_sessions(
+        self, batch: _Sessions, overwrite: bool, dry_run: bool
+    ) -> _ops.Op[_Verdicts]:
+        """Build the import of a batch of whole sessions (one transaction)."""
+        return _ops_import.import_sessions(self.ctx, batch, overwrite, dry_run, _now())
+
+    def whole_scope(self, user_id: str | None, state: Mapping[str, Any]) -> _ops_import.WholeScope:
+        """Check and encode the app's (``user_id`` None) or a user's state to import, unprefixed."""
+        if user_id is not None:
+            _ops.validate_id(user_id, "user_id", allow_empty=True)
+        prefix = _ops_service.APP_PREFIX if user_id is None else _ops_service.USER_PREFIX
+        return _ops_import.WholeScope(
+            user_id, dict(state), _ops_service.encode_scoped(state, prefix)
+        )
+
+    def import_scopes(self, batch: _Scopes, overwrite: bool, dry_run: bool) -> _ops.Op[_Verdicts]:
+        """Build the import of a batch of whole scoped states (one transaction)."""
+        return _ops_import.import_scopes(self.ctx, batch, overwrite, dry_run)

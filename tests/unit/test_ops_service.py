@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from tests.unit.test_ops import NOW, FakeResult, ctx, drive, sql
 
-from statekeeper import _ops, _ops_service
+from statekeeper import _ops, _ops_import, _ops_service
 from statekeeper._statements_service import append_statement, service_statements
 from statekeeper.errors import ConflictError, SessionExistsError, SessionNotFoundError
 
@@ -283,3 +284,107 @@ def test_statements_are_built_once(dialect: str) -> None:
     assert append_statement(dialect, "merge", True, 2) is append_statement(
         dialect, "merge", True, 2
     )
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def _whole(session: str, *events: tuple[float, dict[str, Any]]) -> _ops_import.WholeSession:
+    return _ops_import.WholeSession(
+        user_id="u",
+        session_id=session,
+        state={"a": 1},
+        state_text='{"a":1}',
+        events=tuple((ts, doc, json.dumps(doc)) for ts, doc in events),
+        created_at=NOW,
+        updated_at=NOW,
+        update_time=2.5,
+    )
+
+
+def _names(steps: list[Any]) -> list[str]:
+    return [s if isinstance(s, str) else type(s).__name__ for s in steps]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_import_writes_a_batch_of_sessions_in_one_transaction(dialect: str) -> None:
+    batch = [_whole("s1", (1.0, {"n": 1}), (1.0, {"n": 2})), _whole("s2"), _whole("s3", (2.0, {}))]
+    steps, verdicts = drive(
+        _ops_import.import_sessions(ctx(dialect), batch, False, False, NOW),
+        [],  # none of the keys is there
+        [("u", "s1"), ("u", "s2"), ("u", "s3")],
+        [],
+        [],
+    )
+    assert verdicts == ["imported"] * 3
+    assert _names(steps) == ["BEGIN", "Call", "Call", "Call", "Call", "COMMIT"]
+    read, rows, clear, log = steps[1:-1]
+    if dialect == "postgresql":
+        assert "FOR UPDATE" in sql(dialect, read.statement)
+        assert "unnest" in sql(dialect, read.statement)  # the keys as two arrays
+        assert read.params["p_sessions"] == ["s1", "s2", "s3"]
+    assert [r["p_version"] for r in rows.params] == [3, 1, 2]  # a create's 1, one per event
+    assert [r["p_count"] for r in rows.params] == [2, 0, 1]
+    assert {r["p_time"] for r in rows.params} == {2.5}
+    assert "DELETE FROM statekeeper_events" in sql(dialect, clear.statement)
+    assert [(p["p_session"], p["p_seq"], p["p_time"]) for p in log.params] == [
+        ("s1", 1, 1.0),
+        ("s1", 2, 1.0),
+        ("s3", 1, 2.0),
+    ]  # every event of the batch in one executemany, in order
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_import_of_sessions_already_there_writes_nothing(dialect: str) -> None:
+    batch = [_whole("s1", (1.0, {"n": 1}))]
+    stored = [("u", "s1", '{"a":1}', 2, 1, True)]
+
+    def op(overwrite: bool = False, dry_run: bool = False) -> Any:
+        return _ops_import.import_sessions(ctx(dialect), batch, overwrite, dry_run, NOW)
+
+    steps, verdicts = drive(op(), stored, [("u", "s1", 1, 1.0, '{"n":1}')])
+    assert verdicts == ["unchanged"]
+    assert _names(steps) == ["BEGIN", "Call", "Call", "COMMIT"]  # the rows, their events
+    assert drive(op(), stored, [("u", "s1", 1, 1.0, '{"n":2}')])[1] == ["differs"]
+    leftover = [("u", "s1", 1, 1.0, '{"n":1}'), ("u", "s1", 2, 1.0, "{}")]  # past the count
+    assert drive(op(), stored, leftover)[1] == ["unchanged"]
+    steps, verdicts = drive(op(overwrite=True), stored, [("u", "s1", 1, 1.0, "{}")], [(3,)], [], [])
+    assert verdicts == ["imported"]
+    assert steps[3].params["p_expected"] == 2  # replaced only if still at the version read
+    assert steps[3].params["p_version"] == 3
+
+
+def test_a_dry_run_import_only_reads() -> None:
+    op = _ops_import.import_sessions(ctx("postgresql"), [_whole("s")], False, True, NOW)
+    steps, verdicts = drive(op, [])
+    assert verdicts == ["imported"]
+    assert len(steps) == 1
+    assert "FOR UPDATE" not in sql("postgresql", steps[0].statement)
+
+
+def test_a_session_written_meanwhile_raises_conflict() -> None:
+    batch = [_whole("s1"), _whole("s2")]
+    op = _ops_import.import_sessions(ctx("postgresql"), batch, False, False, NOW)
+    with pytest.raises(ConflictError, match="'s2' of user 'u' was written by someone else"):
+        drive(op, [], [("u", "s1")])
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_scoped_import_replaces_whole_scopes_in_one_transaction(dialect: str) -> None:
+    batch = [
+        _ops_import.WholeScope(None, {"k": 1}, {"k": "1"}),
+        _ops_import.WholeScope("u", {"k": 2}, {"k": "2"}),
+        _ops_import.WholeScope("v", {"k": 3}, {"k": "3"}),
+    ]
+
+    def op() -> Any:
+        return _ops_import.import_scopes(ctx(dialect), batch, False, False)
+
+    steps, verdicts = drive(op(), [], [("v", "k", "3")], [], [], [], [])
+    assert verdicts == ["imported", "imported", "unchanged"]
+    assert _names(steps) == ["BEGIN", *["Call"] * 6, "COMMIT"]
+    assert steps[4].params["p_users"] == ["u"]  # only the written users' rows are replaced
+    assert steps[5].params == [{"p_app": "app", "p_key": "k", "p_value": "1"}]
+    assert steps[6].params == [{"p_app": "app", "p_user": "u", "p_key": "k", "p_value": "2"}]
+    _, verdicts = drive(op(), [("k", "2")], [("u", "k", "2"), ("v", "k", "3")])
+    assert verdicts == ["differs", "unchanged", "unchanged"]

@@ -1,0 +1,223 @@
+"""``import_throughput.py --adk``: ``statekeeper import adk-database`` on SQLite and PostgreSQL.
+
+The source's tables come from ADK's own ``DatabaseSessionService``; its rows
+are written in bulk, as ADK writes them (JSON text on SQLite, ``jsonb`` on
+PostgreSQL, naive UTC times), since appending 20 000 events through ADK
+would take longer than the import being measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions import DatabaseSessionService
+from google.genai import types
+
+from statekeeper import _adk_source, _import_adk, migrations
+from statekeeper.adk import SqlSessionService
+
+APPS = ("support", "triage")
+USERS = 100
+T0 = 1_760_000_000.0
+
+
+def _naive(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _event(i: int, k: int, timestamp: float) -> dict[str, Any]:
+    role = "user" if k % 2 == 0 else "model"
+    text = f"turn {k} of session {i}: " + "could you check the status of my order? " * 5
+    event = Event(
+        author="user" if role == "user" else "support_agent",
+        invocation_id=f"e-{uuid.uuid4()}",
+        content=types.Content(role=role, parts=[types.Part(text=text)]),
+        actions=EventActions(state_delta={"turn": k, "user:last_seen": timestamp}),
+        timestamp=timestamp,
+    )
+    document: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+    return document
+
+
+def _fill(sync_url: str, adk_url: str, sessions: int, events: int) -> None:
+    """Create ADK's tables with ADK, then write ``sessions`` x ``events`` rows in bulk."""
+
+    async def tables() -> None:
+        service = DatabaseSessionService(adk_url)
+        await service.prepare_tables()
+        await service.close()
+
+    asyncio.run(tables())
+    engine = sa.create_engine(sync_url)
+    pg = engine.dialect.name == "postgresql"
+    js = "CAST(:{} AS JSONB)" if pg else ":{}"
+    session_rows, event_rows = [], []
+    for i in range(sessions):
+        app, user, sid = APPS[i % len(APPS)], f"user{i % USERS}", f"session-{i}"
+        stamps = [T0 + i + k * 0.25 for k in range(events)]
+        state = {"topic": "billing", "turn": events - 1, "order": {"id": i, "items": [1, 2, 3]}}
+        update = stamps[-1] if stamps else T0 + i
+        session_rows.append(
+            {
+                "a": app,
+                "u": user,
+                "s": sid,
+                "state": json.dumps(state),
+                "c": _naive(T0 + i),
+                "t": _naive(update),
+            }
+        )
+        for k, stamp in enumerate(stamps):
+            document = _event(i, k, stamp)
+            event_rows.append(
+                {
+                    "id": document["id"],
+                    "a": app,
+                    "u": user,
+                    "s": sid,
+                    "inv": document["invocation_id"],
+                    "t": _naive(stamp),
+                    "data": json.dumps(document),
+                }
+            )
+    now = _naive(time.time())
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sessions (app_name, user_id, id, state, create_time, update_time) "
+                f"VALUES (:a, :u, :s, {js.format('state')}, :c, :t)"
+            ),
+            session_rows,
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO events (id, app_name, user_id, session_id, invocation_id, "
+                f"timestamp, event_data) VALUES (:id, :a, :u, :s, :inv, :t, {js.format('data')})"
+            ),
+            event_rows,
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO app_states (app_name, state, update_time) "
+                f"VALUES (:a, {js.format('state')}, :t)"
+            ),
+            [{"a": a, "state": json.dumps({"model": "gemini-2.5-flash"}), "t": now} for a in APPS],
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO user_states (app_name, user_id, state, update_time) "
+                f"VALUES (:a, :u, {js.format('state')}, :t)"
+            ),
+            [
+                {"a": app, "u": f"user{u}", "state": json.dumps({"last_seen": T0 + u}), "t": now}
+                for app in APPS
+                for u in range(USERS)
+            ],
+        )
+    engine.dispose()
+
+
+def _measure(adk_url: str, target: str) -> tuple[float, _import_adk.Outcome]:
+    started = time.perf_counter()
+    source = _adk_source.AdkDatabase(adk_url)
+    try:
+        outcome = _import_adk.import_database(source, target)
+    finally:
+        source.close()
+    return time.perf_counter() - started, outcome
+
+
+def _same_as_adk(adk_url: str, target: str, sessions: int) -> None:
+    """A few sessions read through ADK and through statekeeper's adapter are equal."""
+
+    async def check() -> None:
+        adk, ours = DatabaseSessionService(adk_url), SqlSessionService(target)
+        try:
+            for i in (0, sessions // 2, sessions - 1):
+                key = {"app_name": APPS[i % len(APPS)], "user_id": f"user{i % USERS}"}
+                want = await adk.get_session(**key, session_id=f"session-{i}")
+                got = await ours.get_session(**key, session_id=f"session-{i}")
+                assert want is not None
+                assert got is not None
+                assert got.model_dump() == want.model_dump(), i
+        finally:
+            await adk.close()
+            await ours.close()
+
+    asyncio.run(check())
+
+
+def run_adk(sessions: int, events: int, pg_url: str) -> None:
+    """Build the sources, import each into a fresh statekeeper database, print sessions/s."""
+    admin = sa.create_engine(
+        sa.make_url(pg_url).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.NullPool,
+    )
+    created: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="statekeeper-adk-import-") as tmp:
+        # (label, source as ADK names it, the same for plain SQL, target)
+        runs = [
+            (
+                "sqlite",
+                f"sqlite+aiosqlite:///{tmp}/adk.db",
+                f"sqlite:///{tmp}/adk.db",
+                f"sqlite:///{Path(tmp) / 'statekeeper.db'}",
+            )
+        ]
+        try:
+            names = [f"statekeeper_bench_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+            with admin.connect() as conn:
+                for name in names:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                    created.append(name)
+            base = sa.make_url(pg_url)
+            src, dst = (base.set(database=n) for n in names)
+            runs.append(
+                (
+                    "postgresql",
+                    src.set(drivername="postgresql+asyncpg").render_as_string(False),
+                    src.set(drivername="postgresql+psycopg").render_as_string(False),
+                    dst.render_as_string(False),
+                )
+            )
+        except sa.exc.OperationalError as exc:
+            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+        try:
+            for label, adk_url, sync_url, target in runs:
+                t0 = time.perf_counter()
+                _fill(sync_url, adk_url, sessions, events)
+                print(
+                    f"{label:10} source: {sessions} ADK sessions x {events} events "
+                    f"written in {time.perf_counter() - t0:.1f} s"
+                )
+                migrations.upgrade(target)
+                seconds, outcome = _measure(adk_url, target)
+                assert outcome.sessions.imported == sessions, outcome.sessions.failed[:3]
+                assert not outcome.failed, outcome.scopes.failed[:3]
+                print(
+                    f"{label:10} {sessions} sessions ({sessions * events} events) in "
+                    f"{seconds:6.1f} s: {sessions / seconds:7.0f} sessions/s, "
+                    f"{sessions * events / seconds:7.0f} events/s (read-back check included)"
+                )
+                again, outcome = _measure(adk_url, target)
+                assert outcome.sessions.unchanged == sessions
+                rate = sessions / again
+                print(f"{label:10} second run (nothing to write): {rate:7.0f} sessions/s")
+                _same_as_adk(adk_url, target, sessions)
+        finally:
+            with admin.connect() as conn:
+                for name in created:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
