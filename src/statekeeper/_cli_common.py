@@ -198,7 +198,8 @@ def reports_errors(fn: F) -> F:
         except click.ClickException:
             raise
         except Exception as exc:
-            failure = _failure(exc, kwargs.get("url"))
+            # The database a command works on: --url, or the target of an import.
+            failure = _failure(exc, kwargs.get("url") or kwargs.get("to_url"))
             if failure is None:
                 raise
             raise failure from exc

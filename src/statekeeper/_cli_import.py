@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import _importers
-from ._cli_common import Unreachable, err_console, out_console, reports_errors, schema_option
+from ._cli_common import (
+    Unreachable,
+    display_url,
+    err_console,
+    out_console,
+    reports_errors,
+    schema_option,
+)
 from .errors import DatabaseUnavailableError
 from .sql import SqlSession
 
@@ -106,11 +113,17 @@ def agentscope_redis(
     overwrite: bool,
 ) -> None:
     """Import the keys of an AgentScope RedisSession (found with SCAN, never KEYS)."""
-    from .redis import redis_module
+    from .redis import redis_module, unavailable
 
-    client = redis_module().Redis.from_url(redis_url)
+    redis = redis_module()
+    client = redis.Redis.from_url(redis_url)
     try:
-        items = _importers.agentscope_redis(client, key_prefix)
+        try:
+            items = _importers.agentscope_redis(client, key_prefix)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise Unreachable(
+                f"the AgentScope Redis source: {unavailable(display_url(redis_url), exc)}"
+            ) from exc
         _run(items, to_url, schema, app_name, dry_run, overwrite)
     finally:
         client.close()

@@ -111,3 +111,12 @@ def test_imports_adks_layout_into_the_same_database(url: str) -> None:
         assert (bob.events, bob.version) == ((), 1)
     again = run_cli("import", "adk-database", url, "--to", url, "--app", "support")
     assert "imported 0, unchanged 2, skipped 0, failed 0 of 2 sessions" in again.stdout
+
+
+def test_an_unreachable_target_names_its_url_in_one_line(url: str) -> None:
+    target = "postgresql://postgres@127.0.0.1:1/x"  # port 1: nothing listens
+    result = run_cli("import", "adk-database", url, "--to", target)
+    assert result.code == 4, result  # unreachable
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: could not reach the database {target}: "), line

@@ -120,3 +120,22 @@ def test_imports_agentscope_redis_keys(url: str, redis_url: str, redis_prefix: s
         assert store.get_state("s1") == STATES["s1"]
         assert store.get_state("a:b", user_id="alice") == STATES["alice_s2"]
     assert "imported 0, unchanged 2" in _run(*args).output
+
+
+def test_an_unreachable_target_names_its_url_in_one_line(folder: Path, cli: Any) -> None:
+    target = "postgresql://postgres@127.0.0.1:1/x"  # port 1: nothing listens
+    result = cli("import", "agentscope-json", str(folder), "--to", target)
+    assert result.code == 4, result  # unreachable
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: could not reach the database {target}: "), line
+
+
+def test_an_unreachable_redis_source_is_one_line(url: str, cli: Any) -> None:
+    source = "redis://127.0.0.1:1/0"  # port 1: nothing listens
+    result = cli("import", "agentscope-redis", source, "--to", url)
+    assert result.code == 4, result  # unreachable
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: the AgentScope Redis source: Redis at {source} "), line
+    assert "could not be reached" in line
