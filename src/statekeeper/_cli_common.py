@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import DatabaseUnavailableError, SchemaNotReadyError, StatekeeperError
 
 __all__ = [
+    "progress_bar",
     "DOCS_HINT",
     "EXIT_ERROR",
     "EXIT_NOT_MIGRATED",
@@ -205,3 +208,20 @@ def reports_errors(fn: F) -> F:
             raise failure from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(*, needed: bool = True) -> Progress:
+    """A progress bar on standard error: drawn when ``needed`` and on a terminal, gone when done."""
+    console = err_console()
+    shown = needed and console.is_terminal
+    if not shown:  # some rich releases (12) print a newline even for a disabled bar
+        console = Console(file=io.StringIO())
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not shown,
+    )

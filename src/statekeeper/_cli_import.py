@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import _importers
 from ._cli_common import (
     Unreachable,
     display_url,
-    err_console,
     out_console,
+    progress_bar,
     reports_errors,
     schema_option,
 )
@@ -162,14 +160,13 @@ def adk_database(
     from ._import_adk import import_database
 
     out = out_console()
-    console = err_console()
     started = time.perf_counter()
     try:
         source = AdkDatabase(source_url)
     except DatabaseUnavailableError as exc:
         raise Unreachable(f"the ADK database: {exc}") from exc
     try:
-        with _progress(console) as bar:
+        with progress_bar() as bar:
             task = bar.add_task("importing", total=0)  # the count comes once the target is ready
             outcome = import_database(
                 source,
@@ -199,19 +196,6 @@ def adk_database(
         raise SystemExit(1)
 
 
-def _progress(console: Console) -> Progress:
-    """The progress bar on standard error (drawn on a terminal only; gone when done)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
 def _run(
     items: list[_importers.Item],
     to_url: str,
@@ -220,11 +204,10 @@ def _run(
     dry_run: bool,
     overwrite: bool,
 ) -> None:
-    console = err_console()
     started = time.perf_counter()
     with (
         SqlSession(to_url, app_name=app_name, schema=schema) as store,
-        _progress(console) as bar,
+        progress_bar() as bar,
     ):
         task = bar.add_task("importing", total=len(items))
         summary = _importers.import_items(

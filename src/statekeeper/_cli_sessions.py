@@ -9,7 +9,6 @@ read through ``_ops_inspect``, whose statements never refresh an expiry.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import re
 from collections.abc import Callable
@@ -17,15 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy as sa
-from rich.console import Console
 from rich.highlighter import JSONHighlighter
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -36,6 +30,7 @@ from ._cli_common import (
     CommandFailed,
     err_console,
     out_console,
+    progress_bar,
     reports_errors,
     require_migrated,
     schema_option,
@@ -79,23 +74,6 @@ def _user_option(help_text: str, default: str | None) -> Callable[[F], F]:
 
 def _json_option(help_text: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
-
-
-def _progress(*, needed: bool) -> Progress:
-    """A progress bar on standard error, shown only when ``needed`` and on a terminal."""
-    console = err_console()
-    shown = needed and console.is_terminal
-    if not shown:  # some rich releases print a newline even for a disabled bar
-        console = Console(file=io.StringIO())
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not shown,
-    )
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -194,7 +172,7 @@ def ls(
     if user_id is not None:
         validate_id(user_id, "user_id", allow_empty=True)
     found: list[_ops_inspect.ListedSession] = []
-    with _open(url, schema, app_name) as store, _progress(needed=limit > PAGE_SIZE) as progress:
+    with _open(url, schema, app_name) as store, progress_bar(needed=limit > PAGE_SIZE) as progress:
         task = progress.add_task("listing sessions", total=limit)
         while len(found) < limit:
             wanted = min(PAGE_SIZE, limit - len(found))
@@ -500,7 +478,7 @@ def purge(url: str, schema: str | None, app_name: str | None) -> None:
         apps = apps if apps is not None else list(expected)
         counts: dict[str, int] = {}
         total = sum(expected.values())
-        with _progress(needed=total > PURGE_BATCH) as progress:
+        with progress_bar(needed=total > PURGE_BATCH) as progress:
             task = progress.add_task("purging expired sessions", total=total)
             for name in apps:
                 done = sum(counts.values())
