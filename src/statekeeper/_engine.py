@@ -26,6 +26,7 @@ __all__ = [
     "acquire_async",
     "acquire_sync",
     "check_dialect",
+    "is_memory_url",
     "migration_engine",
     "normalize_url",
 ]
@@ -85,6 +86,14 @@ def _parse(url: str | sa.URL) -> tuple[sa.URL, str]:
 
 def _is_memory(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def is_memory_url(url: str | sa.URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (``False`` if it does not parse)."""
+    try:
+        return _is_memory(sa.make_url(url))
+    except sa.exc.ArgumentError:
+        return False  # the store or service reports the malformed URL
 
 
 def _check_options(engine_options: Mapping[str, Any] | None) -> dict[str, Any]:

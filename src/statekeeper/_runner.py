@@ -131,11 +131,13 @@ class _Base:
                 f"this {self._kind} on {self.url} is closed; create a new one to keep working"
             )
 
-    def _raise_unless_ready(self, found: str | None) -> None:
+    def _settle(self, found: str | None) -> None:
+        """Raise unless revision ``found`` is head; else the runner (and its engine) are ready."""
         message = _problem(found, self.url, self.schema)
         if message is not None:
             raise SchemaNotReadyError(message)
         _record_at_head(self._base_engine, self.schema)
+        self._ready = True
 
     def _close(self) -> Any:
         """Mark the runner closed; return the engine to dispose, if this was its last user."""
@@ -194,8 +196,7 @@ class Runner(_Base):
                     if _should_migrate(found):
                         migrations.upgrade_unlocked(self.engine, self.schema)
                         found = self._revision()
-            self._raise_unless_ready(found)
-            self._ready = True
+            self._settle(found)
 
     def close(self) -> None:
         """Refuse further calls; dispose of the engine if this was its last user."""
@@ -255,8 +256,7 @@ class AsyncRunner(_Base):
                     if _should_migrate(found):
                         await migrations.aupgrade_unlocked(self.engine, self.schema)
                         found = await self._revision()
-            self._raise_unless_ready(found)
-            self._ready = True
+            self._settle(found)
 
     async def close(self) -> None:
         """Refuse further calls; dispose of the engine if this was its last user."""

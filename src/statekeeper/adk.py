@@ -44,7 +44,7 @@ from .service_async import AsyncSessionService
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Mapping
     from types import TracebackType
 
     from ._records import SessionRecord
@@ -85,14 +85,6 @@ class SessionListPage(ListSessionsResponse):
     """
 
     next_page_token: str | None = Field(default=None)
-
-
-def _is_memory(url: str | sa.URL) -> bool:
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        return False  # the service reports the malformed URL
-    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _set_version(session: Session, version: int) -> None:
@@ -184,7 +176,7 @@ class SqlSessionService(BaseSessionService):
         self._target: str | sa.URL | AsyncEngine = url_or_engine
         self._engine_options = engine_options
         self._release: weakref.finalize[[], SqlSessionService] | None = None
-        if not isinstance(url_or_engine, AsyncEngine) and _is_memory(url_or_engine):
+        if not isinstance(url_or_engine, AsyncEngine) and _engine.is_memory_url(url_or_engine):
             self._target, release = _engine.acquire_async(url_or_engine, engine_options)
             # A service dropped without close() still gives its engine back.
             self._release = weakref.finalize(self, release)
@@ -220,11 +212,6 @@ class SqlSessionService(BaseSessionService):
             self._services[app_name] = service
         return service
 
-    async def _run(
-        self, app_name: str, call: Callable[[AsyncSessionService], Awaitable[Any]]
-    ) -> Any:
-        return await call(self._service(app_name))
-
     async def create_session(
         self,
         *,
@@ -255,11 +242,8 @@ class SqlSessionService(BaseSessionService):
         session_id = session_id or str(uuid.uuid4())
         initial = to_jsonable_python(state) if state else None
         try:
-            record = await self._run(
-                app_name,
-                lambda svc: svc.create_session(
-                    session_id, user_id, state=initial, timestamp=time.time()
-                ),
+            record = await self._service(app_name).create_session(
+                session_id, user_id, state=initial, timestamp=time.time()
             )
         except SessionExistsError as exc:
             raise AlreadyExistsError(
@@ -293,9 +277,8 @@ class SqlSessionService(BaseSessionService):
         """
         recent = config.num_recent_events if config is not None else None
         after = (config.after_timestamp or None) if config is not None else None
-        record: SessionRecord | None = await self._run(
-            app_name,
-            lambda svc: svc.get_session(session_id, user_id, recent=recent, after=after),
+        record = await self._service(app_name).get_session(
+            session_id, user_id, recent=recent, after=after
         )
         if record is None:
             return None
@@ -350,7 +333,7 @@ class SqlSessionService(BaseSessionService):
             user_id: the user it belongs to.
             session_id: its id.
         """
-        await self._run(app_name, lambda svc: svc.delete_session(session_id, user_id))
+        await self._service(app_name).delete_session(session_id, user_id)
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """Return a user's state in an app, keys without the ``user:`` prefix.
@@ -362,8 +345,7 @@ class SqlSessionService(BaseSessionService):
         Returns:
             The user's state; ``{}`` when nothing was stored for them.
         """
-        state: dict[str, Any] = await self._run(app_name, lambda svc: svc.get_user_state(user_id))
-        return state
+        return await self._service(app_name).get_user_state(user_id)
 
     async def get_app_state(self, *, app_name: str) -> dict[str, Any]:
         """Return an app's state, keys without the ``app:`` prefix (a statekeeper extension).
@@ -374,8 +356,7 @@ class SqlSessionService(BaseSessionService):
         Returns:
             The app's state; ``{}`` when nothing was stored for it.
         """
-        state: dict[str, Any] = await self._run(app_name, lambda svc: svc.get_app_state())
-        return state
+        return await self._service(app_name).get_app_state()
 
     async def append_event(self, session: Session, event: Event) -> Event:
         """Store an event and apply it to ``session``.
