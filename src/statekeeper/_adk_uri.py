@@ -20,21 +20,27 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
-def parse(uri: str) -> tuple[sa.URL, dict[str, Any]]:
-    """Split a URI into the database URL and the service settings its query names.
+def parse(
+    uri: str, *, schema: str | None, ttl: Any, auto_migrate: bool
+) -> tuple[sa.URL, dict[str, Any]]:
+    """Split a URI into the database URL and the service's settings.
 
     Args:
         uri: ``statekeeper+sqlite:///app.db?auto_migrate=true``,
             ``statekeeper+postgresql://user@host/db?schema=agents&ttl=3600``, or a
             plain database URL (``sqlite:///app.db``).
+        schema: the ``schema`` keyword argument given beside the URI.
+        ttl: the ``ttl`` keyword argument given beside the URI.
+        auto_migrate: the ``auto_migrate`` keyword argument given beside the URI.
 
     Returns:
         The database URL (without the prefix and the settings) and the
-        settings found: ``auto_migrate`` (bool), ``schema`` (str), ``ttl``
-        (float seconds).
+        settings ``schema``, ``ttl`` and ``auto_migrate``: the URI's, or else
+        the keyword arguments'.
 
     Raises:
-        ValueError: the URI is not a database URL or a setting's value is invalid.
+        ValueError: the URI is not a database URL, a setting's value is
+            invalid, or a setting is given both in the URI and as an argument.
     """
     if not isinstance(uri, str):
         raise TypeError(f"uri must be a str, not {type(uri).__name__}")
@@ -54,7 +60,15 @@ def parse(uri: str) -> tuple[sa.URL, dict[str, Any]]:
         if not isinstance(value, str):
             raise ValueError(f"{_shown(uri)} gives the option {name!r} more than once")
         settings[name] = _setting(name, value, uri)
-    return url.difference_update_query(settings), settings
+    given = {"schema": schema, "ttl": ttl, "auto_migrate": auto_migrate or None}
+    twice = sorted(name for name in settings if given[name] is not None)
+    if twice:
+        raise ValueError(
+            f"{', '.join(twice)} given both in the URI and as keyword arguments; "
+            "give each setting once"
+        )
+    merged = {"schema": schema, "ttl": ttl, "auto_migrate": auto_migrate, **settings}
+    return url.difference_update_query(settings), merged
 
 
 def _setting(name: str, value: str, uri: str) -> Any:

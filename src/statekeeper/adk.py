@@ -191,20 +191,15 @@ class SqlSessionService(BaseSessionService):
         engine_options: Mapping[str, Any] | None = None,
         agents_dir: str | None = None,
     ) -> None:
+        del agents_dir  # ADK's registry passes it to every service; the URL says where
         if uri is not None:
             if url_or_engine is not None:
                 raise ValueError("give SqlSessionService a URL or engine, or uri=, not both")
-            url_or_engine, settings = _adk_uri.parse(uri)
-            given = {"schema": schema, "ttl": ttl, "auto_migrate": auto_migrate or None}
-            twice = sorted(name for name in settings if given[name] is not None)
-            if twice:
-                raise ValueError(
-                    f"{', '.join(twice)} given both in the URI and as keyword arguments; "
-                    "give each setting once"
-                )
-            schema = settings.get("schema", schema)
-            ttl = settings.get("ttl", ttl)
-            auto_migrate = settings.get("auto_migrate", auto_migrate)
+            url_or_engine, settings = _adk_uri.parse(
+                uri, schema=schema, ttl=ttl, auto_migrate=auto_migrate
+            )
+            schema, ttl = settings["schema"], settings["ttl"]
+            auto_migrate = settings["auto_migrate"]
         elif url_or_engine is None:
             raise ValueError(
                 'SqlSessionService needs a database: pass a URL ("sqlite:///app.db"), '
