@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,11 +130,14 @@ def _api_server(agents: Path, session_service_uri: str) -> Iterator[tuple[str, l
             server.wait(timeout=30)
 
 
-def _call(url: str, body: dict[str, Any] | None = None) -> Any:
+def _call(url: str, body: dict[str, Any] | None = None, log: list[str] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        pytest.fail(f"{url}: HTTP {exc.code} {exc.read()!r}\nserver log:\n{''.join(log or [])}")
 
 
 @pytest.fixture(params=["sqlite services.py", "sqlite services.yaml", "postgres services.py"])
@@ -158,13 +162,14 @@ def test_adk_api_server_keeps_its_sessions_in_statekeeper(
 ) -> None:
     agents, uri, url = server_setup
     with _api_server(agents, uri) as (base, log):
-        created = _call(f"{base}/apps/helper/users/u1/sessions", {"state": {"topic": "billing"}})
+        sessions_url = f"{base}/apps/helper/users/u1/sessions"
+        created = _call(sessions_url, {"state": {"topic": "billing"}}, log)
         session_id = created["id"]
         message = {"role": "user", "parts": [{"text": "hello"}]}
         run = {"app_name": "helper", "user_id": "u1", "session_id": session_id}
-        events = _call(f"{base}/run", {**run, "new_message": message})
+        events = _call(f"{base}/run", {**run, "new_message": message}, log)
         assert [e["content"]["parts"][0]["text"] for e in events] == ["you said: hello"], log
-        got = _call(f"{base}/apps/helper/users/u1/sessions/{session_id}")
+        got = _call(f"{sessions_url}/{session_id}", log=log)
         assert [e["author"] for e in got["events"]] == ["user", "helper"]
 
     # The turn is in statekeeper's tables, readable without ADK's server.
