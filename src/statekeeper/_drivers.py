@@ -82,16 +82,24 @@ _POOLER_SETTING = {
         'engine_options={"connect_args": {"prepare_threshold": None}} on the store or '
         'service (connect_args={"prepare_threshold": None} on an engine of your own)'
     ),
-    "asyncpg": 'connect_args={"statement_cache_size": 0} on the engine (asyncpg 0.29 or later)',
+    "asyncpg": 'connect_args={"statement_cache_size": 0} on the engine (asyncpg 0.31 or later)',
 }
 
 
-def _lost_prepare(exc: sa.exc.DBAPIError) -> bool:
+def _lost_prepare(exc: Exception) -> bool:
     """Whether ``exc`` is a server-side prepared statement lost to a transaction-mode pooler."""
-    code = sqlstate(exc)
+    if isinstance(exc, sa.exc.DBAPIError):
+        code, text = sqlstate(exc), str(exc.orig)
+    else:  # a driver's own error, unwrapped (asyncpg's on-connect type introspection)
+        code, text = getattr(exc, "sqlstate", None), str(exc)
     if code == "08P01":  # protocol_violation: a bind meant for another statement of that name
-        return "prepared statement" in str(exc.orig)
+        return "prepared statement" in text
     return code in _POOLER_STATES
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -101,7 +109,7 @@ def pooler_failures(
     """Turn prepared-statement failures raised in the block into ``TransactionPoolerError``."""
     try:
         yield
-    except sa.exc.DBAPIError as exc:
+    except Exception as exc:
         if not _lost_prepare(exc):
             raise
         engine = bind.engine if isinstance(bind, (sa.Connection, AsyncConnection)) else bind
@@ -111,7 +119,7 @@ def pooler_failures(
         raise TransactionPoolerError(
             f"the database {_where(engine)} is behind a connection pooler in transaction mode "
             f"(PgBouncer pool_mode = transaction, or alike), which does not keep the driver's "
-            f"prepared statements: {_detail(exc)}. The statement did not run and no session is "
+            f"prepared statements: {_first_line(exc)}. The statement did not run and no session is "
             f'half-written. Set {setting}; see "Connection poolers" in statekeeper\'s '
             "Deploying guide"
         ) from exc
