@@ -30,7 +30,7 @@ import pytest
 #: A child that has not finished by then is hung.
 HARD_TIMEOUT = 90
 
-CANCELS = 200  # per store or service, per driver
+CANCELS = 120  # per store or service, per driver
 
 
 # --------------------------------------------------------------------------- the child
@@ -246,7 +246,7 @@ def _shutdown_child(where: str, seed: int) -> None:
             await asyncio.sleep(0)
         assert not any(w.done() for w in writers)  # left for asyncio.run to cancel
 
-    for _ in range(15):
+    for _ in range(10):
         asyncio.run(run_once())
 
 
