@@ -12,10 +12,16 @@ connection, a server that went away mid-call, an exhausted pool) become
 passes through as SQLAlchemy raised it, except the prepared-statement
 failures of a transaction-mode pooler (PgBouncer), which become
 :class:`~statekeeper.errors.TransactionPoolerError` and cost the connection.
+
+A cancelled async call never interrupts its operation: :func:`arun` drives
+it in a task of its own that the caller awaits through ``asyncio.shield``.
+The caller gets ``CancelledError`` at once; the operation runs to its end
+(committed, or rolled back) and gives its connection back clean.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
@@ -26,7 +32,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ._ops import BEGIN, COMMIT, Call, Op, sqlstate
 from .errors import DatabaseUnavailableError, TransactionPoolerError
 
-__all__ = ["aconnect", "arun", "connect", "pooler_failures", "run", "unavailable", "unreachable"]
+__all__ = [
+    "aconnect",
+    "arun",
+    "connect",
+    "guard_cancellation",
+    "pooler_failures",
+    "run",
+    "settle",
+    "unavailable",
+    "unreachable",
+]
 
 T = TypeVar("T")
 
@@ -214,8 +230,73 @@ async def aconnect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await conn.close()
 
 
+# Why an operation is never cancelled mid-way. A cancellation that reaches
+# SQLAlchemy inside ``Connection.execute`` (after aiosqlite has stepped a
+# statement, before the adapter fetched its rows) makes SQLAlchemy treat it
+# as a disconnect: it invalidates the connection without closing the cursor,
+# and aiosqlite closes the sqlite3 connection while that cursor's statement
+# is still active. SQLite then keeps the closed connection as a "zombie"
+# that holds its write lock (and the unfinished write) until the cursor is
+# garbage-collected, which an idle loop never does. Every later write on
+# another connection waits busy_timeout (30 s) for that lock, and when its
+# own call is cancelled, SQLAlchemy's graceful close queues behind the
+# blocked statement in aiosqlite's thread: the process waits at 0% CPU.
+# Driving the operation in a task the caller's cancellation cannot reach
+# keeps every statement whole, on every driver.
+
+#: Operations whose caller was cancelled, still finishing. The event loop
+#: keeps only weak references to tasks; these keep them alive to the end.
+_FINISHING: set[asyncio.Task[Any]] = set()
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    """Forget a finished orphan operation (its outcome was the cancelled caller's)."""
+    _FINISHING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody is left to see it
+
+
 async def arun(engine: AsyncEngine, op: Op[T]) -> T:
-    """Run ``op`` on a connection of ``engine`` and return its result."""
+    """Run ``op`` on a connection of ``engine``; a cancelled caller never cuts it short."""
+    task = asyncio.ensure_future(_arun(engine, op))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            _FINISHING.add(task)
+            task.add_done_callback(_finished)
+        else:
+            _finished(task)
+        raise
+
+
+def _close_cut_cursor(ctx: sa.engine.ExceptionContext) -> None:
+    """Close the cursor of a statement cut short by a cancellation, before its connection."""
+    context = ctx.execution_context
+    if context is not None and not isinstance(ctx.original_exception, Exception):
+        with contextlib.suppress(Exception):
+            context.cursor.close()
+
+
+def guard_cancellation(engine: AsyncEngine) -> None:
+    """Make a cancelled statement on an aiosqlite ``engine`` release its connection's lock."""
+    # The one cancellation arun cannot keep out: asyncio.run cancelling every
+    # task left at the end of the loop, the operation's own included.
+    target = engine.sync_engine
+    if target.dialect.name == "sqlite" and not sa.event.contains(
+        target, "handle_error", _close_cut_cursor
+    ):
+        sa.event.listen(target, "handle_error", _close_cut_cursor)
+
+
+async def settle() -> None:
+    """Wait until the operations of cancelled calls on this event loop have finished."""
+    loop = asyncio.get_running_loop()
+    while pending := [t for t in _FINISHING if t.get_loop() is loop]:
+        await asyncio.wait(pending)
+
+
+async def _arun(engine: AsyncEngine, op: Op[T]) -> T:
     async with aconnect(engine) as conn:
         return await _adrive(op, conn)
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _engine, _ops
-from ._drivers import arun, run
+from ._drivers import arun, guard_cancellation, run, settle
 from ._schema import HEAD_REVISION
 from .errors import SchemaNotReadyError, StoreClosedError
 
@@ -230,6 +230,7 @@ class AsyncRunner(_Base):
             kind=kind,
         )
         self._lock: asyncio.Lock | None = None
+        guard_cancellation(self.engine)
 
     async def __call__(self, op: _ops.Op[T]) -> T:
         """Run ``op``, checking the schema on first use."""
@@ -261,5 +262,6 @@ class AsyncRunner(_Base):
     async def close(self) -> None:
         """Refuse further calls; dispose of the engine if this was its last user."""
         engine = self._close()
+        await settle()  # the operations of cancelled calls end first
         if engine is not None:
             await engine.dispose()
