@@ -22,6 +22,7 @@ from .errors import (
     SessionNotFoundError,
     StateEncodingError,
     StatekeeperError,
+    StorageFullError,
     StoreClosedError,
 )
 from .json_file import JSONSession
@@ -57,6 +58,7 @@ __all__ = [
     "StateEncodingError",
     "StateModule",
     "StatekeeperError",
+    "StorageFullError",
     "StoreClosedError",
     "__version__",
 ]
