@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._ops import BEGIN, COMMIT, Call, Op, sqlstate
-from .errors import DatabaseUnavailableError, TransactionPoolerError
+from .errors import DatabaseUnavailableError, StorageFullError, TransactionPoolerError
 
 __all__ = [
     "aconnect",
@@ -76,6 +76,18 @@ def _lost(engine: sa.Engine | AsyncEngine, exc: BaseException) -> DatabaseUnavai
     )
 
 
+def _disk_full(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused a write for lack of disk (SQLITE_FULL, PostgreSQL 53100)."""
+    return sqlstate(exc) == "53100" or "database or disk is full" in str(exc.orig)
+
+
+def _storage_full(engine: sa.Engine | AsyncEngine, exc: BaseException) -> StorageFullError:
+    return StorageFullError(
+        f"the database {_where(engine)} refused the write: {_detail(exc)}. Nothing was "
+        "written; free disk space (or raise SQLite's max_page_count), then retry"
+    )
+
+
 @contextlib.contextmanager
 def unavailable(engine: sa.Engine | AsyncEngine) -> Iterator[None]:
     """Turn "connection lost" errors raised in the block into ``DatabaseUnavailableError``."""
@@ -84,6 +96,8 @@ def unavailable(engine: sa.Engine | AsyncEngine) -> Iterator[None]:
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise _lost(engine, exc) from exc
+        if _disk_full(exc):
+            raise _storage_full(engine, exc) from exc
         raise
 
 

@@ -42,12 +42,15 @@ __all__ = [
     "Call",
     "Context",
     "Op",
+    "check_cursor_ids",
+    "cursor_error",
     "delete_session",
     "get_state",
     "list_sessions",
     "merge_state",
     "page_params",
     "purge_expired",
+    "read_cursor",
     "schema_revision",
     "session_exists",
     "set_state",
@@ -355,27 +358,73 @@ class _Listed(Protocol):
     def session_id(self) -> str: ...
 
 
-def _encode_cursor(info: _Listed) -> str:
-    raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
+#: The longest cursor any listing makes (two 255-character ids, every character
+#: escaped by ``json.dumps``), with room; a longer one is refused unread.
+_CURSOR_MAX_LENGTH = 16384
+
+#: The last field of an oldest-first cursor: newest-first cursors have none.
+_OLDEST_FIRST = "oldest"
+
+
+def cursor_error(cursor: str) -> ValueError:
+    """The documented error for a string that is not a cursor of this listing."""
+    shown = repr(cursor) if len(cursor) <= 100 else f"{cursor[:100]!r}... ({len(cursor)} chars)"
+    return ValueError(
+        f"invalid cursor {shown}: not a cursor of this listing; pass the next_cursor "
+        "of the previous page of the same list_sessions call"
+    )
+
+
+def read_cursor(cursor: object) -> list[Any]:
+    """Return a cursor's JSON list; raise the documented ``ValueError`` if it is none of ours."""
+    if not isinstance(cursor, str):
+        raise ValueError(f"cursor must be a str or None, got {type(cursor).__name__}")
+    if len(cursor) > _CURSOR_MAX_LENGTH:
+        raise cursor_error(cursor)
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        raise cursor_error(cursor) from None
+    if not isinstance(fields, list):
+        raise cursor_error(cursor)
+    return fields
+
+
+def check_cursor_ids(cursor: str, owner: object, session_id: object, user_id: str | None) -> None:
+    """Raise the cursor error unless the ids are valid and belong to the listed user."""
+    try:
+        validate_id(owner, "user_id", allow_empty=True)
+        validate_id(session_id, "session_id", allow_empty=False)
+    except ValueError:
+        raise cursor_error(cursor) from None
+    if user_id is not None and owner != user_id:
+        raise cursor_error(cursor)  # another user's listing
+
+
+def _encode_cursor(info: _Listed, *, oldest_first: bool = False) -> str:
+    fields = [info.updated_at.isoformat(), info.user_id, info.session_id]
+    raw = json.dumps([*fields, _OLDEST_FIRST] if oldest_first else fields)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, str]:
+def _decode_cursor(
+    cursor: str, user_id: str | None = None, *, oldest_first: bool = False
+) -> tuple[dt.datetime, str, str]:
+    fields = read_cursor(cursor)
+    if len(fields) < 3 or fields[3:] != ([_OLDEST_FIRST] if oldest_first else []):
+        raise cursor_error(cursor)  # short, or of the listing in the other order
+    stamp, owner, session_id = fields[:3]
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, user_id, session_id = json.loads(raw)
-        updated = dt.datetime.fromisoformat(stamp)
-        if (
-            updated.tzinfo is None
-            or not isinstance(user_id, str)
-            or not isinstance(session_id, str)
-        ):
+        if not isinstance(stamp, str):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error):
-        raise ValueError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
-        ) from None
-    return updated, user_id, session_id
+        updated = dt.datetime.fromisoformat(stamp)
+        if updated.tzinfo is None:
+            raise ValueError
+        updated = updated.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
+        raise cursor_error(cursor) from None
+    check_cursor_ids(cursor, owner, session_id, user_id)
+    return updated, owner, session_id
 
 
 def page_params(
@@ -388,7 +437,7 @@ def page_params(
     if user_id is not None:
         params["p_user"] = user_id
     if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor)
+        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor, user_id)
     return params
 
 

@@ -449,7 +449,9 @@ def list_sessions(
     if user_id is not None:
         params["p_user"] = user_id
     if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor)
+        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(
+            cursor, user_id, oldest_first=oldest_first
+        )
     statement = sql.pages[user_id is not None, cursor is not None, oldest_first]
     fetched = (yield Call(statement, params)).all()
     rows = fetched[:limit]
@@ -460,5 +462,7 @@ def list_sessions(
         _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], app, _members(row[10])), ())
         for row in rows
     )
-    next_cursor = _encode_cursor(items[-1]) if len(fetched) > limit else None
+    next_cursor = (
+        _encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
+    )
     return SessionPage(items, next_cursor)

@@ -246,7 +246,7 @@ class JSONSession(SessionBase):
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         if cursor is not None and not isinstance(cursor, str):
             raise ValueError(f"cursor must be a str or None, got {cursor!r}")
-        after = None if cursor is None else _ops._decode_cursor(cursor)
+        after = None if cursor is None else _ops._decode_cursor(cursor, user_id)
         if user_id is None:
             folder = _files.app_dir(self._root, self._app)
         else:

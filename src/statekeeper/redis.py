@@ -15,12 +15,12 @@ from ._store import (
     ttl_delta,
 )
 from .base import SessionBase
-from .errors import DatabaseUnavailableError, StoreClosedError
+from .errors import DatabaseUnavailableError, StorageFullError, StoreClosedError
 
 if TYPE_CHECKING:
     from ._records import SessionPage
 
-__all__ = ["RedisSession", "connect_settings"]
+__all__ = ["RedisSession", "connect_settings", "is_out_of_memory", "storage_full"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,24 @@ def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
     error = DatabaseUnavailableError(
         f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
         "is right, then retry"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def is_out_of_memory(exc: Exception) -> bool:
+    """Whether a Redis error reply is the refusal of a write at ``maxmemory``."""
+    # Redis 7 replies "OOM ..." (redis-py's OutOfMemoryError), also from inside
+    # a script; Redis 6 wraps a script's refusal in "ERR Error running script".
+    oom = getattr(redis_module().exceptions, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "OOM command not allowed" in str(exc)
+
+
+def storage_full(where: str, exc: Exception) -> StorageFullError:
+    """Wrap Redis's refusal of a write at ``maxmemory``."""
+    error = StorageFullError(
+        f"Redis at {where} refused the write: it is out of memory ({exc}). Nothing was "
+        "written; free memory (delete or expire sessions) or raise maxmemory, then retry"
     )
     error.__cause__ = exc
     return error
@@ -106,6 +124,7 @@ class RedisSession(SessionBase):
             for name, source in _redis_ops.SCRIPTS.items()
         }
         self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._refused = redis.ResponseError
         self._closed = False
 
     @property
@@ -123,6 +142,10 @@ class RedisSession(SessionBase):
             return result
         except self._errors as exc:
             raise unavailable(self._where, exc) from exc
+        except self._refused as exc:
+            if is_out_of_memory(exc):
+                raise storage_full(self._where, exc) from exc
+            raise
 
     def _execute(self, cmd: _redis_ops.Cmd) -> Any:
         if cmd.name.startswith("script:"):

@@ -8,7 +8,7 @@ from . import _redis_ops, codec
 from ._store import apply_loaded, check_expected, check_ids, collect_states, encoded_entries
 from .base import AsyncSessionBase
 from .errors import StoreClosedError
-from .redis import connect_settings, redis_module, unavailable
+from .redis import connect_settings, is_out_of_memory, redis_module, storage_full, unavailable
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -61,6 +61,7 @@ class AsyncRedisSession(AsyncSessionBase):
             for name, source in _redis_ops.SCRIPTS.items()
         }
         self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._refused = redis.ResponseError
         self._closed = False
 
     @property
@@ -78,6 +79,10 @@ class AsyncRedisSession(AsyncSessionBase):
             return result
         except self._errors as exc:
             raise unavailable(self._where, exc) from exc
+        except self._refused as exc:
+            if is_out_of_memory(exc):
+                raise storage_full(self._where, exc) from exc
+            raise
 
     async def _execute(self, cmd: _redis_ops.Cmd) -> Any:
         if cmd.name.startswith("script:"):
