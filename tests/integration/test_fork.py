@@ -316,13 +316,13 @@ def test_multiprocessing_fork_children(
 
 @pytest.mark.parametrize("kind", ["SqlSession", "AsyncSqlSession"])
 def test_multiprocessing_spawn_children_beside_the_parent(
-    kind: str, sql_url: str, make_facade: Any
+    kind: str, pg_database: str, make_facade: Any
 ) -> None:
     # A spawned child inherits nothing: it makes its store from the URL while
     # the parent's store (and pool) stay in use.
-    facade = make_facade(kind, sql_url)
+    facade = make_facade(kind, pg_database)
     reports = mp_children(
-        "spawn", _spawned_child, lambda c: (kind, sql_url, facade.app_name, c, CALLS), 2
+        "spawn", _spawned_child, lambda c: (kind, pg_database, facade.app_name, c, CALLS), 2
     )
     assert_clean(reports, facade)
 
