@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ._fork import ForkLock
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -199,7 +200,7 @@ class _Registry:
     """Engines shared by the stores of one process (async: of one event loop)."""
 
     entries: dict[Any, _Shared] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: ForkLock = field(default_factory=ForkLock)
 
     def acquire(self, key: Any, create: Callable[[], Any]) -> tuple[Any, Callable[[], Any]]:
         with self.lock:
@@ -230,7 +231,7 @@ class _Registry:
 
 _SYNC = _Registry()
 _ASYNC: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
-_ASYNC_LOCK = threading.Lock()
+_ASYNC_LOCK = ForkLock()
 
 
 class _NoLoop:

@@ -13,7 +13,6 @@ together. After ``close()`` every call raises
 from __future__ import annotations
 
 import asyncio
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _engine, _ops
+from . import _engine, _fork, _ops
 from ._drivers import arun, guard_cancellation, run, settle
 from ._schema import HEAD_REVISION
 from .errors import SchemaNotReadyError, StoreClosedError
@@ -33,7 +32,7 @@ T = TypeVar("T")
 #: The schemas found at head, per engine (an async engine's ``sync_engine``).
 #: A store on one of them needs no first-use read; the entry goes with the engine.
 _AT_HEAD: weakref.WeakKeyDictionary[sa.Engine, set[str | None]] = weakref.WeakKeyDictionary()
-_AT_HEAD_LOCK = threading.Lock()
+_AT_HEAD_LOCK = _fork.ForkLock()
 
 
 def _found_at_head(engine: sa.Engine, schema: str | None) -> bool:
@@ -114,6 +113,7 @@ class _Base:
     ) -> None:
         self.engine = _bind(engine, schema, owned=release is not None)
         self._base_engine: sa.Engine = getattr(engine, "sync_engine", engine)
+        _fork.guard(self._base_engine)  # owned or the caller's: no connection crosses a fork
         self.schema = schema
         self.auto_migrate = auto_migrate
         self.url = engine.url.render_as_string(hide_password=True)
@@ -171,7 +171,7 @@ class Runner(_Base):
             auto_migrate=auto_migrate,
             kind=kind,
         )
-        self._lock = threading.Lock()
+        self._lock = _fork.ForkLock()
 
     def __call__(self, op: _ops.Op[T]) -> T:
         """Run ``op``, checking the schema on first use."""

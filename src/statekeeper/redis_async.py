@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
@@ -51,18 +52,19 @@ class AsyncRedisSession(AsyncSessionBase):
         redis = redis_module()
         self._keys = connect_settings(key_prefix, app_name, ttl)
         self._owned = isinstance(url_or_client, str)
-        if self._owned:
-            self._client = redis.asyncio.Redis.from_url(url_or_client)
-        else:
-            self._client = url_or_client
         self._where = url_or_client if self._owned else repr(url_or_client)
-        self._scripts = {
-            name: self._client.register_script(source)
-            for name, source in _redis_ops.SCRIPTS.items()
-        }
+        self._connect(redis.asyncio.Redis.from_url(url_or_client) if self._owned else url_or_client)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._refused = redis.ResponseError
         self._closed = False
+
+    def _connect(self, client: Any) -> None:
+        """Run on ``client`` from this process on (redis.asyncio's pool does not notice a fork)."""
+        self._client = client
+        self._pid = os.getpid()
+        self._scripts = {
+            name: client.register_script(source) for name, source in _redis_ops.SCRIPTS.items()
+        }
 
     @property
     def client(self) -> Any:
@@ -70,6 +72,10 @@ class AsyncRedisSession(AsyncSessionBase):
         return self._client
 
     async def _run(self, op: _redis_ops.RedisOp[T]) -> T:
+        if self._owned and self._pid != os.getpid():
+            # A forked child: the parent's connections (and its event loop's
+            # locks) stay the parent's; the child opens its own.
+            self._connect(redis_module().asyncio.Redis.from_url(self._where))
         try:
             cmd = next(op)
             while True:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import functools
 import io
-import threading
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +31,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._drivers import aconnect, connect
+from .._fork import ForkLock
 from .._runner import forget_heads
 from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
@@ -68,7 +68,7 @@ Bind = sa.Engine | sa.URL | str
 T = TypeVar("T")
 
 #: Alembic's ``context`` and ``op`` are process-wide proxies: one run at a time.
-_ALEMBIC = threading.Lock()
+_ALEMBIC = ForkLock()  # a child gets it released
 _LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
