@@ -302,6 +302,13 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "",
         f"Run: `{meta['command']}` on {meta['date']} ({meta['seconds']:.0f} s){note}.",
         "",
+        "Setup: "
+        + _common.setup_text(
+            meta["settings"].get("durable", False),
+            results.get("sqlite_storage") or results.get("sqlite_dir"),
+        )
+        + ".",
+        "",
         "## Machine",
         "",
         md_table(
