@@ -8,7 +8,7 @@ Usage::
 
 ``get_state`` and ``set_state`` of a 1 KB state on ``SqlSession``, and
 ``append_event`` of a 2 KB event on ``SessionService`` (sync, psycopg 3), on a
-throwaway database (``synchronous_commit = off``), each beside its floor on
+throwaway database at the server's default settings (commits wait for the WAL flush, as users run), each beside its floor on
 the same route: a raw psycopg connection in autocommit running the same SQL
 (the floors of ``run.py`` and ``service.py``), with the same
 ``prepare_threshold`` as statekeeper's side. Batches alternate (statekeeper,
