@@ -24,7 +24,9 @@ from google.adk.events.event_actions import EventActions
 from google.adk.sessions import DatabaseSessionService
 from google.genai import types
 
-from statekeeper import _adk_source, _import_adk, migrations
+from statekeeper import migrations
+from statekeeper._importers import adk as _import_adk
+from statekeeper._importers import adk_source as _adk_source
 from statekeeper.adk import SqlSessionService
 
 APPS = ("support", "triage")

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from statekeeper import SqlSession, _importers, migrations
+from statekeeper import SqlSession, migrations
+from statekeeper._importers import agentscope as _importers
 
 DEFAULT_PG_URL = os.environ.get(
     "STATEKEEPER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -69,7 +70,7 @@ def write_folder(folder: Path, sessions: int) -> None:
 def measure(folder: Path, url: str) -> tuple[float, _importers.Summary]:
     """Import the folder into ``url``; return the seconds it took and the summary."""
     started = time.perf_counter()
-    items = _importers.agentscope_json(str(folder), split_user=True)
+    items = _importers.read_folder(str(folder), split_user=True)
     with SqlSession(url, app_name="import-bench") as store:
         summary = _importers.import_items(items, store)
     return time.perf_counter() - started, summary

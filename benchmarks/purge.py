@@ -120,7 +120,7 @@ def _summary(durations: list[float]) -> dict[str, float]:
 
 def _load(url: str, count: int) -> None:
     """Bulk load ``count`` expired sessions and 100 live ones into the app."""
-    from statekeeper._schema import sessions
+    from statekeeper._sql.schema import sessions
 
     now = dt.datetime.now(dt.timezone.utc)
     past = now - dt.timedelta(hours=1)
@@ -171,7 +171,7 @@ def _purge_batched(url: str) -> int:
 
 def _purge_one_statement(url: str) -> int:
     """The purge before batching: one DELETE of the whole backlog, its rows fetched back."""
-    from statekeeper._schema import sessions
+    from statekeeper._sql.schema import sessions
 
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     try:

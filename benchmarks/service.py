@@ -45,8 +45,8 @@ from _common import Settings
 from sqlalchemy.dialects import postgresql, sqlite
 
 from statekeeper import AsyncSessionService, SessionService
-from statekeeper._statements import statements as store_statements
-from statekeeper._statements_service import append_statement, service_statements
+from statekeeper._sql.statements.service import append_statement, service_statements
+from statekeeper._sql.statements.store import statements as store_statements
 
 APP = "bench-svc"
 USER = "bench"

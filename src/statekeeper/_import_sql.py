@@ -17,13 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import codec
-from ._drivers import connect
-from ._schema import RawJSON
-from ._schema import sessions as t
-from ._store import check_ids
+from ._rules import check_ids
+from ._sql.driver import connect
+from ._sql.schema import RawJSON
+from ._sql.schema import sessions as t
 
 if TYPE_CHECKING:
-    from ._importers import Item, Summary
+    from ._importers.agentscope import Item, Summary
     from .sql import SqlSession
 
 __all__ = ["BATCH", "write_batch"]
@@ -84,7 +84,7 @@ def write_batch(
     overwrite: bool,
 ) -> None:
     """Import one batch of loaded sessions into ``store``, counting each in ``summary``."""
-    from ._importers import differs
+    from ._importers.agentscope import differs
 
     app = store._core.ctx.app_name
     encoded = []

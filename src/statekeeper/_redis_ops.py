@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import codec
-from ._ops import _conflict
 from ._records import SessionInfo, SessionPage
+from ._sql.ops.store import _conflict
 
 __all__ = ["SCRIPTS", "Cmd", "Keys", "RedisOp"]
 

@@ -10,9 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from . import _files, _ops, codec
+from . import _json_files as _files
+from . import codec
 from ._records import SessionInfo, SessionPage
-from ._store import (
+from ._rules import (
     apply_loaded,
     check_expected,
     check_ids,
@@ -20,6 +21,7 @@ from ._store import (
     encoded_entries,
     ttl_delta,
 )
+from ._sql.ops import store as _ops
 from .base import SessionBase
 from .errors import StatekeeperError, StoreClosedError
 

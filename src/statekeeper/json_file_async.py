@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from . import codec
-from ._store import apply_loaded, collect_states
+from ._rules import apply_loaded, collect_states
 from .base import AsyncSessionBase
 from .json_file import JSONSession
 

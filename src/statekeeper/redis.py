@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _ops, _redis_ops, codec
-from ._store import (
+from . import _redis_ops, codec
+from ._rules import (
     apply_loaded,
     check_expected,
     check_ids,
@@ -14,6 +14,7 @@ from ._store import (
     encoded_entries,
     ttl_delta,
 )
+from ._sql.ops import store as _ops
 from .base import SessionBase
 from .errors import DatabaseUnavailableError, StoreClosedError
 

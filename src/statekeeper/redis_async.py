@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
-from ._store import apply_loaded, check_expected, check_ids, collect_states, encoded_entries
+from ._rules import apply_loaded, check_expected, check_ids, collect_states, encoded_entries
 from .base import AsyncSessionBase
 from .errors import StoreClosedError
 from .redis import connect_settings, redis_module, unavailable

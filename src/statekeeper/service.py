@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ._runner import Runner
-from ._service import ServiceCore
+from ._sql.core import ServiceCore
+from ._sql.runner import Runner
 
 if TYPE_CHECKING:
     import datetime as dt

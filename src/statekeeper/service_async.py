@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._runner import AsyncRunner
-from ._service import ServiceCore
+from ._sql.core import ServiceCore
+from ._sql.runner import AsyncRunner
 
 if TYPE_CHECKING:
     import datetime as dt

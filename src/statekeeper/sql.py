@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from ._runner import Runner
-from ._store import StoreCore
+from ._rules import StoreCore
+from ._sql.runner import Runner
 from .base import SessionBase
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._runner import AsyncRunner
-from ._store import StoreCore
+from ._rules import StoreCore
+from ._sql.runner import AsyncRunner
 from .base import AsyncSessionBase
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from statekeeper import _ops
+from statekeeper._sql.ops import store as _ops
 from statekeeper.errors import ConflictError
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -187,7 +187,7 @@ def test_cursor_round_trip_and_garbage() -> None:
 
 
 def test_a_failed_rollback_discards_the_connection() -> None:
-    from statekeeper._drivers import _drive
+    from statekeeper._sql.driver import _drive
 
     class Connection:
         dialect = sa.dialects.sqlite.dialect()

@@ -31,9 +31,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._drivers import aconnect, connect
-from .._runner import forget_heads
-from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
+from .._sql.driver import aconnect, connect
+from .._sql.runner import forget_heads
+from .._sql.schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def _engine(bind: Bind) -> tuple[sa.Engine, bool]:
         )
     if isinstance(bind, sa.Engine):
         return bind, False
-    from .._engine import migration_engine
+    from .._sql.engine import migration_engine
 
     return migration_engine(bind), True
 

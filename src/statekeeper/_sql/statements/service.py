@@ -20,8 +20,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawDouble, RawJSON, app_state, events, sessions, user_state
-from ._statements import _KEY, _LIVE, _NOW, _pg_merged, _sqlite_merged
+from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
+from .store import _KEY, _LIVE, _NOW, _pg_merged, _sqlite_merged
 
 __all__ = ["SessionMode", "ServiceStatements", "append_statement", "service_statements"]
 

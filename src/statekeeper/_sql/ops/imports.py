@@ -14,11 +14,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import codec
-from ._ops import BEGIN, COMMIT, Call, Context, Op
-from ._ops_service import _params
-from ._statements_import import import_statements
-from .errors import ConflictError
+from ... import codec
+from ...errors import ConflictError
+from ..statements.imports import import_statements
+from .service import _params
+from .store import BEGIN, COMMIT, Call, Context, Op
 
 __all__ = ["Own", "Verdict", "WholeScope", "WholeSession", "import_scopes", "import_sessions"]
 

@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawDouble, RawJSON, app_state, events, sessions, user_state
-from ._statements import _LIVE
-from ._statements_service import _EXPIRES, _STATE_TEXT, _TIME
+from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
+from .service import _EXPIRES, _STATE_TEXT, _TIME
+from .store import _LIVE
 
 __all__ = ["ImportStatements", "import_statements"]
 

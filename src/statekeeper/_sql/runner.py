@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _engine, _ops
-from ._drivers import arun, run
-from ._schema import HEAD_REVISION
-from .errors import SchemaNotReadyError, StoreClosedError
+from ..errors import SchemaNotReadyError, StoreClosedError
+from . import engine as _engine
+from .driver import arun, run
+from .ops import store as _ops
+from .schema import HEAD_REVISION
 
 __all__ = ["AsyncRunner", "Runner", "forget_heads"]
 
@@ -63,14 +64,14 @@ def _bind(engine: Any, schema: str | None, owned: bool) -> Any:
 
 
 def _problem(found: str | None, url: str, schema: str | None) -> str | None:
-    from . import migrations  # Alembic is imported only when a store first checks
+    from .. import migrations  # Alembic is imported only when a store first checks
 
     where = url + (f" (schema {schema})" if schema else "")
     return migrations.not_ready_message(found, where, migrations.upgrade_command(url, schema))
 
 
 def _should_migrate(found: str | None) -> bool:
-    from . import migrations
+    from .. import migrations
 
     known = {script.revision for script in migrations.revisions()}
     return found != HEAD_REVISION and (found is None or found in known)
@@ -189,7 +190,7 @@ class Runner(_Base):
                 return
             found = self._revision()
             if self.auto_migrate and _should_migrate(found):
-                from . import migrations
+                from .. import migrations
 
                 with migrations.alembic_lock():
                     found = self._revision()
@@ -249,7 +250,7 @@ class AsyncRunner(_Base):
                 return
             found = await self._revision()
             if self.auto_migrate and _should_migrate(found):
-                from . import migrations
+                from .. import migrations
 
                 async with migrations.aalembic_lock():
                     found = await self._revision()

@@ -30,8 +30,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import _engine
-from ._drivers import connect
+from .._sql import engine as _engine
+from .._sql.driver import connect
 
 __all__ = [
     "PAGE",

@@ -18,8 +18,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import codec
-from ._ops import (
+from ... import codec
+from ..._records import EventRecord, SessionPage, SessionRecord
+from ..._rules import check_mapping
+from ...errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
+from ..statements.service import SessionMode, append_statement, service_statements
+from ..statements.store import one_statement_merge
+from .store import (
     _JSON_REFUSED,
     BEGIN,
     COMMIT,
@@ -30,11 +35,6 @@ from ._ops import (
     _encode_cursor,
     sqlstate,
 )
-from ._records import EventRecord, SessionPage, SessionRecord
-from ._statements import one_statement_merge
-from ._statements_service import SessionMode, append_statement, service_statements
-from ._store import check_mapping
-from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
 
 __all__ = [
     "APP_PREFIX",

@@ -17,9 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._schema import sessions
-from ._statements import _KEY, _LIVE, page_statements
-from ._statements_service import _RECORD, _scoped_text
+from ..schema import sessions
+from .service import _RECORD, _scoped_text
+from .store import _KEY, _LIVE, page_statements
 
 __all__ = ["InspectStatements", "inspect_statements", "state_size"]
 

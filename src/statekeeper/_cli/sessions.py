@@ -24,8 +24,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import _ops_inspect
-from ._cli_common import (
+from .._sql.ops import inspect as _ops_inspect
+from .._sql.ops.store import Op, validate_id
+from .._sql.schema import sessions as sessions_table
+from .._sql.statements.store import PURGE_BATCH
+from ..sql import SqlSession
+from .common import (
     EXIT_STATUS_HELP,
     CommandFailed,
     err_console,
@@ -36,13 +40,9 @@ from ._cli_common import (
     schema_option,
     url_option,
 )
-from ._ops import Op, validate_id
-from ._schema import sessions as sessions_table
-from ._statements import PURGE_BATCH
-from .sql import SqlSession
 
 if TYPE_CHECKING:
-    from ._records import EventRecord, SessionInfo
+    from .._records import EventRecord, SessionInfo
 
 __all__ = ["session_record", "sessions"]
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import DatabaseUnavailableError, SchemaNotReadyError, StatekeeperError
+from ..errors import DatabaseUnavailableError, SchemaNotReadyError, StatekeeperError
 
 __all__ = [
     "progress_bar",
@@ -123,7 +123,7 @@ def where(url: str, schema: str | None) -> str:
 
 def require_migrated(url: str, schema: str | None) -> None:
     """Raise :class:`SchemaNotReadyError` naming ``url`` as typed unless the database is at head."""
-    from . import migrations
+    from .. import migrations
 
     message = migrations.not_ready_message(
         migrations.current(url, schema),

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from . import _ops
-from ._adk_source import PAGE, AdkDatabase, AdkScope, AdkSession, Unreadable
-from ._importers import Summary
-from ._ops_import import Verdict, WholeScope, WholeSession
-from ._runner import Runner
-from ._service import ServiceCore
-from .errors import ConflictError
+from .._sql.core import ServiceCore
+from .._sql.ops import store as _ops
+from .._sql.ops.imports import Verdict, WholeScope, WholeSession
+from .._sql.runner import Runner
+from ..errors import ConflictError
+from .adk_source import PAGE, AdkDatabase, AdkScope, AdkSession, Unreadable
+from .agentscope import Summary
 
 __all__ = ["Outcome", "import_database"]
 

@@ -24,17 +24,17 @@ from typing import Any, Final, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from . import codec
-from ._records import SessionInfo, SessionPage
-from ._schema import ID_LENGTH
-from ._statements import (
+from ... import codec
+from ..._records import SessionInfo, SessionPage
+from ...errors import ConflictError
+from ..schema import ID_LENGTH
+from ..statements.store import (
     PURGE_BATCH,
     Statements,
     merge_statements,
     one_statement_merge,
     statements,
 )
-from .errors import ConflictError
 
 __all__ = [
     "BEGIN",

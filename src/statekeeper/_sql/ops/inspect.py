@@ -12,11 +12,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec
-from ._ops import Call, Context, Op, _encode_cursor, page_params
-from ._ops_service import _members, read_events
-from ._records import EventRecord, SessionInfo, SessionPage
-from ._statements_inspect import inspect_statements
+from ... import codec
+from ..._records import EventRecord, SessionInfo, SessionPage
+from ..statements.inspect import inspect_statements
+from .service import _members, read_events
+from .store import Call, Context, Op, _encode_cursor, page_params
 
 __all__ = ["ListedSession", "SessionView", "list_sessions", "read_session"]
 

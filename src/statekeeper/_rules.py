@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _ops, codec
+from . import codec
+from ._sql.ops import store as _ops
 from .errors import SessionNotFoundError
 
 if TYPE_CHECKING:

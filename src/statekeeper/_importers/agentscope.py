@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import SessionBase
-from .errors import ConflictError, StatekeeperError
+from ..base import SessionBase
+from ..errors import ConflictError, StatekeeperError
 
 __all__ = [
     "Item",
     "Summary",
-    "agentscope_json",
-    "agentscope_redis",
+    "read_folder",
+    "read_redis",
     "import_items",
     "differs",
     "iter_errors",
@@ -56,7 +56,7 @@ class Summary:
         return self.imported + self.unchanged + len(self.skipped) + len(self.failed)
 
 
-def agentscope_json(folder: str, *, split_user: bool) -> list[Item]:
+def read_folder(folder: str, *, split_user: bool) -> list[Item]:
     """List the sessions of an AgentScope ``JSONSession`` folder (``*.json`` files).
 
     AgentScope names a file ``{session_id}.json``, or ``{user_id}_{session_id}.json``
@@ -85,7 +85,7 @@ def _json_loader(path: str) -> Callable[[], Any]:
     return load
 
 
-def agentscope_redis(client: Any, key_prefix: str) -> list[Item]:
+def read_redis(client: Any, key_prefix: str) -> list[Item]:
     """List the sessions an AgentScope 1.x ``RedisSession`` keeps under ``key_prefix``.
 
     Keys are ``{key_prefix}user_id:{user_id}:session:{session_id}:state``;
@@ -129,8 +129,8 @@ def import_items(
     Into a :class:`~statekeeper.SqlSession` sessions are written in batches
     (``_import_sql``); into other stores, and in a dry run, one by one.
     """
-    from ._import_sql import BATCH, write_batch
-    from .sql import SqlSession
+    from .._import_sql import BATCH, write_batch
+    from ..sql import SqlSession
 
     summary = Summary()
     sql = store if isinstance(store, SqlSession) and not dry_run else None
@@ -178,7 +178,7 @@ def _import_one(
 ) -> bool:
     """Import one session; return whether it was written."""
     if dry_run:
-        from . import codec
+        from .. import codec
 
         codec.encode_modules(state)  # would it encode? (raises StateEncodingError)
         stored = store.get_state(item.session_id, item.user_id)

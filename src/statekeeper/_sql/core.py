@@ -15,11 +15,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _ops, _ops_import, _ops_service, codec
-from ._store import StoreCore, check_mapping
+from .. import codec
+from .._rules import StoreCore, check_mapping
+from .ops import imports as _ops_import
+from .ops import service as _ops_service
+from .ops import store as _ops
 
 if TYPE_CHECKING:
-    from ._records import SessionPage, SessionRecord
+    from .._records import SessionPage, SessionRecord
 
 __all__ = ["ServiceCore"]
 

@@ -9,8 +9,17 @@ from typing import Any, TypeVar
 
 import click
 
-from . import _importers
-from ._cli_common import (
+from .._importers.agentscope import (
+    Item,
+    Summary,
+    import_items,
+    iter_errors,
+    read_folder,
+    read_redis,
+)
+from ..errors import DatabaseUnavailableError
+from ..sql import SqlSession
+from .common import (
     Unreachable,
     display_url,
     out_console,
@@ -18,8 +27,6 @@ from ._cli_common import (
     reports_errors,
     schema_option,
 )
-from .errors import DatabaseUnavailableError
-from .sql import SqlSession
 
 __all__ = ["import_"]
 
@@ -90,7 +97,7 @@ def agentscope_json(
     overwrite: bool,
 ) -> None:
     """Import the *.json files of an AgentScope JSONSession folder."""
-    items = _importers.agentscope_json(str(folder), split_user=split_user)
+    items = read_folder(str(folder), split_user=split_user)
     _run(items, to_url, schema, app_name, dry_run, overwrite)
 
 
@@ -111,13 +118,13 @@ def agentscope_redis(
     overwrite: bool,
 ) -> None:
     """Import the keys of an AgentScope RedisSession (found with SCAN, never KEYS)."""
-    from .redis import redis_module, unavailable
+    from ..redis import redis_module, unavailable
 
     redis = redis_module()
     client = redis.Redis.from_url(redis_url)
     try:
         try:
-            items = _importers.agentscope_redis(client, key_prefix)
+            items = read_redis(client, key_prefix)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unreachable(
                 f"the AgentScope Redis source: {unavailable(display_url(redis_url), exc)}"
@@ -156,8 +163,8 @@ def adk_database(
     order ADK returns them, timestamps exact; app: and user: state go to the
     statekeeper app's and user's state.
     """
-    from ._adk_source import AdkDatabase
-    from ._import_adk import import_database
+    from .._importers.adk import import_database
+    from .._importers.adk_source import AdkDatabase
 
     out = out_console()
     started = time.perf_counter()
@@ -182,7 +189,7 @@ def adk_database(
         source.close()
     seconds = time.perf_counter() - started
     for summary in (outcome.scopes, outcome.sessions):
-        for line in _importers.iter_errors(summary):
+        for line in iter_errors(summary):
             out.print(line, markup=False)
     scopes = outcome.scopes
     verb = "would import" if dry_run else "imported"
@@ -197,7 +204,7 @@ def adk_database(
 
 
 def _run(
-    items: list[_importers.Item],
+    items: list[Item],
     to_url: str,
     schema: str | None,
     app_name: str,
@@ -210,7 +217,7 @@ def _run(
         progress_bar() as bar,
     ):
         task = bar.add_task("importing", total=len(items))
-        summary = _importers.import_items(
+        summary = import_items(
             items,
             store,
             dry_run=dry_run,
@@ -219,14 +226,14 @@ def _run(
         )
     seconds = time.perf_counter() - started
     out = out_console()
-    for line in _importers.iter_errors(summary):
+    for line in iter_errors(summary):
         out.print(line, markup=False)
     _print_summary(summary, seconds, dry_run)
     if summary.failed:
         raise SystemExit(1)
 
 
-def _print_summary(summary: _importers.Summary, seconds: float, dry_run: bool) -> None:
+def _print_summary(summary: Summary, seconds: float, dry_run: bool) -> None:
     """The last line: what happened to the sessions, how long it took."""
     verb = "would import" if dry_run else "imported"
     rate = summary.total / seconds if seconds > 0 else 0.0

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._ops import BEGIN, COMMIT, Call, Op
-from .errors import DatabaseUnavailableError
+from ..errors import DatabaseUnavailableError
+from .ops.store import BEGIN, COMMIT, Call, Op
 
 __all__ = ["aconnect", "arun", "connect", "run", "unavailable", "unreachable"]
 

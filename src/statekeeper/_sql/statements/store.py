@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawJSON, events, sessions, version_table
+from ..schema import RawJSON, events, sessions, version_table
 
 __all__ = [
     "PURGE_BATCH",

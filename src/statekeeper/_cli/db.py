@@ -6,8 +6,9 @@ import click
 import sqlalchemy as sa
 from rich.table import Table
 
-from . import migrations
-from ._cli_common import (
+from .. import migrations
+from .._sql.schema import HEAD_REVISION
+from .common import (
     EXIT_STATUS_HELP,
     NotMigrated,
     out_console,
@@ -15,14 +16,13 @@ from ._cli_common import (
     schema_option,
     url_option,
 )
-from ._cli_common import where as _where
-from ._schema import HEAD_REVISION
+from .common import where as _where
 
 __all__ = ["db"]
 
 
 def _engine(url: str) -> sa.Engine:
-    from ._engine import migration_engine
+    from .._sql.engine import migration_engine
 
     return migration_engine(url)
 
