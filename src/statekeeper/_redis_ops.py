@@ -34,9 +34,10 @@ from typing import Any, TypeVar
 
 from . import codec
 from ._records import SessionInfo, SessionPage
-from ._sql.ops.store import _conflict
+from ._rules import check_limit, conflict, ttl_delta, validate_id
+from .errors import DatabaseUnavailableError
 
-__all__ = ["SCRIPTS", "Cmd", "Keys", "RedisOp"]
+__all__ = ["SCRIPTS", "Cmd", "Keys", "RedisOp", "connect_settings", "redis_module", "unavailable"]
 
 T = TypeVar("T")
 
@@ -210,7 +211,7 @@ def write(
             return int(reply[1])
         if status == "conflict":
             assert expected is not None
-            raise _conflict(expected, int(reply[1]), session_id)
+            raise conflict(expected, int(reply[1]), session_id)
         yield from _adopt_legacy(keys, user_id, session_id)
         legacy = "0"  # adopted, or written over by someone else meanwhile
 
@@ -297,8 +298,7 @@ def list_sessions(
     keys: Keys, user_id: str | None, limit: int, cursor: str | None
 ) -> RedisOp[SessionPage]:
     """Return one page of live sessions, newest update first, keyset-paginated on the index."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    check_limit(limit)
     index = keys.app_index() if user_id is None else keys.user_index(user_id)
     top, after = ("+inf", None) if cursor is None else (None, _decode_cursor(cursor))
     if after is not None:
@@ -362,3 +362,38 @@ def purge_expired(keys: Keys) -> RedisOp[int]:
             yield Cmd("pipe", tuple(removals))
         count += len(gone)
         start += len(members) - len(gone)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def connect_settings(key_prefix: str, app_name: str, ttl: float | dt.timedelta | None) -> Keys:
+    """Validate the Redis stores' settings; return their key names and ``ttl`` arithmetic."""
+    if not isinstance(key_prefix, str):
+        raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
+    validate_id(app_name, "app_name", allow_empty=True)
+    delta = ttl_delta(ttl)
+    ttl_us = None if delta is None else delta // dt.timedelta(microseconds=1)
+    return Keys(key_prefix, app_name, ttl_us)
+
+
+def redis_module() -> Any:
+    """Import redis-py, or say which extra installs it."""
+    try:
+        import redis
+        import redis.asyncio
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        raise ImportError(
+            "the Redis stores need redis-py: pip install 'statekeeper[redis]'"
+        ) from exc
+    return redis
+
+
+def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
+    """Wrap a redis-py connection error."""
+    error = DatabaseUnavailableError(
+        f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
+        "is right, then retry"
+    )
+    error.__cause__ = exc
+    return error

@@ -1,34 +1,45 @@
-"""What the SQL stores do before and after I/O: validation, encoding, module plumbing.
+"""What every store checks, whatever keeps its sessions: ids, ttl, versions, pages, modules.
 
-``SqlSession`` and ``AsyncSqlSession`` hold a :class:`StoreCore` and only open
-connections and drive the operations it builds.
+The SQL, JSON and Redis stores (and the event-log service) share these rules
+so that one input gives one answer everywhere: the same ``ValueError`` for a
+bad id, limit or cursor, the same :class:`~statekeeper.errors.ConflictError`
+for a stale ``expected_version``. Nothing here does I/O or knows a backend.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from . import codec
-from ._sql.ops import store as _ops
-from .errors import SessionNotFoundError
-
-if TYPE_CHECKING:
-    from ._records import SessionPage
+from .errors import ConflictError, SessionNotFoundError
 
 __all__ = [
-    "StoreCore",
+    "ID_LENGTH",
+    "Listed",
     "apply_loaded",
+    "check_cursor",
     "check_expected",
     "check_ids",
+    "check_limit",
     "check_mapping",
     "collect_states",
+    "conflict",
+    "decode_cursor",
+    "encode_cursor",
     "encoded_entries",
     "now",
     "ttl_delta",
+    "validate_id",
 ]
+
+ID_LENGTH = 255
+"""The longest id (``app_name``, ``user_id``, ``session_id``), in characters."""
 
 logger = logging.getLogger("statekeeper")
 
@@ -57,10 +68,90 @@ def check_expected(value: int | None) -> int | None:
     return value
 
 
+def validate_id(value: object, what: str, *, allow_empty: bool) -> str:
+    """Return ``value`` if it is a usable id, else raise ``ValueError`` saying why."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > ID_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; at most {ID_LENGTH} are allowed")
+    if "\x00" in value:
+        raise ValueError(f"{what} {value!r} contains a NUL character, which databases cannot store")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{what} {value!r} contains a lone surrogate; ids must be valid text"
+        ) from None
+    return value
+
+
 def check_ids(user_id: str, session_id: str) -> None:
     """Raise ``ValueError`` unless both ids are usable."""
-    _ops.validate_id(user_id, "user_id", allow_empty=True)
-    _ops.validate_id(session_id, "session_id", allow_empty=False)
+    validate_id(user_id, "user_id", allow_empty=True)
+    validate_id(session_id, "session_id", allow_empty=False)
+
+
+def conflict(expected: int, actual: int, session_id: str) -> ConflictError:
+    """The error for a write whose ``expected_version`` is not the stored one (0: absent)."""
+    state = f"is at version {actual}" if actual else "does not exist"
+    return ConflictError(
+        f"session {session_id!r} {state}, not the expected version {expected}; "
+        "nothing was written: reload it and retry",
+        expected=expected,
+        actual=actual,
+    )
+
+
+def check_limit(limit: object) -> int:
+    """Return ``limit`` if it is a positive int (a page size), else raise ``ValueError``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    return limit
+
+
+def check_cursor(cursor: object) -> str | None:
+    """Return ``cursor`` if it is ``None`` or a str, else raise ``ValueError``."""
+    if cursor is not None and not isinstance(cursor, str):
+        raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+    return cursor
+
+
+class Listed(Protocol):
+    """What a cursor is made of: a listed session's sort key."""
+
+    @property
+    def updated_at(self) -> dt.datetime: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+
+
+def encode_cursor(info: Listed) -> str:
+    """The cursor of the page after ``info`` (newest update first, then the ids)."""
+    raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str, str]:
+    """The sort key a cursor of :func:`encode_cursor` holds, or a ``ValueError``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, user_id, session_id = json.loads(raw)
+        updated = dt.datetime.fromisoformat(stamp)
+        if (
+            updated.tzinfo is None
+            or not isinstance(user_id, str)
+            or not isinstance(session_id, str)
+        ):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError(
+            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
+        ) from None
+    return updated, user_id, session_id
 
 
 def check_mapping(value: object, what: str) -> Mapping[str, Any]:
@@ -121,89 +212,3 @@ def apply_loaded(
                 user_id,
                 name,
             )
-
-
-class StoreCore:
-    """The I/O-free half of a SQL store: builds the operation for each public method."""
-
-    def __init__(
-        self,
-        dialect: str,
-        *,
-        app_name: str,
-        ttl: float | dt.timedelta | None,
-        schema: str | None,
-    ) -> None:
-        """Validate the store's settings."""
-        _ops.validate_id(app_name, "app_name", allow_empty=True)
-        if schema is not None and (dialect != "postgresql" or not schema.isidentifier()):
-            raise ValueError(
-                f"schema={schema!r}: a schema needs PostgreSQL and a plain identifier name"
-            )
-        self.ctx = _ops.Context(dialect, app_name, ttl_delta(ttl))
-
-    def _check_ids(self, user_id: str, session_id: str) -> None:
-        check_ids(user_id, session_id)
-
-    def save(self, user_id: str, session_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
-        """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""
-        states = collect_states(modules)
-        return self.merge(user_id, session_id, states, None)
-
-    def merge(
-        self, user_id: str, session_id: str, modules: Mapping[str, Any], expected: int | None
-    ) -> _ops.Op[int]:
-        """Build ``merge_state``."""
-        check_mapping(modules, "modules")
-        self._check_ids(user_id, session_id)
-        entries = codec.encode_entries(modules)
-        return _ops.merge_state(
-            self.ctx, user_id, session_id, modules, entries, check_expected(expected), now()
-        )
-
-    def set(
-        self, user_id: str, session_id: str, state: Mapping[str, Any], expected: int | None
-    ) -> _ops.Op[int]:
-        """Build ``set_state``."""
-        check_mapping(state, "state")
-        self._check_ids(user_id, session_id)
-        text = codec.encode_modules(state)
-        return _ops.set_state(self.ctx, user_id, session_id, text, check_expected(expected), now())
-
-    def get(self, user_id: str, session_id: str) -> _ops.Op[dict[str, Any] | None]:
-        """Build ``get_state``."""
-        self._check_ids(user_id, session_id)
-        return _ops.get_state(self.ctx, user_id, session_id, now())
-
-    def apply_loaded(
-        self,
-        state: dict[str, Any] | None,
-        session_id: str,
-        user_id: str,
-        allow_not_exist: bool,
-        modules: Mapping[str, Any],
-    ) -> None:
-        """Finish ``load_session_state``: hand each module its stored state."""
-        apply_loaded(state, session_id, user_id, self.ctx.app_name, allow_not_exist, modules)
-
-    def exists(self, user_id: str, session_id: str) -> _ops.Op[bool]:
-        """Build ``session_exists``."""
-        self._check_ids(user_id, session_id)
-        return _ops.session_exists(self.ctx, user_id, session_id, now())
-
-    def delete(self, user_id: str, session_id: str) -> _ops.Op[bool]:
-        """Build ``delete_session``."""
-        self._check_ids(user_id, session_id)
-        return _ops.delete_session(self.ctx, user_id, session_id, now())
-
-    def list(self, user_id: str | None, limit: int, cursor: str | None) -> _ops.Op[SessionPage]:
-        """Build ``list_sessions``."""
-        if user_id is not None:
-            _ops.validate_id(user_id, "user_id", allow_empty=True)
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
-        return _ops.list_sessions(self.ctx, user_id, limit, cursor, now())
-
-    def purge(self, on_batch: Callable[[int], object] | None = None) -> _ops.Op[int]:
-        """Build ``purge_expired``; ``on_batch`` hears the running count after each batch."""
-        return _ops.purge_expired(self.ctx, now(), on_batch)

@@ -1,63 +1,32 @@
+# generated from redis_async.py by tools/gen_sync.py: edit redis_async.py,
+# then run python tools/gen_sync.py
 """``RedisSession``: session state in Redis, from sync code (extra ``statekeeper[redis]``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
+from ._redis_ops import connect_settings, redis_module, unavailable
 from ._rules import (
     apply_loaded,
+    check_cursor,
     check_expected,
     check_ids,
     collect_states,
     encoded_entries,
-    ttl_delta,
 )
-from ._sql.ops import store as _ops
 from .base import SessionBase
-from .errors import DatabaseUnavailableError, StoreClosedError
+from .errors import StoreClosedError
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from ._records import SessionPage
 
-__all__ = ["RedisSession", "connect_settings"]
+__all__ = ["RedisSession"]
 
 T = TypeVar("T")
-
-
-def connect_settings(
-    key_prefix: str, app_name: str, ttl: float | dt.timedelta | None
-) -> _redis_ops.Keys:
-    """Validate the Redis stores' settings; return their key names and ``ttl`` arithmetic."""
-    if not isinstance(key_prefix, str):
-        raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
-    _ops.validate_id(app_name, "app_name", allow_empty=True)
-    delta = ttl_delta(ttl)
-    ttl_us = None if delta is None else delta // dt.timedelta(microseconds=1)
-    return _redis_ops.Keys(key_prefix, app_name, ttl_us)
-
-
-def redis_module() -> Any:
-    """Import redis-py, or say which extra installs it."""
-    try:
-        import redis
-        import redis.asyncio
-    except ImportError as exc:  # pragma: no cover - the dev extra installs it
-        raise ImportError(
-            "the Redis stores need redis-py: pip install 'statekeeper[redis]'"
-        ) from exc
-    return redis
-
-
-def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
-    """Wrap a redis-py connection error."""
-    error = DatabaseUnavailableError(
-        f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
-        "is right, then retry"
-    )
-    error.__cause__ = exc
-    return error
 
 
 class RedisSession(SessionBase):
@@ -73,7 +42,8 @@ class RedisSession(SessionBase):
     moving its data (such a session is listed once written; the
     ``agentscope-redis`` source of the ``statekeeper import`` command moves
     them all). Needs one Redis server (no Cluster: a script touches several
-    keys).
+    keys). The sync and async twins share keys and scripts: both can use one
+    database at once.
 
     Args:
         url_or_client: a Redis URL (``"redis://localhost:6379/0"``) or a
@@ -196,8 +166,7 @@ class RedisSession(SessionBase):
         self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> SessionPage:
         self._check(user_id or "", "-")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        cursor = check_cursor(cursor)
         return self._run(_redis_ops.list_sessions(self._keys, user_id, limit, cursor))
 
     def purge_expired(self) -> int:

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
-from ._rules import apply_loaded, check_expected, check_ids, collect_states, encoded_entries
+from ._redis_ops import connect_settings, redis_module, unavailable
+from ._rules import (
+    apply_loaded,
+    check_cursor,
+    check_expected,
+    check_ids,
+    collect_states,
+    encoded_entries,
+)
 from .base import AsyncSessionBase
 from .errors import StoreClosedError
-from .redis import connect_settings, redis_module, unavailable
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -23,13 +30,23 @@ T = TypeVar("T")
 class AsyncRedisSession(AsyncSessionBase):
     """Keep agent-session state in Redis, from async code.
 
-    The same keys, scripts and guarantees as :class:`~statekeeper.RedisSession`
-    (both can share one database), over redis-py's asyncio client.
+    A session is a Redis hash with one field per module (the module's exact
+    JSON), so a save merges modules atomically; versions, ``expected_version``,
+    the sliding expiry and the listing indexes (one sorted set per user and
+    one per app, never ``KEYS``) change in the same Lua script. Sessions an
+    AgentScope 1.x ``RedisSession`` wrote under
+    ``{key_prefix}user_id:{user_id}:session:{session_id}:state`` are read as
+    they are and taken over by the first write, so an app can switch without
+    moving its data (such a session is listed once written; the
+    ``agentscope-redis`` source of the ``statekeeper import`` command moves
+    them all). Needs one Redis server (no Cluster: a script touches several
+    keys). The sync and async twins share keys and scripts: both can use one
+    database at once.
 
     Args:
         url_or_client: a Redis URL (``"redis://localhost:6379/0"``) or a
-            ``redis.asyncio.Redis`` client, which is used as it is and not
-            closed by :meth:`close`.
+            ``redis.asyncio.Redis`` client, which is used as it is and not closed by
+            :meth:`close`.
         key_prefix: put before every key, as AgentScope's ``key_prefix``.
         app_name: isolates apps sharing one Redis database.
         ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
@@ -51,10 +68,7 @@ class AsyncRedisSession(AsyncSessionBase):
         redis = redis_module()
         self._keys = connect_settings(key_prefix, app_name, ttl)
         self._owned = isinstance(url_or_client, str)
-        if self._owned:
-            self._client = redis.asyncio.Redis.from_url(url_or_client)
-        else:
-            self._client = url_or_client
+        self._client = redis.asyncio.Redis.from_url(url_or_client) if self._owned else url_or_client
         self._where = url_or_client if self._owned else repr(url_or_client)
         self._scripts = {
             name: self._client.register_script(source)
@@ -154,8 +168,7 @@ class AsyncRedisSession(AsyncSessionBase):
         self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> SessionPage:
         self._check(user_id or "", "-")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        cursor = check_cursor(cursor)
         return await self._run(_redis_ops.list_sessions(self._keys, user_id, limit, cursor))
 
     async def purge_expired(self) -> int:

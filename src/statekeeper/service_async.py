@@ -70,7 +70,7 @@ class AsyncSessionService:
     @property
     def engine(self) -> AsyncEngine:
         """The engine the service runs on (its connections in autocommit)."""
-        return self._run.engine  # type: ignore[no-any-return]
+        return self._run.engine
 
     @property
     def app_name(self) -> str:

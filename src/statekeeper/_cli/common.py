@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .._sql.engine import safe_url
 from ..errors import DatabaseUnavailableError, SchemaNotReadyError, StatekeeperError
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "CommandFailed",
     "NotMigrated",
     "Unreachable",
-    "display_url",
     "err_console",
     "out_console",
     "reports_errors",
@@ -108,24 +108,17 @@ def schema_option(fn: F) -> F:
     )(fn)
 
 
-def display_url(url: str | sa.URL) -> str:
-    """Render ``url`` for messages, password hidden."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return str(url)
-
-
 def where(url: str, schema: str | None) -> str:
     """The database as the user named it, for messages."""
-    return display_url(url) + (f" (schema {schema})" if schema else "")
+    return safe_url(url) + (f" (schema {schema})" if schema else "")
 
 
 def require_migrated(url: str, schema: str | None) -> None:
     """Raise :class:`SchemaNotReadyError` naming ``url`` as typed unless the database is at head."""
     from .. import migrations
+    from .._sql.migrate import not_ready_message
 
-    message = migrations.not_ready_message(
+    message = not_ready_message(
         migrations.current(url, schema),
         where(url, schema),
         migrations.upgrade_command(url, schema),
@@ -178,7 +171,7 @@ def _failure(exc: BaseException, url: str | None) -> CommandFailed | None:
     if _is_unreachable(exc):
         cause = exc.__cause__ if isinstance(exc, DatabaseUnavailableError) else None
         detail = _detail(cause if cause is not None else exc)
-        named = f" {display_url(url)}" if url else ""
+        named = f" {safe_url(url)}" if url else ""
         if url is not None and url.startswith("sqlite"):
             hint = "check that the file's folder exists and can be written"
         else:

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from rich.table import Table
 
 from .. import migrations
+from .._sql.migrate import not_ready_message
 from .._sql.schema import HEAD_REVISION
 from .common import (
     EXIT_STATUS_HELP,
@@ -135,7 +136,7 @@ def check(url: str, schema: str | None) -> None:
     """
     found = migrations.current(url, schema)
     where = _where(url, schema)
-    message = migrations.not_ready_message(
+    message = not_ready_message(
         found, where, migrations.upgrade_command(url, schema), store_hint=False
     )
     if message is not None:

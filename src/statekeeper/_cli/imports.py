@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,19 +10,13 @@ from typing import Any, TypeVar
 
 import click
 
-from .._importers.agentscope import (
-    Item,
-    Summary,
-    import_items,
-    iter_errors,
-    read_folder,
-    read_redis,
-)
+from .._importers.agentscope import Item, import_items, read_folder, read_redis
+from .._importers.report import Summary, iter_errors
+from .._sql.database import Database
+from .._sql.engine import safe_url
 from ..errors import DatabaseUnavailableError
-from ..sql import SqlSession
 from .common import (
     Unreachable,
-    display_url,
     out_console,
     progress_bar,
     reports_errors,
@@ -118,7 +113,7 @@ def agentscope_redis(
     overwrite: bool,
 ) -> None:
     """Import the keys of an AgentScope RedisSession (found with SCAN, never KEYS)."""
-    from ..redis import redis_module, unavailable
+    from .._redis_ops import redis_module, unavailable
 
     redis = redis_module()
     client = redis.Redis.from_url(redis_url)
@@ -127,7 +122,7 @@ def agentscope_redis(
             items = read_redis(client, key_prefix)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unreachable(
-                f"the AgentScope Redis source: {unavailable(display_url(redis_url), exc)}"
+                f"the AgentScope Redis source: {unavailable(safe_url(redis_url), exc)}"
             ) from exc
         _run(items, to_url, schema, app_name, dry_run, overwrite)
     finally:
@@ -213,13 +208,14 @@ def _run(
 ) -> None:
     started = time.perf_counter()
     with (
-        SqlSession(to_url, app_name=app_name, schema=schema) as store,
+        contextlib.closing(Database(to_url, schema=schema, kind="SqlSession")) as database,
         progress_bar() as bar,
     ):
         task = bar.add_task("importing", total=len(items))
         summary = import_items(
             items,
-            store,
+            database,
+            app_name,
             dry_run=dry_run,
             overwrite=overwrite,
             progress=lambda n: bar.advance(task, n),

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import DatabaseUnavailableError
+from .engine import safe_url
 from .ops.store import BEGIN, COMMIT, Call, Op
 
 __all__ = ["aconnect", "arun", "connect", "run", "unavailable", "unreachable"]
@@ -30,10 +31,6 @@ T = TypeVar("T")
 
 #: Raised while connecting: the database is not there (or not for us).
 _CONNECT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
-
-
-def _where(engine: sa.Engine | AsyncEngine) -> str:
-    return engine.url.render_as_string(hide_password=True)
 
 
 def _detail(exc: BaseException) -> str:
@@ -45,14 +42,14 @@ def _detail(exc: BaseException) -> str:
 def unreachable(engine: sa.Engine | AsyncEngine, exc: BaseException) -> DatabaseUnavailableError:
     """The error for a connection to ``engine`` that could not be made."""
     return DatabaseUnavailableError(
-        f"cannot connect to the database {_where(engine)}: {_detail(exc)}. "
+        f"cannot connect to the database {safe_url(engine.url)}: {_detail(exc)}. "
         "Check that the server is running and the URL is right, then retry"
     )
 
 
 def _lost(engine: sa.Engine | AsyncEngine, exc: BaseException) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(
-        f"lost the connection to the database {_where(engine)} during the call: "
+        f"lost the connection to the database {safe_url(engine.url)} during the call: "
         f"{_detail(exc)}. The call's transaction did not commit unless the server had "
         "already answered; retry it (with expected_version to detect a repeat)"
     )

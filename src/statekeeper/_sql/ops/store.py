@@ -14,20 +14,16 @@ transaction that locks the row (``BEGIN IMMEDIATE`` on SQLite).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import json
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
 from ... import codec
 from ..._records import SessionInfo, SessionPage
-from ...errors import ConflictError
-from ..schema import ID_LENGTH
+from ..._rules import check_limit, conflict, decode_cursor, encode_cursor
 from ..statements.store import (
     PURGE_BATCH,
     Statements,
@@ -39,9 +35,11 @@ from ..statements.store import (
 __all__ = [
     "BEGIN",
     "COMMIT",
+    "JSON_REFUSED",
     "Call",
     "Context",
     "Op",
+    "current_version",
     "delete_session",
     "get_state",
     "list_sessions",
@@ -52,7 +50,6 @@ __all__ = [
     "session_exists",
     "set_state",
     "sqlstate",
-    "validate_id",
 ]
 
 T = TypeVar("T")
@@ -64,20 +61,6 @@ class Call:
 
     statement: sa.Executable
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-
-
-class Result(Protocol):
-    """What an operation is sent back for a :class:`Call`: the rows, fully fetched."""
-
-    @property
-    def rowcount(self) -> int:
-        """The number of rows the statement changed (for a DELETE without RETURNING)."""
-
-    def first(self) -> Any:
-        """Return the first row, or ``None``."""
-
-    def all(self) -> Any:
-        """Return every row."""
 
 
 BEGIN: Final = "BEGIN"
@@ -107,30 +90,11 @@ class Context:
         return None if self.ttl is None else now + self.ttl
 
 
-def validate_id(value: object, what: str, *, allow_empty: bool) -> str:
-    """Return ``value`` if it is a usable id, else raise ``ValueError`` saying why."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a str, got {type(value).__name__} {value!r}")
-    if not value and not allow_empty:
-        raise ValueError(f"{what} must not be empty")
-    if len(value) > ID_LENGTH:
-        raise ValueError(f"{what} is {len(value)} characters long; at most {ID_LENGTH} are allowed")
-    if "\x00" in value:
-        raise ValueError(f"{what} {value!r} contains a NUL character, which databases cannot store")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"{what} {value!r} contains a lone surrogate; ids must be valid text"
-        ) from None
-    return value
-
-
 # --------------------------------------------------------------------------- operations
 
 #: SQLSTATEs of PostgreSQL's JSON functions refusing ``\\u0000`` (22P05) or a lone
 #: surrogate (22P02) in a stored state; that merge takes the locked path.
-_JSON_REFUSED = frozenset({"22P05", "22P02"})
+JSON_REFUSED = frozenset({"22P05", "22P02"})
 
 
 def sqlstate(exc: sa.exc.DBAPIError) -> str | None:
@@ -148,17 +112,8 @@ def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> di
     return {"p_app": ctx.app_name, "p_user": user_id, "p_session": session_id, "p_now": now}
 
 
-def _conflict(expected: int, actual: int, session_id: str) -> ConflictError:
-    state = f"is at version {actual}" if actual else "does not exist"
-    return ConflictError(
-        f"session {session_id!r} {state}, not the expected version {expected}; "
-        "nothing was written: reload it and retry",
-        expected=expected,
-        actual=actual,
-    )
-
-
-def _current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
+def current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
+    """Return the version of the live session the key in ``params`` names (0: none)."""
     row = (yield Call(ctx.sql.version, params)).first()
     return 0 if row is None else int(row[0])
 
@@ -247,7 +202,7 @@ def set_state(
     row = (yield Call(statement, params)).first()
     if row is None:
         assert expected is not None
-        raise _conflict(expected, (yield from _current_version(ctx, params)), session_id)
+        raise conflict(expected, (yield from current_version(ctx, params)), session_id)
     return int(row[0])
 
 
@@ -293,7 +248,7 @@ def merge_state(
         try:
             row = (yield Call(statement, params)).first()
         except sa.exc.DBAPIError as exc:
-            if sqlstate(exc) not in _JSON_REFUSED:
+            if sqlstate(exc) not in JSON_REFUSED:
                 raise
             row = None  # a stored NUL or lone surrogate json_each cannot read
         if row is not None:
@@ -326,7 +281,7 @@ def _merge_locked(
         live = row is not None and bool(row[2])
         actual = int(row[1]) if live else 0
         if expected is not None and expected != actual:
-            raise _conflict(expected, actual, session_id)
+            raise conflict(expected, actual, session_id)
         if live:
             merged = codec.decode(row[0])
             merged.update(modules)
@@ -344,51 +299,19 @@ def _merge_locked(
 # --------------------------------------------------------------------------- listing
 
 
-class _Listed(Protocol):
-    """What a cursor is made of: a listed session's sort key."""
-
-    @property
-    def updated_at(self) -> dt.datetime: ...
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def session_id(self) -> str: ...
-
-
-def _encode_cursor(info: _Listed) -> str:
-    raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, user_id, session_id = json.loads(raw)
-        updated = dt.datetime.fromisoformat(stamp)
-        if (
-            updated.tzinfo is None
-            or not isinstance(user_id, str)
-            or not isinstance(session_id, str)
-        ):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error):
-        raise ValueError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
-        ) from None
-    return updated, user_id, session_id
-
-
 def page_params(
     ctx: Context, user_id: str | None, limit: int, cursor: str | None, now: dt.datetime
 ) -> dict[str, Any]:
     """The parameters of a listing page: one row more than ``limit`` tells a next page exists."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
-    params: dict[str, Any] = {"p_app": ctx.app_name, "p_now": now, "p_limit": limit + 1}
+    params: dict[str, Any] = {
+        "p_app": ctx.app_name,
+        "p_now": now,
+        "p_limit": check_limit(limit) + 1,
+    }
     if user_id is not None:
         params["p_user"] = user_id
     if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor)
+        params["c_updated"], params["c_user"], params["c_session"] = decode_cursor(cursor)
     return params
 
 
@@ -400,7 +323,7 @@ def list_sessions(
     statement = ctx.sql.pages[user_id is not None, cursor is not None]
     rows = (yield Call(statement, params)).all()
     items = tuple(SessionInfo(*row) for row in rows[:limit])
-    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
     return SessionPage(items, next_cursor)
 
 
