@@ -1,6 +1,6 @@
 """The Redis stores' operations, written once and free of I/O.
 
-As in ``_ops`` for SQL, each operation is a generator that yields a
+As in ``ops.store`` for SQL, each operation is a generator that yields a
 :class:`Cmd` (a client method and its arguments, a registered Lua script, or a
 pipeline of commands) and is sent back the reply; ``RedisSession`` and
 ``AsyncRedisSession`` drive the same generators on redis-py's sync and asyncio

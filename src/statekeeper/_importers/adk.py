@@ -1,6 +1,6 @@
 """``statekeeper import adk-database``: Google ADK's session tables into the event-log service.
 
-The source is read by ``_adk_source``. Each ADK app goes into the
+The source is read by ``adk_source``. Each ADK app goes into the
 statekeeper app of the same name: an ``app_states`` row becomes the app's
 state, a ``user_states`` row that user's state (keys without prefix in
 both), so the merged state reads as ADK's; a session keeps its own state,
@@ -8,7 +8,7 @@ its events (timestamps exact) and its times, with a version of one per event
 more than a create's.
 
 Writes go through the event-log service's import operations
-(``_ops_import``, built by ``ServiceCore``): a page of sessions (or of
+(``ops.imports``, built by ``ServiceCore``): a page of sessions (or of
 scoped states) is one transaction. If it fails, each of its items is written
 in a transaction of its own, so the one at fault is reported by name and
 nothing of it is left half-written. An item already there and equal counts as

@@ -1,4 +1,4 @@
-"""Drive an operation from ``_ops`` on a database: the only place sync and async differ.
+"""Drive an operation from ``ops.store`` on a database: the only place sync and async differ.
 
 Each statement runs through SQLAlchemy's public execution path,
 ``Connection.execute`` on a pooled connection in autocommit, so the engine's

@@ -1,11 +1,11 @@
 """The operations ``statekeeper import`` writes event-log sessions with, free of I/O.
 
-Like the service's own operations (``_ops_service``) they yield
-:class:`~statekeeper._ops.Call` steps and ``BEGIN`` / ``COMMIT``, driven by
-``_drivers.run``; ``_service.ServiceCore`` builds them. A batch is one
+Like the service's own operations (``ops.service``) they yield
+:class:`~statekeeper._sql.ops.store.Call` steps and ``BEGIN`` / ``COMMIT``, driven by
+``driver.run``; ``core.ServiceCore`` builds them. A batch is one
 transaction: a session arrives whole, with its event log, and a scoped state
 whole, each created only where it is absent, left alone where it is equal.
-The statements are in ``_statements_import``.
+The statements are in ``statements.imports``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The operator's reads behind ``statekeeper sessions ls`` and ``show``, free of I/O.
 
-Generators yielding :class:`~statekeeper._ops.Call` steps, driven by
-``_drivers.run`` / ``arun`` like the stores' operations. They are reads
+Generators yielding :class:`~statekeeper._sql.ops.store.Call` steps, driven by
+``driver.run`` / ``arun`` like the stores' operations. They are reads
 only: whatever the store's ``ttl``, no statement refreshes a session's
-expiry. The statements are in ``_statements_inspect``.
+expiry. The statements are in ``statements.inspect``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def read_session(
     ``recent``: ``None`` all the events, ``0`` none. One SELECT of the
     session's row (scoped states included), then, if events are asked for
     and there are some, one of its log, up to the count the row gave. The
-    caller has validated the ids (``_ops.validate_id``) and ``recent``.
+    caller has validated the ids (``_rules.validate_id``) and ``recent``.
     """
     params: dict[str, Any] = {
         "p_app": ctx.app_name,

@@ -1,8 +1,8 @@
 """The event-log service's operations, written once and free of I/O.
 
-Generators yielding :class:`~statekeeper._ops.Call` steps (and ``BEGIN`` /
-``COMMIT``), driven by ``_drivers.run`` / ``arun`` like the stores' own
-operations in ``_ops``. The statements are in ``_statements_service``.
+Generators yielding :class:`~statekeeper._sql.ops.store.Call` steps (and ``BEGIN`` /
+``COMMIT``), driven by ``driver.run`` / ``arun`` like the stores' own
+operations in ``ops.store``. The statements are in ``statements.service``.
 
 A state (at create) or a state delta (at append) is split by key prefix into
 a :class:`Delta`: ``app:`` keys go to the app's state, ``user:`` keys to the
@@ -164,7 +164,7 @@ def _record(
     state: dict[str, Any],
     events: tuple[EventRecord, ...],
 ) -> SessionRecord:
-    """A record from a row of ``_statements_service._RECORD`` columns (state already merged)."""
+    """A record from a row of ``statements.terms.RECORD`` columns (state already merged)."""
     _, version, _, update_time, created_at, updated_at, expires_at = row[:7]
     return SessionRecord(
         app_name=ctx.app_name,

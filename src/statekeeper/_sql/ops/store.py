@@ -1,9 +1,9 @@
 """The store's operations, written once and free of I/O.
 
 Each operation is a generator: it yields a :class:`Call` (a SQLAlchemy Core
-statement prebuilt in ``_statements``, and its parameters), or :data:`BEGIN` /
-:data:`COMMIT`, and is sent back the buffered result. ``_drivers.run`` and
-``_drivers.arun`` drive the same generator on a sync or an async connection,
+statement prebuilt in ``statements.store``, and its parameters), or :data:`BEGIN` /
+:data:`COMMIT`, and is sent back the buffered result. ``driver.run`` and
+``driver.arun`` drive the same generator on a sync or an async connection,
 so the choice of SQL and the semantics live here alone.
 
 Connections run in autocommit: a single statement is its own transaction, with

@@ -2,7 +2,7 @@
 
 Whole sessions (the row with its event count and times, then every event)
 and whole scoped states, a batch at a time: parameters are named ``p_*`` as
-in ``_statements_service``, whose tables and conditions they share.
+in ``statements.service``, whose tables and conditions they share.
 """
 
 from __future__ import annotations

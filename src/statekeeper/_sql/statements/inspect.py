@@ -1,7 +1,7 @@
 """The statements of the operator's reads (``statekeeper sessions ls`` and ``show``), per dialect.
 
 Reads only: none of them refreshes a session's expiry. A listing page is the
-stores' own keyset page (``_statements.page_statements``) with two more
+stores' own keyset page (``statements.terms.page_statements``) with two more
 columns, the stored state's size and the session's event count, so it stays
 one statement per page. The count is the session row's ``event_count``, which
 every append bumps in the same write as it adds the event: it is what the

@@ -1,7 +1,7 @@
 """The statements of the event-log service, prebuilt once per dialect.
 
 Parameters are named ``p_*`` (``c_*`` for a listing cursor), as in
-``_statements``. PostgreSQL appends and creates are one statement each: the
+``statements.store``. PostgreSQL appends and creates are one statement each: the
 session row's write is a data-modifying CTE the other writes (event, app and
 user state) select from, so they happen only when it matched. SQLite, which
 has no such CTEs, runs the same writes one by one inside ``BEGIN IMMEDIATE``.

@@ -2,7 +2,7 @@
 
 SQLAlchemy Core constructs with bound parameters named ``p_*`` (and ``c_*``
 for a listing cursor). Building them once keeps statement construction and
-compilation out of every call; ``_ops`` picks them, ``_drivers`` compiles each
+compilation out of every call; ``ops.store`` picks them, ``driver`` compiles each
 once per store.
 """
 
