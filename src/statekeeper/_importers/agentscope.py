@@ -176,6 +176,8 @@ def _write_batch(
             encoded.append((item, (item.user_id, item.session_id, state, text)))
         except ValueError as exc:  # StateEncodingError included
             summary.failed.append((item.source, str(exc)))
+    if not encoded:
+        return
     verdicts = database.import_states(app_name, [row for _, row in encoded], overwrite)
     for (item, _), verdict in zip(encoded, verdicts, strict=True):
         if verdict == "imported":

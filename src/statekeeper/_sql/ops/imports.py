@@ -1,4 +1,8 @@
-"""The operations ``statekeeper import`` writes event-log sessions with, free of I/O.
+"""The operations ``statekeeper import`` writes sessions with, free of I/O.
+
+:func:`import_states` writes a batch of store sessions (AgentScope's);
+:func:`import_sessions` and :func:`import_scopes` event-log sessions and
+scoped states (ADK's).
 
 Like the service's own operations (``ops.service``) they yield
 :class:`~statekeeper._sql.ops.store.Call` steps and ``BEGIN`` / ``COMMIT``, driven by
