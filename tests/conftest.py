@@ -6,12 +6,24 @@ database there and drops it at the end. Redis tests use
 ``STATEKEEPER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) with a
 key prefix of their own, deleted afterwards. Without a server the tests skip
 with the reason, except under ``CI=true``, where they fail.
+
+With ``STATEKEEPER_TEST_VIA_PGBOUNCER=1`` the stores and services of the
+PostgreSQL tests reach their database through a PgBouncer in transaction
+mode (the ``pgbouncer`` fixture starts one), with the one setting each driver
+needs there (``POOLER_CONNECT_ARGS``); migrations still run on the direct
+connection. Without a ``pgbouncer`` binary the tests that need one skip,
+except under ``CI=true``.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +41,15 @@ PG_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("STATEKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+VIA_PGBOUNCER = os.environ.get("STATEKEEPER_TEST_VIA_PGBOUNCER", "").lower() in ("1", "true", "yes")
+
+#: The one setting behind a transaction-mode pooler, per engine maker (docs/deploying.md):
+#: ``statekeeper`` is a store's own psycopg engine, given it as ``engine_options``.
+POOLER_CONNECT_ARGS: dict[str, dict[str, Any]] = {
+    "statekeeper": {"prepare_threshold": None},
+    "psycopg": {"prepare_threshold": None},
+    "asyncpg": {"statement_cache_size": 0},
+}
 
 
 def _admin_engine() -> sa.Engine:
@@ -68,12 +89,137 @@ def create_pg_database(server: sa.URL) -> tuple[str, Callable[[], None]]:
 
 
 @pytest.fixture(scope="session")
-def pg_database(pg_server: sa.URL) -> Iterator[str]:
-    """A migrated throwaway PostgreSQL database shared by the run (tests isolate by app_name)."""
+def pg_direct_database(pg_server: sa.URL) -> Iterator[str]:
+    """A migrated throwaway PostgreSQL database shared by the run, on the direct connection."""
     url, drop = create_pg_database(pg_server)
     migrations.upgrade(url)
     yield url
     drop()
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_direct_database: str, request: pytest.FixtureRequest) -> str:
+    """A migrated throwaway PostgreSQL database shared by the run (tests isolate by app_name).
+
+    Under ``STATEKEEPER_TEST_VIA_PGBOUNCER=1`` its URL goes through the run's
+    PgBouncer (migrated on the direct connection before).
+    """
+    if VIA_PGBOUNCER:
+        return str(request.getfixturevalue("pgbouncer")(pg_direct_database))
+    return pg_direct_database
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_PGBOUNCER_INI = """\
+[databases]
+* = host={host} port={port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen}
+unix_socket_dir =
+auth_type = trust
+auth_file = {dir}/users.txt
+pool_mode = transaction
+default_pool_size = 3
+max_client_conn = 1000
+logfile = {dir}/pgbouncer.log
+pidfile = {dir}/pgbouncer.pid
+"""
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: sa.URL) -> Iterator[Callable[[str], str]]:
+    """Start a PgBouncer in transaction mode on a free loopback port; yield URL -> URL through it.
+
+    Few server connections (``default_pool_size = 3``), so clients really
+    share them. Skips without a ``pgbouncer`` binary (fails under CI=true).
+    """
+    binary = shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
+    )
+    if binary is None:
+        message = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the pooler tests must run)")
+        pytest.skip(message)
+    folder = tempfile.mkdtemp(prefix="sk-pgbouncer-")
+    port = _free_port()
+    with open(os.path.join(folder, "pgbouncer.ini"), "w") as ini:
+        ini.write(
+            _PGBOUNCER_INI.format(
+                host=pg_server.host, port=pg_server.port or 5432, listen=port, dir=folder
+            )
+        )
+    with open(os.path.join(folder, "users.txt"), "w") as users:
+        users.write(f'"{pg_server.username or "postgres"}" ""\n')
+    command = [binary, os.path.join(folder, "pgbouncer.ini")]
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        shutil.chown(folder, "postgres")
+        for name in os.listdir(folder):
+            shutil.chown(os.path.join(folder, name), "postgres")
+        command[1:1] = ["-u", "postgres"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(proc, port, os.path.join(folder, "pgbouncer.log"))
+        yield (
+            lambda url: (
+                sa.make_url(url)
+                .set(host="127.0.0.1", port=port)
+                .render_as_string(hide_password=False)
+            )
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: str) -> None:
+    """Return once the PgBouncer accepts connections on ``port``; fail if it exits first."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            with open(log, errors="replace") as f:
+                pytest.fail(f"pgbouncer exited with {proc.returncode}: {f.read()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # no readiness signal to await: poll the port
+
+
+def pooler_connect_args(url: str | sa.URL, driver: str) -> dict[str, Any]:
+    """The ``connect_args`` an engine of ``driver`` on ``url`` needs (none off a pooler).
+
+    A PostgreSQL URL on another port than the server's goes through a PgBouncer
+    of this run (stateless: test modules import this file as ``tests.conftest``).
+    """
+    parsed = sa.make_url(url)
+    direct = sa.make_url(PG_URL)
+    if parsed.get_backend_name() != "postgresql" or (parsed.host, parsed.port or 5432) == (
+        direct.host,
+        direct.port or 5432,
+    ):
+        return {}
+    return dict(POOLER_CONNECT_ARGS.get(driver, {}))
+
+
+def with_pooler_setting(kwargs: dict[str, Any], url: str) -> dict[str, Any]:
+    """Add the pooler setting to a URL store's ``engine_options`` when ``url`` goes through one."""
+    args = pooler_connect_args(url, "statekeeper")
+    if not args:
+        return kwargs
+    options = dict(kwargs.get("engine_options") or {})
+    options["connect_args"] = {**args, **options.get("connect_args", {})}
+    return {**kwargs, "engine_options": options}
 
 
 @pytest.fixture
@@ -173,7 +319,10 @@ def store_factory(
             parsed = sa.make_url(url)
             backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
             parsed = parsed.set(drivername=f"{backend}+{driver}")
-            where = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
+            args = pooler_connect_args(url, driver)
+            where = (create_async_engine if facade == "async" else sa.create_engine)(
+                parsed, connect_args=args
+            )
             if engines is not None:
                 engines.append(where)
     elif store_kind == "json":
@@ -184,6 +333,8 @@ def store_factory(
 
     def build(**kwargs: Any) -> Any:
         kwargs = {**extra, **kwargs}
+        if isinstance(where, str):
+            kwargs = with_pooler_setting(kwargs, where)
         if facade == "sync":
             return SyncAsAsync(kinds[0](where, **kwargs))
         return kinds[1](where, **kwargs)

@@ -23,6 +23,7 @@ from .errors import (
     StateEncodingError,
     StatekeeperError,
     StoreClosedError,
+    TransactionPoolerError,
 )
 from .json_file import JSONSession
 from .json_file_async import AsyncJSONSession
@@ -58,5 +59,6 @@ __all__ = [
     "StateModule",
     "StatekeeperError",
     "StoreClosedError",
+    "TransactionPoolerError",
     "__version__",
 ]

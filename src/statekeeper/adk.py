@@ -11,6 +11,14 @@ one engine::
     sessions = SqlSessionService("sqlite:///app.db", auto_migrate=True)
     runner = Runner(agent=root_agent, app_name="support", session_service=sessions)
 
+ADK's own tooling (``adk web``, ``adk api_server``, ``get_fast_api_app``)
+finds it by URI: importing this module registers the schemes
+``statekeeper+sqlite://`` and ``statekeeper+postgresql://`` in ADK's service
+registry, so an agents folder's ``services.py`` holding ``import
+statekeeper.adk`` is all it takes::
+
+    adk api_server --session_service_uri="statekeeper+sqlite:///app.db?auto_migrate=true" agents/
+
 This is the only statekeeper module that imports ``google.adk``; install it
 with ``pip install 'statekeeper[adk]'``.
 """
@@ -23,6 +31,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from google.adk.cli.service_registry import get_service_registry
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import (
     SessionNotFoundError as AdkSessionNotFoundError,
@@ -38,6 +47,7 @@ from pydantic import Field
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from . import _adk_uri
 from ._sql import engine as _engine
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
 from .service_async import AsyncSessionService
@@ -147,6 +157,14 @@ class SqlSessionService(BaseSessionService):
             own async drivers whatever driver it names: psycopg for PostgreSQL,
             aiosqlite for SQLite. Every ``app_name`` runs on the same database;
             ``sqlite:///:memory:`` is one database for the service's life.
+        uri: instead of ``url_or_engine``, a session-service URI as ADK's
+            service registry passes it (``services.yaml`` entries call
+            ``SqlSessionService(uri=...)``): the database URL with an optional
+            ``statekeeper+`` in front and the options ``auto_migrate``,
+            ``schema`` and ``ttl`` in its query, as in
+            ``"statekeeper+postgresql://app@db/app?schema=agents&auto_migrate=true"``.
+            Other query options stay on the database URL. An option in the
+            URI and the same keyword argument cannot both be given.
         schema: PostgreSQL schema holding the tables.
         ttl: seconds or a ``timedelta``; a session not written or read for that
             long expires and reads as absent. ``None``: never.
@@ -154,21 +172,40 @@ class SqlSessionService(BaseSessionService):
             instead of raising :class:`~statekeeper.errors.SchemaNotReadyError`.
         engine_options: extra ``create_engine`` / ``create_async_engine``
             arguments (ignored for an ``AsyncEngine``).
+        agents_dir: the agents folder, which ADK's service registry passes to
+            every service it builds; not used (the URL says where sessions go).
 
     Raises:
-        ValueError: a setting is invalid or the database is not supported.
+        ValueError: a setting is invalid, the database is not supported, or
+            both or neither of ``url_or_engine`` and ``uri`` are given.
         ImportError: the database driver is missing; the message names the extra.
     """
 
     def __init__(
         self,
-        url_or_engine: str | sa.URL | AsyncEngine,
+        url_or_engine: str | sa.URL | AsyncEngine | None = None,
         *,
+        uri: str | None = None,
         schema: str | None = None,
         ttl: float | dt.timedelta | None = None,
         auto_migrate: bool = False,
         engine_options: Mapping[str, Any] | None = None,
+        agents_dir: str | None = None,
     ) -> None:
+        del agents_dir  # ADK's registry passes it to every service; the URL says where
+        if uri is not None:
+            if url_or_engine is not None:
+                raise ValueError("give SqlSessionService a URL or engine, or uri=, not both")
+            url_or_engine, settings = _adk_uri.parse(
+                uri, schema=schema, ttl=ttl, auto_migrate=auto_migrate
+            )
+            schema, ttl = settings["schema"], settings["ttl"]
+            auto_migrate = settings["auto_migrate"]
+        elif url_or_engine is None:
+            raise ValueError(
+                'SqlSessionService needs a database: pass a URL ("sqlite:///app.db"), '
+                'an AsyncEngine, or uri="statekeeper+sqlite:///app.db"'
+            )
         # Each app's AsyncSessionService is made from the URL (statekeeper's
         # stores on one URL share an engine) or runs on the caller's engine.
         # An in-memory database must stay one database: every app's service
@@ -480,3 +517,12 @@ class SqlSessionService(BaseSessionService):
     ) -> None:
         """Close the service."""
         await self.close()
+
+
+def _from_uri(uri: str, **options: Any) -> SqlSessionService:
+    """Build the service ADK's registry asks for (``--session_service_uri=statekeeper+...``)."""
+    return SqlSessionService(uri=uri, **options)
+
+
+for _scheme in _adk_uri.SCHEMES:
+    get_service_registry().register_session_service(_scheme, _from_uri)

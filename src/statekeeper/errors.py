@@ -16,6 +16,7 @@ __all__ = [
     "StateEncodingError",
     "StatekeeperError",
     "StoreClosedError",
+    "TransactionPoolerError",
 ]
 
 
@@ -88,3 +89,20 @@ class DatabaseUnavailableError(StatekeeperError, ConnectionError):
 
 class StoreClosedError(StatekeeperError, RuntimeError):
     """The store (or service) was closed; create a new one to keep working."""
+
+
+class TransactionPoolerError(StatekeeperError):
+    """A connection pooler in transaction mode refused the driver's prepared statements.
+
+    A pooler such as PgBouncer with ``pool_mode = transaction`` hands each
+    transaction to any of its server connections, so a statement the driver
+    prepared on one of them is missing (or taken) on the next. The statement
+    was refused before it ran; a call inside a transaction was rolled back,
+    so no session is half-written, and the connection was discarded. Turn
+    the driver's server-side prepared statements off for engines that go
+    through the pooler: psycopg
+    ``engine_options={"connect_args": {"prepare_threshold": None}}`` (or
+    ``connect_args={"prepare_threshold": None}`` on your own engine), asyncpg
+    ``connect_args={"statement_cache_size": 0}``. The driver's own exception
+    is the ``__cause__``.
+    """

@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from google.adk.agents import LlmAgent
 from google.adk.agents.base_agent import BaseAgent
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_response import LlmResponse
 from google.adk.runners import Runner
+from google.adk.sessions.base_session_service import BaseSessionService
 from google.adk.sessions.database_session_service import DatabaseSessionService
+from google.adk.tools.function_tool import FunctionTool
 from google.genai import types
 
 if TYPE_CHECKING:
@@ -17,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from google.adk.agents.invocation_context import InvocationContext
+    from google.adk.models.llm_request import LlmRequest
 
     from statekeeper.adk import SqlSessionService
 
@@ -120,3 +126,77 @@ async def test_sessions_copied_from_adks_database_service_read_back_the_same(
             assert after.last_update_time == pytest.approx(before.last_update_time, abs=1e-6)
     finally:
         await old.close()
+
+
+def refund(amount: int) -> dict[str, int]:
+    """Refund an amount (a tool that asks the user to confirm first)."""
+    return {"refunded": amount}
+
+
+class RefundModel(BaseLlm):
+    """Calls ``refund`` for a user's text, says "done" once a tool has answered."""
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        last = llm_request.contents[-1].parts or []
+        if last and last[-1].function_response is None:
+            call = types.FunctionCall(name="refund", args={"amount": 5})
+            part = types.Part(function_call=call)
+        else:
+            part = types.Part(text="done")
+        yield LlmResponse(content=types.Content(role="model", parts=[part]))
+
+
+def _label(event: Event) -> str:
+    part = event.content.parts[0] if event.content and event.content.parts else None
+    if part is not None and part.function_call is not None:
+        return f"call {part.function_call.name}"
+    if part is not None and part.function_response is not None:
+        return f"response {part.function_response.name}"
+    return f"text {part.text if part is not None else ''}"
+
+
+async def _confirmed_refund(sessions: BaseSessionService, app_name: str) -> list[str]:
+    """Run ADK's tool-confirmation flow to its end; return the stored events' labels."""
+    tool = FunctionTool(refund, require_confirmation=True)
+    agent = LlmAgent(name="clerk", model=RefundModel(model="canned"), tools=[tool])
+    runner = Runner(agent=agent, app_name=app_name, session_service=sessions)
+    session = await sessions.create_session(app_name=app_name, user_id="u1")
+    ask = types.Content(role="user", parts=[types.Part(text="refund me")])
+    request_id = None
+    async for event in runner.run_async(user_id="u1", session_id=session.id, new_message=ask):
+        for call in event.get_function_calls():
+            if call.name == "adk_request_confirmation":
+                request_id = call.id
+    yes = types.FunctionResponse(
+        name="adk_request_confirmation", id=request_id, response={"confirmed": True}
+    )
+    answer = types.Content(role="user", parts=[types.Part(function_response=yes)])
+    async for _event in runner.run_async(user_id="u1", session_id=session.id, new_message=answer):
+        pass
+    stored = await sessions.get_session(app_name=app_name, user_id="u1", session_id=session.id)
+    assert stored is not None
+    return [_label(event) for event in stored.events]
+
+
+async def test_tool_confirmation_events_come_back_in_append_order_not_timestamp_order(
+    service: SqlSessionService, app_name: str, tmp_path: Path
+) -> None:
+    """What docs/adk.md's "event order" row says, on each side."""
+    flow = [
+        "text refund me",
+        "call refund",
+        "call adk_request_confirmation",  # appended before the response below ...
+        "response refund",  # ... whose timestamp is a fraction of a millisecond older
+        "response adk_request_confirmation",
+        "response refund",
+        "text done",
+    ]
+    assert await _confirmed_refund(service, app_name) == flow
+    adk = DatabaseSessionService(f"sqlite+aiosqlite:///{tmp_path / 'adk.db'}")
+    try:
+        by_time = [*flow[:2], flow[3], flow[2], *flow[4:]]
+        assert await _confirmed_refund(adk, app_name) == by_time
+    finally:
+        await adk.close()

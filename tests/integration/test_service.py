@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from tests.conftest import SyncAsAsync
+from tests.conftest import SyncAsAsync, pooler_connect_args, with_pooler_setting
 
 from statekeeper import (
     AsyncSessionService,
@@ -51,8 +51,13 @@ async def make_service(db_url: str, facade: str, driver: str) -> AsyncIterator[C
             parsed = sa.make_url(db_url)
             backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
             parsed = parsed.set(drivername=f"{backend}+{driver}")
-            target = create_async_engine(parsed) if facade == "async" else sa.create_engine(parsed)
+            args = pooler_connect_args(db_url, driver)
+            target = (create_async_engine if facade == "async" else sa.create_engine)(
+                parsed, connect_args=args
+            )
             engines.append(target)
+        else:
+            kwargs = with_pooler_setting(kwargs, db_url)
         obj: Any = (
             SyncAsAsync(sync_cls(target, **kwargs))
             if facade == "sync"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tests.conftest import pooler_connect_args
 
 from statekeeper import (
     ConflictError,
@@ -434,7 +435,8 @@ async def test_purge_expired_counts_across_batches(make_store: Any) -> None:
     app = (await store.list_sessions()).items[0].app_name
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
     count = PURGE_BATCH * 2 + 17
-    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    args = pooler_connect_args(db_url, "psycopg")  # an executemany prepares
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool, connect_args=args)
     try:
         with engine.begin() as conn:
             conn.execute(
