@@ -24,12 +24,12 @@ from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
 from .terms import (
     EVENTS_OF_KEY,
     EXPIRES,
-    FRESH,
     KEY,
     LIVE,
     NOW,
     RECORD,
     TIME,
+    create_unless_live,
     pg_merged,
     scoped_text,
     sqlite_merged,
@@ -70,22 +70,9 @@ def _session_insert(dialect: str) -> Any:
 
     Returns the version, and the app's and user's state as they were.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(t).values(**FRESH, update_time=TIME, event_count=0)
-    ex = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={
-            "state": ex.state,
-            "version": 1,
-            "created_at": ex.created_at,
-            "updated_at": ex.updated_at,
-            "expires_at": ex.expires_at,
-            "update_time": ex.update_time,
-            "event_count": 0,
-        },
-        where=sa.not_(LIVE),
-    ).returning(c.version, *scoped_text(dialect, sa.bindparam("p_user")))
+    return create_unless_live(dialect, TIME).returning(
+        c.version, *scoped_text(dialect, sa.bindparam("p_user"))
+    )
 
 
 def _pg_scoped_upsert(table: sa.Table, gate: Any, scope: Literal["a", "u"]) -> Any:

@@ -25,6 +25,7 @@ from .terms import (
     LIVE,
     NOW,
     STATE_TEXT,
+    create_unless_live,
     page_statements,
     pg_merged,
     sqlite_merged,
@@ -106,21 +107,7 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
 
 def _create(dialect: str) -> Any:
     """INSERT the fresh row unless a live one exists (then return nothing)."""
-    stmt = _insert(dialect)
-    ex = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={
-            "state": ex.state,
-            "version": 1,
-            "created_at": ex.created_at,
-            "updated_at": ex.updated_at,
-            "expires_at": ex.expires_at,
-            "update_time": sa.null(),
-            "event_count": 0,
-        },
-        where=sa.not_(LIVE),
-    ).returning(c.version)
+    return create_unless_live(dialect, None).returning(c.version)
 
 
 def _update_cas(state: Any) -> Any:

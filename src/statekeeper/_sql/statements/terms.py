@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
 
@@ -23,6 +23,7 @@ __all__ = [
     "RECORD",
     "STATE_TEXT",
     "TIME",
+    "create_unless_live",
     "page_statements",
     "pg_merged",
     "scoped_text",
@@ -57,6 +58,31 @@ FRESH = {
     "updated_at": NOW,
     "expires_at": EXPIRES,
 }
+
+
+def create_unless_live(dialect: str, update_time: Any) -> Any:
+    """INSERT a new session's row (:data:`FRESH`), over an expired one too; not over a live one.
+
+    ``update_time`` is the new row's (NULL for a store's session, ``p_time`` for
+    the service's); its log starts empty. Add the ``RETURNING`` columns.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(sessions).values(**FRESH, update_time=update_time, event_count=0)
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[c.app_name, c.user_id, c.session_id],
+        set_={
+            "state": ex.state,
+            "version": 1,
+            "created_at": ex.created_at,
+            "updated_at": ex.updated_at,
+            "expires_at": ex.expires_at,
+            "update_time": ex.update_time,
+            "event_count": 0,
+        },
+        where=sa.not_(LIVE),
+    )
+
 
 STATE_TEXT = sa.type_coerce(c.state, RawJSON()).label("state")
 
