@@ -22,6 +22,7 @@ from .errors import (
     SessionNotFoundError,
     StateEncodingError,
     StatekeeperError,
+    StorageFullError,
     StoreClosedError,
     TransactionPoolerError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "StateEncodingError",
     "StateModule",
     "StatekeeperError",
+    "StorageFullError",
     "StoreClosedError",
     "TransactionPoolerError",
     "__version__",

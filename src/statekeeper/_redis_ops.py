@@ -24,7 +24,6 @@ are read where no statekeeper key exists, and taken over by the first write.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import json
 import time
@@ -34,10 +33,28 @@ from typing import Any, TypeVar
 
 from . import codec
 from ._records import SessionInfo, SessionPage
-from ._rules import check_limit, conflict, ttl_delta, validate_id
-from .errors import DatabaseUnavailableError
+from ._rules import (
+    check_cursor_ids,
+    check_limit,
+    conflict,
+    cursor_error,
+    read_cursor,
+    ttl_delta,
+    validate_id,
+)
+from .errors import DatabaseUnavailableError, StorageFullError
 
-__all__ = ["SCRIPTS", "Cmd", "Keys", "RedisOp", "connect_settings", "redis_module", "unavailable"]
+__all__ = [
+    "SCRIPTS",
+    "Cmd",
+    "Keys",
+    "RedisOp",
+    "connect_settings",
+    "is_out_of_memory",
+    "redis_module",
+    "storage_full",
+    "unavailable",
+]
 
 T = TypeVar("T")
 
@@ -58,7 +75,12 @@ if v > 0 then
   created = meta[2]
   local previous = tonumber(meta[3])
   if previous >= updated then updated = previous + 1 end
-  if ARGV[1] == '1' then redis.call('DEL', key) end
+  if ARGV[1] == '1' then
+    -- A full Redis refuses a script's first write that needs memory, never a
+    -- later one: write before the DEL, so a replace is refused whole.
+    redis.call('HSET', key, 'v', v + 1)
+    redis.call('DEL', key)
+  end
 end
 local stamp = string.format('%.0f', updated)
 local fields = {'v', v + 1, 'c', created, 'u', stamp, 'e', ARGV[4]}
@@ -276,22 +298,25 @@ def delete(keys: Keys, user_id: str, session_id: str) -> RedisOp[bool]:
     return int(count) > 0
 
 
-def _encode_cursor(score: int, member: str) -> str:
-    raw = json.dumps([score, member]).encode()
+#: Index scores are microseconds since the epoch; a cursor's must be one.
+_MAX_SCORE = 2**53
+
+
+def _encode_cursor(score: int, info: SessionInfo) -> str:
+    raw = json.dumps([score, info.user_id, info.session_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        score, member = json.loads(raw)
-        if isinstance(score, bool) or not isinstance(score, int) or not isinstance(member, str):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error):
-        raise ValueError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
-        ) from None
-    return score, member
+def _decode_cursor(cursor: str, user_id: str | None) -> tuple[int, str]:
+    """Return the cursor's score and index member, or raise the documented ``ValueError``."""
+    fields = read_cursor(cursor)
+    if len(fields) != 3:
+        raise cursor_error(cursor)
+    score, owner, session_id = fields
+    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= _MAX_SCORE:
+        raise cursor_error(cursor)
+    check_cursor_ids(cursor, owner, session_id, user_id)
+    return score, session_id if user_id is not None else json.dumps([owner, session_id])
 
 
 def list_sessions(
@@ -300,7 +325,7 @@ def list_sessions(
     """Return one page of live sessions, newest update first, keyset-paginated on the index."""
     check_limit(limit)
     index = keys.app_index() if user_id is None else keys.user_index(user_id)
-    top, after = ("+inf", None) if cursor is None else (None, _decode_cursor(cursor))
+    top, after = ("+inf", None) if cursor is None else (None, _decode_cursor(cursor, user_id))
     if after is not None:
         top = str(after[0])
     found: list[tuple[SessionInfo, int, str]] = []
@@ -340,7 +365,7 @@ def list_sessions(
         if len(rows) < batch:
             break
     page = found[:limit]
-    next_cursor = _encode_cursor(page[-1][1], page[-1][2]) if len(found) > limit else None
+    next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if len(found) > limit else None
     return SessionPage(tuple(info for info, _, _ in page), next_cursor)
 
 
@@ -394,6 +419,24 @@ def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
     error = DatabaseUnavailableError(
         f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
         "is right, then retry"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def is_out_of_memory(exc: Exception) -> bool:
+    """Whether a Redis error reply is the refusal of a write at ``maxmemory``."""
+    # Redis 7 replies "OOM ..." (redis-py's OutOfMemoryError), also from inside
+    # a script; Redis 6 wraps a script's refusal in "ERR Error running script".
+    oom = getattr(redis_module().exceptions, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "OOM command not allowed" in str(exc)
+
+
+def storage_full(where: str, exc: Exception) -> StorageFullError:
+    """Wrap Redis's refusal of a write at ``maxmemory``."""
+    error = StorageFullError(
+        f"Redis at {where} refused the write: it is out of memory ({exc}). Nothing was "
+        "written; free memory (delete or expire sessions) or raise maxmemory, then retry"
     )
     error.__cause__ = exc
     return error

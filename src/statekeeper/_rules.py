@@ -24,16 +24,19 @@ __all__ = [
     "Listed",
     "apply_loaded",
     "check_cursor",
+    "check_cursor_ids",
     "check_expected",
     "check_ids",
     "check_limit",
     "check_mapping",
     "collect_states",
     "conflict",
+    "cursor_error",
     "decode_cursor",
     "encode_cursor",
     "encoded_entries",
     "now",
+    "read_cursor",
     "ttl_delta",
     "validate_id",
 ]
@@ -129,29 +132,75 @@ class Listed(Protocol):
     def session_id(self) -> str: ...
 
 
-def encode_cursor(info: Listed) -> str:
-    """The cursor of the page after ``info`` (newest update first, then the ids)."""
-    raw = json.dumps([info.updated_at.isoformat(), info.user_id, info.session_id])
+#: The longest cursor any listing makes (two 255-character ids, every character
+#: escaped by ``json.dumps``), with room; a longer one is refused unread.
+_CURSOR_MAX_LENGTH = 16384
+
+#: The last field of an oldest-first cursor: newest-first cursors have none.
+_OLDEST_FIRST = "oldest"
+
+
+def cursor_error(cursor: str) -> ValueError:
+    """The documented error for a string that is not a cursor of this listing."""
+    shown = repr(cursor) if len(cursor) <= 100 else f"{cursor[:100]!r}... ({len(cursor)} chars)"
+    return ValueError(
+        f"invalid cursor {shown}: not a cursor of this listing; pass the next_cursor "
+        "of the previous page of the same list_sessions call"
+    )
+
+
+def read_cursor(cursor: object) -> list[Any]:
+    """Return a cursor's JSON list; raise the documented ``ValueError`` if it is none of ours."""
+    if not isinstance(cursor, str):
+        raise ValueError(f"cursor must be a str or None, got {type(cursor).__name__}")
+    if len(cursor) > _CURSOR_MAX_LENGTH:
+        raise cursor_error(cursor)
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        raise cursor_error(cursor) from None
+    if not isinstance(fields, list):
+        raise cursor_error(cursor)
+    return fields
+
+
+def check_cursor_ids(cursor: str, owner: object, session_id: object, user_id: str | None) -> None:
+    """Raise the cursor error unless the ids are valid and belong to the listed user."""
+    try:
+        validate_id(owner, "user_id", allow_empty=True)
+        validate_id(session_id, "session_id", allow_empty=False)
+    except ValueError:
+        raise cursor_error(cursor) from None
+    if user_id is not None and owner != user_id:
+        raise cursor_error(cursor)  # another user's listing
+
+
+def encode_cursor(info: Listed, *, oldest_first: bool = False) -> str:
+    """The cursor of the page after ``info``, for a listing newest first (or oldest first)."""
+    fields = [info.updated_at.isoformat(), info.user_id, info.session_id]
+    raw = json.dumps([*fields, _OLDEST_FIRST] if oldest_first else fields)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[dt.datetime, str, str]:
-    """The sort key a cursor of :func:`encode_cursor` holds, or a ``ValueError``."""
+def decode_cursor(
+    cursor: str, user_id: str | None = None, *, oldest_first: bool = False
+) -> tuple[dt.datetime, str, str]:
+    """The sort key in a cursor of :func:`encode_cursor` for ``user_id``'s listing, or the error."""
+    fields = read_cursor(cursor)
+    if len(fields) < 3 or fields[3:] != ([_OLDEST_FIRST] if oldest_first else []):
+        raise cursor_error(cursor)  # short, or of the listing in the other order
+    stamp, owner, session_id = fields[:3]
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, user_id, session_id = json.loads(raw)
-        updated = dt.datetime.fromisoformat(stamp)
-        if (
-            updated.tzinfo is None
-            or not isinstance(user_id, str)
-            or not isinstance(session_id, str)
-        ):
+        if not isinstance(stamp, str):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error):
-        raise ValueError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a page from list_sessions"
-        ) from None
-    return updated, user_id, session_id
+        updated = dt.datetime.fromisoformat(stamp)
+        if updated.tzinfo is None:
+            raise ValueError
+        updated = updated.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
+        raise cursor_error(cursor) from None
+    check_cursor_ids(cursor, owner, session_id, user_id)
+    return updated, owner, session_id
 
 
 def check_mapping(value: object, what: str) -> Mapping[str, Any]:

@@ -15,6 +15,7 @@ __all__ = [
     "SessionNotFoundError",
     "StateEncodingError",
     "StatekeeperError",
+    "StorageFullError",
     "StoreClosedError",
     "TransactionPoolerError",
 ]
@@ -105,4 +106,15 @@ class TransactionPoolerError(StatekeeperError):
     ``connect_args={"prepare_threshold": None}`` on your own engine), asyncpg
     ``connect_args={"statement_cache_size": 0}``. The driver's own exception
     is the ``__cause__``.
+    """
+
+
+class StorageFullError(StatekeeperError):
+    """The backend refused the write for lack of memory or disk; nothing was written.
+
+    Raised when Redis is at its ``maxmemory`` (with a policy that does not
+    evict) and when SQLite or PostgreSQL report a full disk. The session keeps
+    the state and version it had before the call. Free space (delete sessions,
+    ``purge_expired``, a bigger disk) or raise Redis's ``maxmemory``, then
+    retry. The driver's own exception is the ``__cause__``.
     """

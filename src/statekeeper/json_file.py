@@ -251,7 +251,7 @@ class JSONSession(SessionBase):
             validate_id(user_id, "user_id", allow_empty=True)
         limit = check_limit(limit)
         cursor = check_cursor(cursor)
-        after = None if cursor is None else decode_cursor(cursor)
+        after = None if cursor is None else decode_cursor(cursor, user_id)
         if user_id is None:
             folder = _files.app_dir(self._root, self._app)
         else:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
-from ._redis_ops import connect_settings, redis_module, unavailable
+from ._redis_ops import (
+    connect_settings,
+    is_out_of_memory,
+    redis_module,
+    storage_full,
+    unavailable,
+)
 from ._rules import (
     apply_loaded,
     check_cursor,
@@ -75,6 +81,7 @@ class AsyncRedisSession(AsyncSessionBase):
             for name, source in _redis_ops.SCRIPTS.items()
         }
         self._errors = (redis.ConnectionError, redis.TimeoutError)
+        self._refused = redis.ResponseError
         self._closed = False
 
     @property
@@ -92,6 +99,10 @@ class AsyncRedisSession(AsyncSessionBase):
             return result
         except self._errors as exc:
             raise unavailable(self._where, exc) from exc
+        except self._refused as exc:
+            if is_out_of_memory(exc):
+                raise storage_full(self._where, exc) from exc
+            raise
 
     async def _execute(self, cmd: _redis_ops.Cmd) -> Any:
         if cmd.name.startswith("script:"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from typing import Any
@@ -178,6 +179,32 @@ def test_ls_refuses_a_bad_cursor_and_limit(url: str, cli: Any) -> None:
     result = cli("sessions", "ls", "--url", url, "--limit", "0")
     assert result.code == 2  # bad arguments
     assert "--limit" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+        for fields in (
+            ["2026-01-01T00:00:00+00:00", "u\x00", "s"],
+            ["2026-01-01T00:00:00+00:00", "\ud800", "s"],
+            ["0001-01-01T00:00:00+05:00", "u", "s"],
+            {"a": 1},
+        )
+    ]
+    + ["A" * 20_000],
+    ids=["nul", "lone surrogate", "overflowing stamp", "object", "huge"],
+)
+def test_ls_refuses_a_hostile_cursor_in_one_line(url: str, cli: Any, cursor: str) -> None:
+    with SqlSession(url) as store:
+        store.set_state("s", {"secret": 1}, user_id="u")
+    for user in ([], ["--user", "u"]):
+        result = cli("sessions", "ls", "--url", url, "--json", "--cursor", cursor, *user)
+        assert result.code == 1, result
+        assert "invalid cursor" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr) < 1000
+        assert result.stdout == ""
 
 
 def test_ls_on_a_terminal_draws_a_table(sqlite_url: str, terminal: Any) -> None:

@@ -135,12 +135,11 @@ def test_purge_keeps_a_session_revived_while_it_waits(pg_database: str) -> None:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         with engine.connect() as watcher:
-            for _ in range(500):  # until the purge waits for the writer's row lock
-                if watcher.execute(waiting).scalar_one():
-                    break
+            deadline = time.monotonic() + 120  # generous: a busy machine starts threads late
+            while not watcher.execute(waiting).scalar_one():  # until the purge waits for the lock
+                if time.monotonic() > deadline:
+                    pytest.fail("the purge never waited for the writer's lock")
                 time.sleep(0.01)
-            else:
-                pytest.fail("the purge never waited for the writer's lock")
         writer.commit()
         purge.join(timeout=30)
     finally:

@@ -291,7 +291,7 @@ async def test_async_store_keeps_the_event_loop_running(
     real_write = _files.write
 
     def slow_write(*args: Any) -> None:
-        assert unblock.wait(10), "the loop never ran while the file was written"
+        assert unblock.wait(120), "the loop never ran while the file was written"
         real_write(*args)
 
     monkeypatch.setattr(_files, "write", slow_write)

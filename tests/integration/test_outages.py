@@ -64,7 +64,9 @@ def _terminate_other_backends(url: str) -> int:
     with engine.connect() as conn:
         killed = conn.execute(
             sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                # With a timeout, PostgreSQL returns once each backend has exited, not
+                # when the signal is sent: the store meets a dead connection every time.
+                "SELECT count(pg_terminate_backend(pid, 60000)) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         ).scalar()

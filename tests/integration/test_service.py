@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from tests.conftest import SyncAsAsync, pooler_connect_args, with_pooler_setting
+from tests.integration.test_cursors import HOSTILE
 
 from statekeeper import (
     AsyncSessionService,
@@ -459,6 +461,35 @@ async def test_list_pages_with_merged_state_newest_or_oldest_first(svc: Any) -> 
     assert {r.user_id: r.state for r in everyone.items}["v"] == {"app:x": 1}
     with pytest.raises(ValueError, match="limit"):
         await svc.list_sessions(limit=0)
+
+
+async def test_hostile_cursors_are_refused_with_the_documented_error(svc: Any) -> None:
+    for i in range(3):
+        await svc.create_session(f"s{i}", "u", state={"secret": i})
+    for name, cursor in HOSTILE.items():
+        for user_id, oldest_first in itertools.product(("u", None), (False, True)):
+            with pytest.raises(ValueError, match="cursor") as exc:
+                await svc.list_sessions(user_id, limit=5, cursor=cursor, oldest_first=oldest_first)
+            assert type(exc.value) is ValueError, f"cursor {name}: {exc.value!r}"[:500]
+            assert len(str(exc.value)) < 500
+
+
+async def test_a_cursor_of_another_listing_is_refused(svc: Any) -> None:
+    for i in range(3):
+        await svc.create_session(f"a{i}", "alice")
+        await svc.create_session(f"b{i}", "bob")
+    newest = (await svc.list_sessions("alice", limit=1)).next_cursor
+    oldest = (await svc.list_sessions("alice", limit=1, oldest_first=True)).next_cursor
+    for cursor, user_id, oldest_first in [
+        (newest, "bob", False),  # another user's
+        (newest, "alice", True),  # the other order's
+        (oldest, "alice", False),
+        (oldest, None, False),
+    ]:
+        with pytest.raises(ValueError, match="not a cursor of this listing"):
+            await svc.list_sessions(user_id, cursor=cursor, oldest_first=oldest_first)
+    rest = await svc.list_sessions("alice", cursor=oldest, oldest_first=True)
+    assert [r.session_id for r in rest.items] == ["a1", "a2"]
 
 
 async def test_ttl_expires_sessions_and_purge_removes_their_events(

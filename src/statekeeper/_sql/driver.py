@@ -12,10 +12,16 @@ connection, a server that went away mid-call, an exhausted pool) become
 passes through as SQLAlchemy raised it, except the prepared-statement
 failures of a transaction-mode pooler (PgBouncer), which become
 :class:`~statekeeper.errors.TransactionPoolerError` and cost the connection.
+
+A cancelled async call never interrupts its operation: :func:`arun` drives
+it in a task of its own that the caller awaits through ``asyncio.shield``.
+The caller gets ``CancelledError`` at once; the operation runs to its end
+(committed, or rolled back) and gives its connection back clean.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
@@ -23,11 +29,21 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..errors import DatabaseUnavailableError, TransactionPoolerError
+from ..errors import DatabaseUnavailableError, StorageFullError, TransactionPoolerError
 from .engine import safe_url
 from .ops.store import BEGIN, COMMIT, Call, Op, sqlstate
 
-__all__ = ["aconnect", "arun", "connect", "pooler_failures", "run", "unavailable", "unreachable"]
+__all__ = [
+    "aconnect",
+    "arun",
+    "connect",
+    "guard_cancellation",
+    "pooler_failures",
+    "run",
+    "settle",
+    "unavailable",
+    "unreachable",
+]
 
 T = TypeVar("T")
 
@@ -57,6 +73,18 @@ def _lost(engine: sa.Engine | AsyncEngine, exc: BaseException) -> DatabaseUnavai
     )
 
 
+def _disk_full(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused a write for lack of disk (SQLITE_FULL, PostgreSQL 53100)."""
+    return sqlstate(exc) == "53100" or "database or disk is full" in str(exc.orig)
+
+
+def _storage_full(engine: sa.Engine | AsyncEngine, exc: BaseException) -> StorageFullError:
+    return StorageFullError(
+        f"the database {safe_url(engine.url)} refused the write: {_detail(exc)}. Nothing was "
+        "written; free disk space (or raise SQLite's max_page_count), then retry"
+    )
+
+
 @contextlib.contextmanager
 def unavailable(engine: sa.Engine | AsyncEngine) -> Iterator[None]:
     """Turn "connection lost" errors raised in the block into ``DatabaseUnavailableError``."""
@@ -65,6 +93,8 @@ def unavailable(engine: sa.Engine | AsyncEngine) -> Iterator[None]:
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise _lost(engine, exc) from exc
+        if _disk_full(exc):
+            raise _storage_full(engine, exc) from exc
         raise
 
 
@@ -212,8 +242,73 @@ async def aconnect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await conn.close()
 
 
+# Why an operation is never cancelled mid-way. A cancellation that reaches
+# SQLAlchemy inside ``Connection.execute`` (after aiosqlite has stepped a
+# statement, before the adapter fetched its rows) makes SQLAlchemy treat it
+# as a disconnect: it invalidates the connection without closing the cursor,
+# and aiosqlite closes the sqlite3 connection while that cursor's statement
+# is still active. SQLite then keeps the closed connection as a "zombie"
+# that holds its write lock (and the unfinished write) until the cursor is
+# garbage-collected, which an idle loop never does. Every later write on
+# another connection waits busy_timeout (30 s) for that lock, and when its
+# own call is cancelled, SQLAlchemy's graceful close queues behind the
+# blocked statement in aiosqlite's thread: the process waits at 0% CPU.
+# Driving the operation in a task the caller's cancellation cannot reach
+# keeps every statement whole, on every driver.
+
+#: Operations whose caller was cancelled, still finishing. The event loop
+#: keeps only weak references to tasks; these keep them alive to the end.
+_FINISHING: set[asyncio.Task[Any]] = set()
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    """Forget a finished orphan operation (its outcome was the cancelled caller's)."""
+    _FINISHING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody is left to see it
+
+
 async def arun(engine: AsyncEngine, op: Op[T]) -> T:
-    """Run ``op`` on a connection of ``engine`` and return its result."""
+    """Run ``op`` on a connection of ``engine``; a cancelled caller never cuts it short."""
+    task = asyncio.ensure_future(_arun(engine, op))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            _FINISHING.add(task)
+            task.add_done_callback(_finished)
+        else:
+            _finished(task)
+        raise
+
+
+def _close_cut_cursor(ctx: sa.engine.ExceptionContext) -> None:
+    """Close the cursor of a statement cut short by a cancellation, before its connection."""
+    context = ctx.execution_context
+    if context is not None and not isinstance(ctx.original_exception, Exception):
+        with contextlib.suppress(Exception):
+            context.cursor.close()
+
+
+def guard_cancellation(engine: AsyncEngine) -> None:
+    """Make a cancelled statement on an aiosqlite ``engine`` release its connection's lock."""
+    # The one cancellation arun cannot keep out: asyncio.run cancelling every
+    # task left at the end of the loop, the operation's own included.
+    target = engine.sync_engine
+    if target.dialect.name == "sqlite" and not sa.event.contains(
+        target, "handle_error", _close_cut_cursor
+    ):
+        sa.event.listen(target, "handle_error", _close_cut_cursor)
+
+
+async def settle() -> None:
+    """Wait until the operations of cancelled calls on this event loop have finished."""
+    loop = asyncio.get_running_loop()
+    while pending := [t for t in _FINISHING if t.get_loop() is loop]:
+        await asyncio.wait(pending)
+
+
+async def _arun(engine: AsyncEngine, op: Op[T]) -> T:
     async with aconnect(engine) as conn:
         return await _adrive(op, conn)
 

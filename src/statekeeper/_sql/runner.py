@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import SchemaNotReadyError, StoreClosedError
 from . import engine as _engine
-from .driver import arun, run
+from .driver import arun, guard_cancellation, run, settle
 from .ops import store as _ops
 from .schema import HEAD_REVISION
 
@@ -210,6 +210,7 @@ class AsyncRunner(_Base[AsyncEngine]):
             kind=kind,
         )
         self._lock: asyncio.Lock | None = None
+        guard_cancellation(self.engine)
 
     async def __call__(self, op: _ops.Op[T]) -> T:
         """Run ``op``, checking the schema on first use."""
@@ -241,5 +242,6 @@ class AsyncRunner(_Base[AsyncEngine]):
     async def close(self) -> None:
         """Refuse further calls; dispose of the engine if this was its last user."""
         engine = self._close()
+        await settle()  # the operations of cancelled calls end first
         if engine is not None:
             await engine.dispose()

@@ -441,7 +441,7 @@ def list_sessions(
 ) -> Op[SessionPage[SessionRecord]]:
     """Return one page of live sessions with merged state and no events, keyset-paginated."""
     sql = service_statements(ctx.dialect)
-    params = page_params(ctx, user_id, limit, cursor, now)
+    params = page_params(ctx, user_id, limit, cursor, now, oldest_first=oldest_first)
     statement = sql.pages[user_id is not None, cursor is not None, oldest_first]
     fetched = (yield Call(statement, params)).all()
     rows = fetched[:limit]
@@ -452,5 +452,7 @@ def list_sessions(
         _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], app, members(row[10])), ())
         for row in rows
     )
-    next_cursor = encode_cursor(items[-1]) if len(fetched) > limit else None
+    next_cursor = (
+        encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
+    )
     return SessionPage(items, next_cursor)

@@ -300,7 +300,13 @@ def _merge_locked(
 
 
 def page_params(
-    ctx: Context, user_id: str | None, limit: int, cursor: str | None, now: dt.datetime
+    ctx: Context,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+    now: dt.datetime,
+    *,
+    oldest_first: bool = False,
 ) -> dict[str, Any]:
     """The parameters of a listing page: one row more than ``limit`` tells a next page exists."""
     params: dict[str, Any] = {
@@ -311,7 +317,9 @@ def page_params(
     if user_id is not None:
         params["p_user"] = user_id
     if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = decode_cursor(cursor)
+        params["c_updated"], params["c_user"], params["c_session"] = decode_cursor(
+            cursor, user_id, oldest_first=oldest_first
+        )
     return params
 
 
