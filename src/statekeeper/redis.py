@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
@@ -76,15 +77,19 @@ class RedisSession(SessionBase):
         redis = redis_module()
         self._keys = connect_settings(key_prefix, app_name, ttl)
         self._owned = isinstance(url_or_client, str)
-        self._client = redis.Redis.from_url(url_or_client) if self._owned else url_or_client
         self._where = url_or_client if self._owned else repr(url_or_client)
-        self._scripts = {
-            name: self._client.register_script(source)
-            for name, source in _redis_ops.SCRIPTS.items()
-        }
+        self._connect(redis.Redis.from_url(url_or_client) if self._owned else url_or_client)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._refused = redis.ResponseError
         self._closed = False
+
+    def _connect(self, client: Any) -> None:
+        """Run on ``client`` from this process on (a forked child makes a client of its own)."""
+        self._client = client
+        self._pid = os.getpid()
+        self._scripts = {
+            name: client.register_script(source) for name, source in _redis_ops.SCRIPTS.items()
+        }
 
     @property
     def client(self) -> Any:
@@ -92,6 +97,11 @@ class RedisSession(SessionBase):
         return self._client
 
     def _run(self, op: _redis_ops.RedisOp[T]) -> T:
+        if self._owned and self._pid != os.getpid():
+            # A forked child: the parent's connections stay the parent's (and
+            # redis.asyncio's pool, unlike redis-py's, would not notice).
+            redis = redis_module()
+            self._connect(redis.Redis.from_url(self._where))
         try:
             cmd = next(op)
             while True:

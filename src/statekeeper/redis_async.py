@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
@@ -74,15 +75,19 @@ class AsyncRedisSession(AsyncSessionBase):
         redis = redis_module()
         self._keys = connect_settings(key_prefix, app_name, ttl)
         self._owned = isinstance(url_or_client, str)
-        self._client = redis.asyncio.Redis.from_url(url_or_client) if self._owned else url_or_client
         self._where = url_or_client if self._owned else repr(url_or_client)
-        self._scripts = {
-            name: self._client.register_script(source)
-            for name, source in _redis_ops.SCRIPTS.items()
-        }
+        self._connect(redis.asyncio.Redis.from_url(url_or_client) if self._owned else url_or_client)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._refused = redis.ResponseError
         self._closed = False
+
+    def _connect(self, client: Any) -> None:
+        """Run on ``client`` from this process on (a forked child makes a client of its own)."""
+        self._client = client
+        self._pid = os.getpid()
+        self._scripts = {
+            name: client.register_script(source) for name, source in _redis_ops.SCRIPTS.items()
+        }
 
     @property
     def client(self) -> Any:
@@ -90,6 +95,11 @@ class AsyncRedisSession(AsyncSessionBase):
         return self._client
 
     async def _run(self, op: _redis_ops.RedisOp[T]) -> T:
+        if self._owned and self._pid != os.getpid():
+            # A forked child: the parent's connections stay the parent's (and
+            # redis.asyncio's pool, unlike redis-py's, would not notice).
+            redis = redis_module()
+            self._connect(redis.asyncio.Redis.from_url(self._where))
         try:
             cmd = next(op)
             while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .fork import ForkLock
 
 __all__ = [
     "forget_heads",
@@ -211,7 +212,7 @@ class _Registry:
     """Engines shared by the stores of one process (async: of one event loop)."""
 
     entries: dict[Any, _Shared] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: ForkLock = field(default_factory=ForkLock)
 
     def acquire(self, key: Any, create: Callable[[], Any]) -> tuple[Any, Callable[[], Any]]:
         with self.lock:
@@ -242,7 +243,7 @@ class _Registry:
 
 _SYNC = _Registry()
 _ASYNC: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
-_ASYNC_LOCK = threading.Lock()
+_ASYNC_LOCK = ForkLock()
 
 
 class _NoLoop:
@@ -306,7 +307,7 @@ def check_dialect(name: str) -> str:
 #: The schemas found at head, per engine (an async engine's ``sync_engine``).
 #: A store on one of them needs no first-use read; the entry goes with the engine.
 _AT_HEAD: weakref.WeakKeyDictionary[sa.Engine, set[str | None]] = weakref.WeakKeyDictionary()
-_AT_HEAD_LOCK = threading.Lock()
+_AT_HEAD_LOCK = ForkLock()
 
 
 def found_at_head(engine: sa.Engine, schema: str | None) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .driver import aconnect, connect
 from .engine import forget_heads, migration_engine, safe_url
+from .fork import ForkLock
 from .schema import HEAD_REVISION
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ Bind = sa.Engine | sa.URL | str
 T = TypeVar("T")
 
 #: Alembic's ``context`` and ``op`` are process-wide proxies: one run at a time.
-_ALEMBIC = threading.Lock()
+_ALEMBIC = ForkLock()  # a child gets it released
 _LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )

@@ -13,7 +13,6 @@ together. After ``close()`` every call raises
 from __future__ import annotations
 
 import asyncio
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import SchemaNotReadyError, StoreClosedError
 from . import engine as _engine
+from . import fork as _fork
 from .driver import arun, guard_cancellation, run, settle
 from .ops import store as _ops
 from .schema import HEAD_REVISION
@@ -94,6 +94,7 @@ class _Base(Generic[E]):
     ) -> None:
         self.engine: E = _bind(engine, schema, owned=release is not None)
         self._base_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        _fork.guard(self._base_engine)  # owned or the caller's: no connection crosses a fork
         self.schema = schema
         self.auto_migrate = auto_migrate
         self.url = _engine.safe_url(engine.url)
@@ -151,7 +152,7 @@ class Runner(_Base[sa.Engine]):
             auto_migrate=auto_migrate,
             kind=kind,
         )
-        self._lock = threading.Lock()
+        self._lock = _fork.ForkLock()
 
     def __call__(self, op: _ops.Op[T]) -> T:
         """Run ``op``, checking the schema on first use."""
