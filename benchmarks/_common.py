@@ -66,10 +66,10 @@ class Settings:
     scale_points: tuple[int, ...] = (1_000, 100_000)
     sessions_per_user: int = 100
     memory_bytes: int = 10_000_000
-    durable: bool = False  # fsync in the numbers (see scratch_dir / postgres_database)
+    durable: bool = True  # fsync in the numbers, as users run (False: --no-fsync)
 
     @classmethod
-    def make(cls, *, quick: bool, million: bool, durable: bool = False) -> Settings:
+    def make(cls, *, quick: bool, million: bool, durable: bool = True) -> Settings:
         """The settings of a full run, a ``--quick`` smoke run, or a ``--million`` run."""
         if quick:
             return cls(
@@ -419,9 +419,10 @@ def libpq_url(url: sa.URL) -> str:
 def postgres_database(admin_url: str, *, durable: bool = True) -> Iterator[str]:
     """Create a throwaway database ``statekeeper_bench_<random>``; yield its URL; drop it.
 
-    With ``durable=False`` its sessions default to ``synchronous_commit = off``:
-    a commit does not wait for the WAL flush, so the disk's fsync time (large
-    and erratic on most machines) stays out of both sides' numbers.
+    By default it runs at the server's settings, as users run it. Only with
+    ``durable=False`` (a benchmark's ``--no-fsync``, for a figure shown beside
+    the default one, never instead of it) its sessions get
+    ``synchronous_commit = off``: a commit does not wait for the WAL flush.
     """
     import psycopg
 
@@ -438,15 +439,74 @@ def postgres_database(admin_url: str, *, durable: bool = True) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def scratch_dir(*, durable: bool) -> tempfile.TemporaryDirectory[str]:
-    """A temporary folder for the SQLite files: on disk, or in memory (``/dev/shm``).
+def _filesystem(path: Path) -> str:
+    """The type of the file system holding ``path`` (``/proc/mounts``), or ``"?"``."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return "?"
+    best, kind = "", "?"
+    resolved = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1]
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
 
-    In memory, SQLite's fsync at each WAL commit costs nothing, so the numbers
-    compare the two client stacks rather than the disk.
+
+def disk_dir() -> Path:
+    """Where a benchmark's SQLite files go by default: a folder on disk, as users have.
+
+    ``$BENCH_DIR`` when set; else the system's temporary folder, unless that
+    is in memory (``tmpfs``, as on some distributions), then ``~/.cache``.
+    """
+    if os.environ.get("BENCH_DIR"):
+        return Path(os.environ["BENCH_DIR"])
+    tmp = Path(tempfile.gettempdir())
+    if _filesystem(tmp) not in ("tmpfs", "ramfs"):
+        return tmp
+    cache = Path.home() / ".cache" / "statekeeper-bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+def scratch_dir(*, durable: bool = True) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder for the SQLite files: on disk (default), or in memory (``/dev/shm``).
+
+    On disk (:func:`disk_dir`) every commit pays SQLite's flush, as in users'
+    apps. Only with ``durable=False`` (``--no-fsync``, a figure shown beside
+    the default one) it is in ``/dev/shm``, where a flush costs nothing.
     """
     shm = Path("/dev/shm")
     memory = not durable and shm.is_dir() and os.access(shm, os.W_OK)
-    return tempfile.TemporaryDirectory(prefix="statekeeper-bench-", dir=shm if memory else None)
+    return tempfile.TemporaryDirectory(
+        prefix="statekeeper-bench-", dir=shm if memory else disk_dir()
+    )
+
+
+def setup_text(durable: bool, where: str | None = None) -> str:
+    """The setup of a run, for a report: the default one users run, or ``--no-fsync``."""
+    if durable:
+        return (
+            f"the setup users run: the SQLite files on disk ({where or 'a temporary folder'}, "
+            "default durability: every commit waits for the flush) and PostgreSQL at its "
+            "default settings (`synchronous_commit = on`)"
+        )
+    return (
+        "**not the setup users run** (`--no-fsync`): the SQLite files in memory "
+        "(`/dev/shm`) and the throwaway PostgreSQL database at `synchronous_commit = off`, "
+        "so no commit waits for the disk; these figures belong beside a default run's, "
+        "never instead of them"
+    )
+
+
+def storage(folder: str | Path) -> str:
+    """Where ``folder`` is, for a report: its path and file system type."""
+    return f"{Path(folder).parent} ({_filesystem(Path(folder))})"
 
 
 def postgres_reason(admin_url: str) -> str | None:

@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import _common
+
 SYNC_LIMIT, ASYNC_LIMIT, MERGE_LIMIT, BIG_LIMIT = 1.3, 1.5, 1.5, 1.1
 CONCURRENCY_MIN, SCALE_LIMIT, MEMORY_LIMIT = 0.8, 1.2, 3.0
 DB_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
@@ -300,6 +302,13 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "",
         f"Run: `{meta['command']}` on {meta['date']} ({meta['seconds']:.0f} s){note}.",
         "",
+        "Setup: "
+        + _common.setup_text(
+            meta["settings"].get("durable", False),
+            results.get("sqlite_storage") or results.get("sqlite_dir"),
+        )
+        + ".",
+        "",
         "## Machine",
         "",
         md_table(
@@ -331,14 +340,7 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     if purge.exists():  # written by benchmarks/purge.py
         lines += [purge.read_text().strip(), ""]
     durable = meta["settings"].get("durable", False)
-    fsync = (
-        "with fsync: the SQLite files on disk and PostgreSQL's `synchronous_commit = on`"
-        if durable
-        else "without fsync: the SQLite files in memory (`/dev/shm`) and the throwaway PostgreSQL "
-        "database at `synchronous_commit = off`, so both sides are measured without the disk's "
-        "flush time (a few ms, erratic on this class of machine, it would hide the client-side "
-        "differences this page is about); `--durable` keeps it in"
-    )
+    fsync = _common.setup_text(durable, results.get("sqlite_storage") or results.get("sqlite_dir"))
     lines += [
         "## Method",
         "",

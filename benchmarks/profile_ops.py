@@ -121,12 +121,12 @@ def attribute(root: Any) -> dict[str, float]:
 @contextmanager
 def _database(db: str, pg_url: str) -> Iterator[str]:
     if db == "sqlite":
-        with _common.scratch_dir(durable=False) as folder:
+        with _common.scratch_dir() as folder:
             url = f"sqlite:///{Path(folder) / 'profile.db'}"
             _common.upgrade(url)
             yield url
     else:
-        with _common.postgres_database(pg_url, durable=False) as url:
+        with _common.postgres_database(pg_url) as url:
             _common.upgrade(url)
             yield url
 
@@ -241,13 +241,13 @@ def micro(size: str, pg_url: str | None) -> list[tuple[str, float]]:
     else:
         out.append((f"orjson.loads alone ({size})", _best(lambda: orjson.loads(text), n)))
     urls = []
-    with _common.scratch_dir(durable=False) as folder:
+    with _common.scratch_dir() as folder:
         urls.append(("SQLite", f"sqlite:///{Path(folder) / 'micro.db'}"))
         for name, url in urls:
             _common.upgrade(url)
             out += _micro_store(name, url, state, size)
     if pg_url is not None:
-        with _common.postgres_database(pg_url, durable=False) as url:
+        with _common.postgres_database(pg_url) as url:
             _common.upgrade(url)
             out += _micro_store("PostgreSQL", url, state, size)
     return out

@@ -519,6 +519,10 @@ def markdown(data: dict[str, Any]) -> str:
         "`python benchmarks/service.py --write-docs`"
         + (" (this run: `--quick`, noisy)." if meta.get("quick") else "."),
         "",
+        "This run was "
+        + _common.setup_text(meta.get("durable", False), meta.get("sqlite_storage"))
+        + ".",
+        "",
         "`best` is the ratio of each side's fastest batch: on a busy machine it is the",
         "steadier estimate of what statekeeper itself adds.",
         "",
@@ -576,7 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: tiny batches, small logs")
-    p.add_argument("--durable", action="store_true", help="keep fsync in the numbers")
+    p.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="not the setup users run: SQLite in /dev/shm, PostgreSQL's synchronous_commit "
+        "off (a figure for beside the default one; never with --write-docs)",
+    )
     p.add_argument("--no-postgres", action="store_true", help="SQLite only")
     p.add_argument(
         "--pg-url", default=None, help="PostgreSQL server (a throwaway database is made there)"
@@ -593,20 +602,23 @@ def main(argv: list[str] | None = None) -> int:
         help="results JSON (default benchmarks/results-service[-quick].json)",
     )
     args = p.parse_args(argv)
+    if args.no_fsync and args.write_docs:
+        p.error("--no-fsync figures go beside the default ones (--out), never into the docs")
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only <= set(SECTIONS):
         p.error(f"--only takes {', '.join(SECTIONS)}")
     if args.from_json is not None:
         _write_docs(json.loads(args.from_json.read_text()))
         return 0
-    settings = Settings.make(quick=args.quick, million=False, durable=args.durable)
+    settings = Settings.make(quick=args.quick, million=False, durable=not args.no_fsync)
     import os
 
     pg_url = args.pg_url or os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
     head = ("backend", "api", "scenario", "statekeeper", "raw driver", "ratio")
     print(f"{head[0]:<10} {head[1]:<5} {head[2]:<28} {head[3]:>13} {head[4]:>13} {head[5]:>7}")
     results: list[dict[str, Any]] = []
-    with _common.scratch_dir(durable=args.durable) as folder:
+    with _common.scratch_dir(durable=not args.no_fsync) as folder:
+        storage = _common.storage(folder)
         results += _sqlite(settings, only, Path(folder))
     skipped = None
     if not args.no_postgres:
@@ -621,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "load": round(os.getloadavg()[0], 2),
         "quick": args.quick,
-        "durable": args.durable,
+        "durable": not args.no_fsync,
+        "sqlite_storage": storage,
         "python": sys.version.split()[0],
         "postgres_skipped": skipped,
     }

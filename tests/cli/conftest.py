@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 #: The installed command (the console script of the environment running the tests).
 COMMAND = shutil.which("statekeeper", path=str(Path(sys.executable).parent)) or ""
@@ -101,4 +103,5 @@ def empty_url(backend: str, request: pytest.FixtureRequest, sqlite_url: str) -> 
     """A database of the backend under test without statekeeper's tables, for this test alone."""
     if backend == "postgres":
         return str(request.getfixturevalue("pg_empty_database"))
+    sqlite3.connect(sa.make_url(sqlite_url).database or "").close()  # an empty database file
     return sqlite_url

@@ -348,12 +348,38 @@ def test_an_unreachable_database_is_one_line_without_traceback(args: list[str], 
     assert "Connection refused" in line
 
 
-def test_an_sqlite_file_that_cannot_be_opened_is_unreachable(tmp_path: Any, cli: Any) -> None:
+def test_an_sqlite_file_that_cannot_be_created_is_unreachable(tmp_path: Any, cli: Any) -> None:
     url = f"sqlite:///{tmp_path / 'missing-folder' / 'x.db'}"
-    result = cli("sessions", "ls", "--url", url)
+    result = cli("db", "upgrade", "--url", url)
     assert result.code == 4, result
     (line,) = result.stderr.splitlines()
     assert "folder exists" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *(["sessions", *a] for a in SESSION_COMMANDS),
+        ["db", "current"],
+        ["db", "check"],
+        ["db", "history"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+@pytest.mark.parametrize("form", ["plain", "uri"])
+def test_a_missing_sqlite_file_is_reported_and_never_created(
+    args: list[str], form: str, tmp_path: Any, cli: Any
+) -> None:
+    path = tmp_path / "typo.db"
+    url = f"sqlite:///{path}" if form == "plain" else f"sqlite:///file:{path}?mode=rw&uri=true"
+    result = cli(*args, "--url", url)
+    assert result.code == 4, result  # the database cannot be reached
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: could not reach the database sqlite:///"), line
+    assert f"the SQLite file {path} does not exist" in line
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # no journal, WAL or shared-memory file either
 
 
 def test_sessions_in_a_postgresql_schema(pg_empty_database: str, cli: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "err_console",
     "out_console",
     "reports_errors",
+    "require_existing",
     "require_migrated",
     "schema_option",
     "url_option",
@@ -53,7 +55,8 @@ Exit status:
   {EXIT_ERROR}  error, explained on one line of stderr (e.g. no such session)
   {EXIT_USAGE}  bad arguments (usage error)
   {EXIT_NOT_MIGRATED}  database not migrated: run `statekeeper db upgrade --url URL`
-  {EXIT_UNREACHABLE}  database unreachable (down, wrong host or port, refused)"""
+  {EXIT_UNREACHABLE}  database unreachable (down, wrong host or port, refused,
+     or no such SQLite file)"""
 
 #: Where the documentation is, for the end of ``statekeeper demo``.
 DOCS_HINT = (
@@ -113,11 +116,49 @@ def where(url: str, schema: str | None) -> str:
     return safe_url(url) + (f" (schema {schema})" if schema else "")
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite ``url`` names, or ``None`` (another database, or one in memory)."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return None  # not a URL: the command's own connect reports it
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):  # a URI filename (uri=true): file:PATH or file:///PATH
+        if parsed.query.get("mode") == "memory" or database.startswith("file::memory:"):
+            return None
+        database = database[len("file:") :]
+        if database.startswith("//"):
+            database = database[2:]
+    return database
+
+
+def require_existing(url: str) -> None:
+    """Raise :class:`Unreachable` if ``url`` names a SQLite file that does not exist.
+
+    The commands that read (and those that change sessions) call it before
+    connecting: SQLite would create the missing file, an empty database.
+    """
+    path = _sqlite_file(url)
+    if path is not None and not os.path.exists(path):
+        raise Unreachable(
+            f"could not reach the database {safe_url(url)}: the SQLite file "
+            f"{os.path.abspath(path)} does not exist (check the path; only "
+            "`statekeeper db upgrade` creates a database)"
+        )
+
+
 def require_migrated(url: str, schema: str | None) -> None:
-    """Raise :class:`SchemaNotReadyError` naming ``url`` as typed unless the database is at head."""
+    """Raise :class:`SchemaNotReadyError` naming ``url`` as typed unless the database is at head.
+
+    A SQLite file that does not exist is reported as such (see :func:`require_existing`),
+    never created.
+    """
     from .. import migrations
     from .._sql.migrate import not_ready_message
 
+    require_existing(url)
     message = not_ready_message(
         migrations.current(url, schema),
         where(url, schema),

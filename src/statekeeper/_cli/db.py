@@ -14,6 +14,7 @@ from .common import (
     NotMigrated,
     out_console,
     reports_errors,
+    require_existing,
     schema_option,
     url_option,
 )
@@ -122,6 +123,7 @@ def downgrade(revision: str, url: str, schema: str | None, sql: bool, yes: bool)
 @reports_errors
 def current(url: str, schema: str | None) -> None:
     """Print the database's statekeeper revision."""
+    require_existing(url)
     click.echo(_label(migrations.current(url, schema)))
 
 
@@ -132,8 +134,10 @@ def current(url: str, schema: str | None) -> None:
 def check(url: str, schema: str | None) -> None:
     """Exit with status 0 if the database is at head, else 3 and the command to run.
 
-    A readiness probe or CI gate: status 4 means the database could not be reached.
+    A readiness probe or CI gate: status 4 means the database could not be reached
+    (or, for SQLite, that the file does not exist).
     """
+    require_existing(url)
     found = migrations.current(url, schema)
     where = _where(url, schema)
     message = not_ready_message(
@@ -150,6 +154,8 @@ def check(url: str, schema: str | None) -> None:
 @reports_errors
 def history(url: str | None, schema: str | None) -> None:
     """List statekeeper's revisions, newest first (with --url: mark the database's)."""
+    if url:
+        require_existing(url)
     found = migrations.current(url, schema) if url else None
     columns = ["revision", "down revision", "description"] + (["database"] if url else [])
     rows = []

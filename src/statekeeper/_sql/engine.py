@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import sqlalchemy.ext.asyncio as sa_async
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .fork import ForkLock
 
@@ -170,7 +171,9 @@ def _create_sync(url: sa.URL, options: Mapping[str, Any]) -> sa.Engine:
 def _create_async(url: sa.URL, options: Mapping[str, Any]) -> AsyncEngine:
     if _is_memory(url):
         options = {"poolclass": sa.AsyncAdaptedQueuePool, **options}
-    engine = create_async_engine(url, **options)
+    # Looked up at call time, as sa.create_engine is: a tracer that wraps the function
+    # (OpenTelemetry's SQLAlchemyInstrumentor().instrument()) sees the engines made after it.
+    engine = sa_async.create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
     return engine
