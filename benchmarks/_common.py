@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import random
+import re
 import secrets
 import statistics
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+#: Where every benchmark writes its results (``*-quick.*`` files are not kept).
+RESULTS = Path(__file__).resolve().parent / "results"
 
 try:  # a fresh clone that has not been installed yet still runs
     import statekeeper  # noqa: F401
@@ -552,7 +555,7 @@ def run_async(coro: Awaitable[Any]) -> Any:
 
 
 def to_json(value: Any) -> Any:
-    """Dataclasses to dicts, for ``results.json``."""
+    """Dataclasses to dicts, for the results JSON."""
     return asdict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
@@ -590,3 +593,37 @@ def keep_blocks(path: Path, new: str) -> str:
         if m.group(0).split("\n", 1)[0] not in new
     ]
     return new.rstrip("\n") + "\n" + "".join("\n" + block for block in kept)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What one ``statekeeper import`` run printed as its last line, and how long it took."""
+
+    seconds: float
+    imported: int
+    unchanged: int
+    skipped: int
+    failed: int
+    output: str
+
+
+_SUMMARY = re.compile(r"^imported (\d+), unchanged (\d+), skipped (\d+), failed (\d+) of ", re.M)
+
+
+def import_command(*args: str) -> Imported:
+    """Run ``statekeeper import ARGS`` (the public command, in this process); read its summary."""
+    from click.testing import CliRunner
+
+    from statekeeper.cli import main
+
+    started = time.perf_counter()
+    done = CliRunner().invoke(main, ["import", *args])
+    seconds = time.perf_counter() - started
+    found = _SUMMARY.findall(done.output)
+    if done.exit_code != 0 or not found:
+        raise RuntimeError(f"statekeeper import {' '.join(args)} failed:\n{done.output[-2000:]}")
+    imported, unchanged, skipped, failed = (int(n) for n in found[-1])
+    return Imported(seconds, imported, unchanged, skipped, failed, done.output)

@@ -30,21 +30,19 @@ PostgreSQL is skipped when it does not answer at ``--pg-url``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
+import _common
 
-from statekeeper import SqlSession, _importers, migrations
+from statekeeper import migrations
 
-DEFAULT_PG_URL = os.environ.get(
-    "STATEKEEPER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+DEFAULT_PG_URL = os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
 
 
 def _state(i: int) -> dict[str, object]:
@@ -66,27 +64,26 @@ def write_folder(folder: Path, sessions: int) -> None:
             json.dump(_state(i), file, ensure_ascii=False)
 
 
-def measure(folder: Path, url: str) -> tuple[float, _importers.Summary]:
-    """Import the folder into ``url``; return the seconds it took and the summary."""
-    started = time.perf_counter()
-    items = _importers.agentscope_json(str(folder), split_user=True)
-    with SqlSession(url, app_name="import-bench") as store:
-        summary = _importers.import_items(items, store)
-    return time.perf_counter() - started, summary
+def measure(folder: Path, url: str) -> _common.Imported:
+    """Import the folder into ``url`` with ``statekeeper import``; what it did, how long."""
+    return _common.import_command(
+        "agentscope-json", str(folder), "--split-user", "--to", url, "--app", "import-bench"
+    )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the import benchmark (``--adk``: ADK's tables); print sessions per second."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adk", action="store_true", help="import ADK's tables instead")
     parser.add_argument("--sessions", type=int, default=None)
     parser.add_argument("--events", type=int, default=10, help="events per ADK session")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.adk:
         from _adk_import import run_adk
 
         run_adk(args.sessions or 2_000, args.events, args.pg_url)
-        return
+        return 0
     args.sessions = args.sessions or 100_000
     with tempfile.TemporaryDirectory(prefix="statekeeper-import-") as tmp:
         folder = Path(tmp) / "agentscope"
@@ -95,40 +92,27 @@ def main() -> None:
         write_folder(folder, args.sessions)
         print(f"wrote {args.sessions} AgentScope files in {time.perf_counter() - t0:.1f} s")
 
-        targets = [("sqlite", f"sqlite:///{tmp}/import.db", None)]
-        admin = sa.create_engine(
-            sa.make_url(args.pg_url).set(drivername="postgresql+psycopg"),
-            isolation_level="AUTOCOMMIT",
-            poolclass=sa.NullPool,
-        )
-        name = f"statekeeper_bench_{uuid.uuid4().hex[:10]}"
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            pg = sa.make_url(args.pg_url).set(database=name)
-            targets.append(("postgresql", pg.render_as_string(hide_password=False), name))
-        except sa.exc.OperationalError as exc:
-            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
-        try:
-            for label, url, _ in targets:
+        with contextlib.ExitStack() as stack:
+            targets = [("sqlite", f"sqlite:///{tmp}/import.db")]
+            try:
+                pg = stack.enter_context(_common.postgres_database(args.pg_url))
+                targets.append(("postgresql", pg))
+            except Exception as exc:  # no server: SQLite only
+                print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+            for label, url in targets:
                 migrations.upgrade(url)
-                seconds, summary = measure(folder, url)
-                assert summary.imported == args.sessions, summary.failed[:3]
+                first = measure(folder, url)
+                assert first.imported == args.sessions, first.output[-2000:]
                 print(
-                    f"{label:10} {args.sessions} sessions in {seconds:6.1f} s: "
-                    f"{args.sessions / seconds:7.0f} sessions/s (read-back check included)"
+                    f"{label:10} {args.sessions} sessions in {first.seconds:6.1f} s: "
+                    f"{args.sessions / first.seconds:7.0f} sessions/s (read-back check included)"
                 )
-                again, summary = measure(folder, url)
-                assert summary.unchanged == args.sessions
-                rate = args.sessions / again
+                again = measure(folder, url)
+                assert again.unchanged == args.sessions
+                rate = args.sessions / again.seconds
                 print(f"{label:10} second run (nothing to write): {rate:7.0f} sessions/s")
-        finally:
-            for _, _, db in targets:
-                if db is not None:
-                    with admin.connect() as conn:
-                        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-            admin.dispose()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

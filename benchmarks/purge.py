@@ -2,7 +2,7 @@
 
     python benchmarks/purge.py                      # 100,000 sessions, SQLite and PostgreSQL
     python benchmarks/purge.py --sessions 5000      # a quick look
-    python benchmarks/purge.py --write-docs         # also benchmarks/purge.json, purge.md,
+    python benchmarks/purge.py --write-docs         # also benchmarks/results/purge.json, purge.md,
                                                     # and regenerate docs/performance.md
 
 For each database: N expired sessions (and 100 live ones) are bulk loaded into
@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,12 @@ try:  # a fresh clone that has not been installed yet still runs
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(REPO / "src"))
 
+import _common  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from statekeeper import SqlSession, migrations  # noqa: E402
 
-DEFAULT_PG_URL = os.environ.get(
-    "STATEKEEPER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+DEFAULT_PG_URL = os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
 APP = "bench"
 STATE = {"agent": {"name": "Friday", "turns": 3}, "memory": {"content": ["hello"] * 10}}
 BASELINE_SECONDS = 2.0
@@ -118,13 +116,17 @@ def _summary(durations: list[float]) -> dict[str, float]:
     }
 
 
+def _sessions(engine: sa.Engine) -> sa.Table:
+    """statekeeper's sessions table as the migrated database has it (reflected)."""
+    return sa.Table(_common.TABLE, sa.MetaData(), autoload_with=engine)
+
+
 def _load(url: str, count: int) -> None:
     """Bulk load ``count`` expired sessions and 100 live ones into the app."""
-    from statekeeper._schema import sessions
-
     now = dt.datetime.now(dt.timezone.utc)
     past = now - dt.timedelta(hours=1)
     engine = sa.create_engine(url, poolclass=sa.NullPool)
+    sessions = _sessions(engine)
     try:
         with engine.begin() as conn:
             conn.execute(sa.delete(sessions).where(sessions.c.app_name == APP))
@@ -171,9 +173,8 @@ def _purge_batched(url: str) -> int:
 
 def _purge_one_statement(url: str) -> int:
     """The purge before batching: one DELETE of the whole backlog, its rows fetched back."""
-    from statekeeper._schema import sessions
-
     engine = sa.create_engine(url, poolclass=sa.NullPool)
+    sessions = _sessions(engine)
     try:
         with engine.begin() as conn:
             now = dt.datetime.now(dt.timezone.utc)
@@ -222,7 +223,7 @@ def _ms(seconds: float) -> str:
 
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The section docs/performance.md includes (written to benchmarks/purge.md)."""
+    """The section docs/performance.md includes (written to benchmarks/results/purge.md)."""
     lines = [
         f"## Purge of {results[0]['sessions']:,} expired sessions",
         "",
@@ -288,21 +289,6 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pg_database(server: str) -> tuple[str, Any]:
-    admin_url = sa.make_url(server).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"statekeeper_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return admin_url.set(database=name).render_as_string(hide_password=False), drop
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the purge benchmark; print the table, optionally write it for the docs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -311,12 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument(
-        "--from-json", action="store_true", help="no run: document benchmarks/purge.json again"
+        "--from-json", action="store_true", help="no run: document results/purge.json again"
     )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent
     if args.from_json:
-        saved = json.loads((here / "purge.json").read_text())
+        saved = json.loads((_common.RESULTS / "purge.json").read_text())
         _write_docs(here, markdown(saved["results"], saved["meta"]))
         return 0
 
@@ -326,12 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         migrations.upgrade(url)
         results.append(measure(url, "SQLite", args.sessions))
     if not args.no_postgres:
-        pg_url, drop = _pg_database(args.pg_url)
-        try:
+        with _common.postgres_database(args.pg_url) as pg_url:
             migrations.upgrade(pg_url)
             results.append(measure(pg_url, "PostgreSQL", args.sessions))
-        finally:
-            drop()
     meta = {
         "command": "python benchmarks/purge.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -339,18 +322,19 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results, meta)
     print(text)
     if args.write_docs:
-        (here / "purge.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        saved = json.dumps({"meta": meta, "results": results}, indent=2)
+        (_common.RESULTS / "purge.json").write_text(saved)
         _write_docs(here, text)
     return 0
 
 
 def _write_docs(here: Path, text: str) -> None:
-    """Write benchmarks/purge.md and regenerate docs/performance.md, which includes it."""
-    (here / "purge.md").write_text(text)
+    """Write benchmarks/results/purge.md and regenerate docs/performance.md, which includes it."""
+    (_common.RESULTS / "purge.md").write_text(text)
     import _report  # the main benchmark's page, regenerated from its saved results
 
     page = REPO / "docs" / "performance.md"
-    saved = json.loads((here / "results.json").read_text())
+    saved = json.loads((_common.RESULTS / "stores.json").read_text())
     page.write_text(_report.markdown(saved, "performance.png"))
     print(f"docs: {page}")
 

@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/run.py                 # full run, < 5 minutes on 2 cores
+    python benchmarks/run.py service --quick # another suite (see SUITES), its own options
     python benchmarks/run.py --quick         # smoke run, tiny batches (~30 s)
     python benchmarks/run.py --million       # scale also at 1 000 000 sessions (longer)
     python benchmarks/run.py --write-docs    # also regenerate docs/performance.md
-    python benchmarks/run.py --from-json benchmarks/results.json --write-docs   # no run
+    python benchmarks/run.py --from-json benchmarks/results/stores.json --write-docs   # no run
 
-It prints a table, writes ``benchmarks/results.json`` and draws
+It prints a table, writes ``benchmarks/results/stores.json`` and draws
 ``docs/performance.png`` (needs matplotlib: ``pip install 'statekeeper[bench]'``
 or ``pip install matplotlib``). PostgreSQL is used when it answers at
 ``--pg-url`` (default ``$STATEKEEPER_TEST_POSTGRES_URL`` or
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import importlib
 import json
 import os
 import shlex
@@ -39,10 +41,24 @@ from _common import REPO, Settings
 
 SECTIONS = ("latency", "concurrency", "scale", "memory")
 
+#: The other benchmarks: ``python benchmarks/run.py NAME [its options]`` runs the
+#: module's ``main`` (each still runs as ``python benchmarks/MODULE.py`` too).
+SUITES = {
+    "service": "service",  # SessionService / AsyncSessionService beside the raw driver
+    "adk": "adk_bench",  # statekeeper.adk beside ADK's DatabaseSessionService
+    "purge": "purge",  # purge_expired of a large backlog, callers meanwhile
+    "import": "import_throughput",  # statekeeper import: sessions/s
+    "pooler": "pooler",  # behind PgBouncer in transaction mode
+    "per-request": "per_request",  # a store per request on a shared engine
+    "agentscope": "stores_vs_agentscope",  # JSON and Redis stores beside AgentScope's
+    "profile": "profile_ops",  # where the time of one call goes
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python benchmarks/run.py",
+        epilog="Other suites: python benchmarks/run.py {" + ",".join(SUITES) + "} [options].",
         description="Benchmark statekeeper against the raw database drivers.",
     )
     p.add_argument(
@@ -59,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="results JSON (default benchmarks/results.json; "
-        "benchmarks/results-quick.json with --quick)",
+        help="results JSON (default benchmarks/results/stores.json; "
+        "benchmarks/results/stores-quick.json with --quick)",
     )
     p.add_argument(
         "--chart",
@@ -247,7 +263,10 @@ def _relative(path: Path, to: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run (or load) the benchmark, then print, save, draw and document it."""
+    """Run (or load) the benchmark, then print, save, draw and document it; or run a suite."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUITES:
+        return int(importlib.import_module(SUITES[argv[0]]).main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
     if args.no_fsync and args.write_docs:
         raise SystemExit(
@@ -259,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         out = None
     else:
         results = run(args)
-        default_out = "results-quick.json" if args.quick else "results.json"
-        out = args.out or REPO / "benchmarks" / default_out
+        default_out = "stores-quick.json" if args.quick else "stores.json"
+        out = args.out or _common.RESULTS / default_out
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1) + "\n")
     print(_report.console(results))

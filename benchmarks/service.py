@@ -11,8 +11,9 @@ and ``list_sessions`` of a user with 1,000 sessions (one page of 1,000).
 
 The **floor** is the bare DB-API driver (``sqlite3`` / ``aiosqlite`` /
 psycopg) running *the same SQL* on one autocommit connection: the text of
-statekeeper's own prebuilt statements, compiled once here by SQLAlchemy for
-the driver's dialect (so both sides send identical statements), the same
+the statements statekeeper sends, recorded from the public service's engine
+(SQLAlchemy's ``before_cursor_execute`` event, one warm-up call of each
+kind), so both sides send identical statements; the same
 transaction steps (``BEGIN IMMEDIATE`` ... ``COMMIT`` on SQLite), and
 ``json.dumps`` / ``json.loads`` of the documents. What the ratio measures is
 statekeeper's Python around it: validation, the codec, the operation layer,
@@ -21,8 +22,7 @@ statekeeper, ...); figures are medians; ratio = statekeeper / floor. Like
 statekeeper, the floor hands back what it read as Python values (JSON
 decoded, stored times as aware datetimes).
 
-This file reads statekeeper's private statement builders to get that SQL;
-nothing else here depends on statekeeper's internals.
+Only statekeeper's public API is used.
 """
 
 from __future__ import annotations
@@ -42,11 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 import sqlalchemy as sa
 from _common import Settings
-from sqlalchemy.dialects import postgresql, sqlite
 
 from statekeeper import AsyncSessionService, SessionService
-from statekeeper._statements import statements as store_statements
-from statekeeper._statements_service import append_statement, service_statements
 
 APP = "bench-svc"
 USER = "bench"
@@ -71,27 +68,63 @@ assert 1900 < len(_EVENT_TEXT) < 2300, len(_EVENT_TEXT)
 # --------------------------------------------------------------------------- the floor's SQL
 
 
-class Sql:
-    """statekeeper's statements compiled for one dialect, as (text, defaults, positions)."""
+#: A statement as statekeeper sends it: its text, bound defaults, parameter order.
+Recorded = tuple[str, dict[str, Any], "tuple[str, ...] | None"]
 
-    def __init__(self, dialect_name: str) -> None:
-        self.name = dialect_name
-        self.dialect = (
-            postgresql.psycopg.dialect() if dialect_name == "postgresql" else sqlite.dialect()
-        )
-        self.cache: dict[Any, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {}
-        self.svc = service_statements(dialect_name)
-        self.store = store_statements(dialect_name)
 
-    def __call__(self, statement: Any, params: dict[str, Any]) -> tuple[str, Any]:
-        """The SQL text and DB-API parameters of ``statement`` with ``params``."""
-        hit = self.cache.get(statement)
-        if hit is None:
-            compiled: Any = statement.compile(dialect=self.dialect)
+def _recorded(svc: SessionService, call: Callable[[], object]) -> list[Recorded]:
+    """The statements ``call`` sends through ``svc``'s engine, in order."""
+    seen: list[Recorded] = []
+
+    def hook(conn: Any, cursor: Any, text: str, params: Any, context: Any, many: bool) -> None:
+        compiled = context.compiled
+        if compiled is not None:  # BEGIN / COMMIT are not compiled
             defaults = {k: v for k, v in compiled.params.items() if v is not None}
             positions = tuple(compiled.positiontup) if compiled.positional else None
-            hit = self.cache[statement] = (compiled.string, defaults, positions)
-        text, defaults, positions = hit
+            seen.append((text, defaults, positions))
+
+    sa.event.listen(svc.engine, "before_cursor_execute", hook)
+    try:
+        call()
+    finally:
+        sa.event.remove(svc.engine, "before_cursor_execute", hook)
+    return seen
+
+
+class Sql:
+    """The statements of each service call, recorded once from the public service."""
+
+    def __init__(self, url: str) -> None:
+        self.name = sa.make_url(url).get_backend_name()
+        pg = self.name == "postgresql"
+        with SessionService(url, app_name="bench-recorder") as svc:
+            svc.get_app_state()  # the first call's schema check, unrecorded
+            create = _recorded(svc, lambda: svc.create_session("r", USER, state={"t": 1}))
+            append = _recorded(
+                svc,
+                lambda: svc.append_event(
+                    "r", EVENT, USER, state_delta={"turn": 1, "user:turns": 1}
+                ),
+            )
+            read_all = _recorded(svc, lambda: svc.get_session("r", USER))
+            read_recent = _recorded(svc, lambda: svc.get_session("r", USER, recent=10))
+            page = _recorded(svc, lambda: svc.list_sessions(USER, limit=1000))
+            svc.delete_session("r", USER)
+        assert len(create) == (1 if pg else 2), create
+        assert len(append) == (1 if pg else 3), append
+        assert len(read_all) == len(read_recent) == 2, (read_all, read_recent)
+        assert len(page) == 1, page
+        self.create = create[0]
+        self.clear_events = None if pg else create[1]
+        self.append = append[0]
+        self.event_insert, self.user_upsert = (None, None) if pg else (append[1], append[2])
+        self.read, self.events, self.recent = read_all[0], read_all[1], read_recent[1]
+        self.pages = page[0]
+
+    def __call__(self, statement: Recorded | None, params: dict[str, Any]) -> tuple[str, Any]:
+        """The SQL text and DB-API parameters of ``statement`` with ``params``."""
+        assert statement is not None
+        text, defaults, positions = statement
         values = {**defaults, **params}
         if positions is None:
             return text, values
@@ -137,10 +170,10 @@ def floor_create(sql: Sql, session_id: str, user_id: str) -> Generator[Step, Any
     params.update(p_state=json.dumps({"topic": "weather"}), p_expires=None, p_time=time.time())
     if sql.name == "postgresql":
         params.update(p_akeys=[], p_avalues=[], p_ukeys=[], p_uvalues=[])
-        rows = yield sql(sql.svc.create, params)
+        rows = yield sql(sql.create, params)
     else:  # no scoped keys: no transaction needed
-        rows = yield sql(sql.svc.create, params)
-        yield sql(sql.svc.clear_events, params)
+        rows = yield sql(sql.create, params)
+        yield sql(sql.clear_events, params)
     version, app, user = rows[0]
     return {"version": version, "state": _merged(params["p_state"], _members(app), _members(user))}
 
@@ -154,15 +187,15 @@ def floor_append(sql: Sql, session_id: str, turn: int) -> Generator[Step, Any, i
     if sql.name == "postgresql":
         params.update(p_akeys=[], p_avalues=[], p_ukeys=["turns"], p_uvalues=[turn_text])
         params.update(p_state='{"turn":' + turn_text + "}", p_keys=["turn"])
-        rows = yield sql(append_statement("postgresql", "merge", False), params)
+        rows = yield sql(sql.append, params)
         return int(rows[0][0])
     params.update(p_path0='$."turn"', p_value0=turn_text)
     yield "BEGIN IMMEDIATE"
-    rows = yield sql(append_statement("sqlite", "merge", False, 1), params)
+    rows = yield sql(sql.append, params)
     params["p_seq"] = rows[0][1]
-    yield sql(sql.svc.event_insert, params)
+    yield sql(sql.event_insert, params)
     yield sql(
-        sql.svc.user_upsert, {"p_app": APP, "p_user": USER, "p_key": "turns", "p_value": turn_text}
+        sql.user_upsert, {"p_app": APP, "p_user": USER, "p_key": "turns", "p_value": turn_text}
     )
     yield "COMMIT"
     return int(rows[0][0])
@@ -173,12 +206,12 @@ def floor_get(
 ) -> Generator[Step, Any, dict[str, Any]]:
     """Read a session with its scoped state, then its (last ``recent``) events."""
     params = _key(sql, session_id, USER)
-    (row,) = yield sql(sql.svc.read, params)
+    (row,) = yield sql(sql.read, params)
     state = _merged(row[0], _members(row[7]), _members(row[8]))
     params["p_count"] = row[2]
     if recent is not None:
         params["p_recent"] = recent
-    rows = yield sql(sql.svc.events[recent is not None, False], params)
+    rows = yield sql(sql.events if recent is None else sql.recent, params)
     if recent is not None:
         rows = rows[::-1]
     events = [(seq, ts, json.loads(doc)) for seq, ts, doc in rows]
@@ -190,7 +223,7 @@ def floor_list(sql: Sql, user_id: str, limit: int) -> Generator[Step, Any, list[
     """One page of a user's sessions with merged state, as ``list_sessions``: one statement."""
     params = _key(sql, "", user_id)
     params["p_limit"] = limit + 1
-    rows = (yield sql(sql.svc.pages[True, False, False], params))[:limit]
+    rows = (yield sql(sql.pages, params))[:limit]
     app = _members(rows[0][9]) if rows else {}
     return [
         {
@@ -457,7 +490,7 @@ def _sqlite(settings: Settings, only: set[str], folder: Path) -> list[dict[str, 
     url = f"sqlite:///{path}"
     _common.upgrade(url)
     sizes = load(url, settings)
-    sql = Sql("sqlite")
+    sql = Sql(url)
     results = []
     if "sync" in only:
         raw = _common.sqlite_connect(path)
@@ -488,7 +521,7 @@ def _postgres(settings: Settings, only: set[str], admin_url: str) -> list[dict[s
     with _common.postgres_database(admin_url, durable=settings.durable) as url:
         _common.upgrade(url)
         sizes = load(url, settings)
-        sql = Sql("postgresql")
+        sql = Sql(url)
         if "sync" in only:
             with psycopg.connect(url, autocommit=True) as raw:
                 results += [
@@ -599,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="results JSON (default benchmarks/results-service[-quick].json)",
+        help="results JSON (default benchmarks/results/service[-quick].json)",
     )
     args = p.parse_args(argv)
     if args.no_fsync and args.write_docs:
@@ -627,9 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             results += _postgres(settings, only, pg_url)
         else:
             print(f"PostgreSQL skipped: {skipped}")
-    out = args.out or Path(__file__).with_name(
-        "results-service-quick.json" if args.quick else "results-service.json"
-    )
+    out = args.out or _common.RESULTS / ("service-quick.json" if args.quick else "service.json")
     meta = {
         "load": round(os.getloadavg()[0], 2),
         "quick": args.quick,

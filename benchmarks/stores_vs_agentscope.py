@@ -178,11 +178,12 @@ def cases(
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Measure save and load beside AgentScope's own JSON and Redis sessions; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="write the results as JSON to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sizes = {
         "10 KB": (10_000, 20 if args.quick else 300),
         "1 MB": (1_000_000, 5 if args.quick else 40),
@@ -228,6 +229,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as file:
             json.dump(rows, file, indent=2)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The Redis stores' operations, written once and free of I/O.
 
-As in ``_ops`` for SQL, each operation is a generator that yields a
+As in ``ops.store`` for SQL, each operation is a generator that yields a
 :class:`Cmd` (a client method and its arguments, a registered Lua script, or a
 pipeline of commands) and is sent back the reply; ``RedisSession`` and
 ``AsyncRedisSession`` drive the same generators on redis-py's sync and asyncio
@@ -32,10 +32,29 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import codec
-from ._ops import _conflict, check_cursor_ids, cursor_error, read_cursor
 from ._records import SessionInfo, SessionPage
+from ._rules import (
+    check_cursor_ids,
+    check_limit,
+    conflict,
+    cursor_error,
+    read_cursor,
+    ttl_delta,
+    validate_id,
+)
+from .errors import DatabaseUnavailableError, StorageFullError
 
-__all__ = ["SCRIPTS", "Cmd", "Keys", "RedisOp"]
+__all__ = [
+    "SCRIPTS",
+    "Cmd",
+    "Keys",
+    "RedisOp",
+    "connect_settings",
+    "is_out_of_memory",
+    "redis_module",
+    "storage_full",
+    "unavailable",
+]
 
 T = TypeVar("T")
 
@@ -214,7 +233,7 @@ def write(
             return int(reply[1])
         if status == "conflict":
             assert expected is not None
-            raise _conflict(expected, int(reply[1]), session_id)
+            raise conflict(expected, int(reply[1]), session_id)
         yield from _adopt_legacy(keys, user_id, session_id)
         legacy = "0"  # adopted, or written over by someone else meanwhile
 
@@ -304,8 +323,7 @@ def list_sessions(
     keys: Keys, user_id: str | None, limit: int, cursor: str | None
 ) -> RedisOp[SessionPage]:
     """Return one page of live sessions, newest update first, keyset-paginated on the index."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    check_limit(limit)
     index = keys.app_index() if user_id is None else keys.user_index(user_id)
     top, after = ("+inf", None) if cursor is None else (None, _decode_cursor(cursor, user_id))
     if after is not None:
@@ -369,3 +387,56 @@ def purge_expired(keys: Keys) -> RedisOp[int]:
             yield Cmd("pipe", tuple(removals))
         count += len(gone)
         start += len(members) - len(gone)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def connect_settings(key_prefix: str, app_name: str, ttl: float | dt.timedelta | None) -> Keys:
+    """Validate the Redis stores' settings; return their key names and ``ttl`` arithmetic."""
+    if not isinstance(key_prefix, str):
+        raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
+    validate_id(app_name, "app_name", allow_empty=True)
+    delta = ttl_delta(ttl)
+    ttl_us = None if delta is None else delta // dt.timedelta(microseconds=1)
+    return Keys(key_prefix, app_name, ttl_us)
+
+
+def redis_module() -> Any:
+    """Import redis-py, or say which extra installs it."""
+    try:
+        import redis
+        import redis.asyncio
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        raise ImportError(
+            "the Redis stores need redis-py: pip install 'statekeeper[redis]'"
+        ) from exc
+    return redis
+
+
+def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
+    """Wrap a redis-py connection error."""
+    error = DatabaseUnavailableError(
+        f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
+        "is right, then retry"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def is_out_of_memory(exc: Exception) -> bool:
+    """Whether a Redis error reply is the refusal of a write at ``maxmemory``."""
+    # Redis 7 replies "OOM ..." (redis-py's OutOfMemoryError), also from inside
+    # a script; Redis 6 wraps a script's refusal in "ERR Error running script".
+    oom = getattr(redis_module().exceptions, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "OOM command not allowed" in str(exc)
+
+
+def storage_full(where: str, exc: Exception) -> StorageFullError:
+    """Wrap Redis's refusal of a write at ``maxmemory``."""
+    error = StorageFullError(
+        f"Redis at {where} refused the write: it is out of memory ({exc}). Nothing was "
+        "written; free memory (delete or expire sessions) or raise maxmemory, then retry"
+    )
+    error.__cause__ = exc
+    return error

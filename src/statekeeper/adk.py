@@ -47,7 +47,8 @@ from pydantic import Field
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _adk_uri, _engine
+from . import _adk_uri
+from ._sql import engine as _engine
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
 from .service_async import AsyncSessionService
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from ._cli_common import DOCS_HINT, EXIT_STATUS_HELP
-from ._cli_db import db
-from ._cli_import import import_
-from ._cli_sessions import sessions
+from ._cli.common import DOCS_HINT, EXIT_STATUS_HELP
+from ._cli.db import db
+from ._cli.imports import import_
+from ._cli.sessions import sessions
 from ._version import __version__
 
 __all__ = ["main"]
@@ -49,7 +49,7 @@ main.add_command(import_)
 )
 def demo(path: Path) -> None:
     """Save a small agent's state to a SQLite file and load it back (no server needed)."""
-    from ._demo import run
+    from ._cli.demo import run
 
     run(path, echo=click.echo)
     click.echo(DOCS_HINT)

@@ -10,15 +10,22 @@ import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from . import _files, _ops, codec
+from . import _json_files as _files
+from . import codec
 from ._records import SessionInfo, SessionPage
-from ._store import (
+from ._rules import (
     apply_loaded,
+    check_cursor,
     check_expected,
     check_ids,
+    check_limit,
     collect_states,
+    conflict,
+    decode_cursor,
+    encode_cursor,
     encoded_entries,
     ttl_delta,
+    validate_id,
 )
 from .base import SessionBase
 from .errors import StatekeeperError, StoreClosedError
@@ -73,7 +80,7 @@ class JSONSession(SessionBase):
         app_name: str = "",
         ttl: float | dt.timedelta | None = None,
     ) -> None:
-        _ops.validate_id(app_name, "app_name", allow_empty=True)
+        validate_id(app_name, "app_name", allow_empty=True)
         delta = ttl_delta(ttl)
         self._ttl_us = None if delta is None else delta // dt.timedelta(microseconds=1)
         self._app = app_name
@@ -129,7 +136,7 @@ class JSONSession(SessionBase):
             live = header is not None and header.live(now_us)
             actual = header.version if header is not None and live else 0
             if expected is not None and expected != actual:
-                raise _ops._conflict(expected, actual, session_id)
+                raise conflict(expected, actual, session_id)
             if (
                 merge
                 and header is not None
@@ -241,12 +248,10 @@ class JSONSession(SessionBase):
     ) -> SessionPage:
         self._path("", "-")  # the closed check
         if user_id is not None:
-            _ops.validate_id(user_id, "user_id", allow_empty=True)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
-        after = None if cursor is None else _ops._decode_cursor(cursor, user_id)
+            validate_id(user_id, "user_id", allow_empty=True)
+        limit = check_limit(limit)
+        cursor = check_cursor(cursor)
+        after = None if cursor is None else decode_cursor(cursor, user_id)
         if user_id is None:
             folder = _files.app_dir(self._root, self._app)
         else:
@@ -271,7 +276,7 @@ class JSONSession(SessionBase):
                 items.append(info)
         items.sort(key=lambda i: (i.updated_at, i.user_id, i.session_id), reverse=True)
         page = tuple(items[:limit])
-        next_cursor = _ops._encode_cursor(page[-1]) if len(items) > limit else None
+        next_cursor = encode_cursor(page[-1]) if len(items) > limit else None
         return SessionPage(page, next_cursor)
 
     def _headers(self, folder: str) -> list[_files.Header]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from ._store import apply_loaded, collect_states
+from ._rules import apply_loaded, check_ids, collect_states
 from .base import AsyncSessionBase
 from .json_file import JSONSession
 
@@ -46,6 +45,7 @@ class AsyncJSONSession(AsyncSessionBase):
         ttl: float | dt.timedelta | None = None,
     ) -> None:
         self._sync = JSONSession(save_dir, app_name=app_name, ttl=ttl)
+        self._app = app_name
 
     @property
     def save_dir(self) -> str:
@@ -53,15 +53,15 @@ class AsyncJSONSession(AsyncSessionBase):
         return self._sync.save_dir
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
-        self._sync._path(user_id, session_id)
-        entries = codec.encode_entries(collect_states(modules))
-        await asyncio.to_thread(self._sync._write, user_id, session_id, entries, True, None)
+        check_ids(user_id, session_id)  # before any state_dict() runs, as the sync twin
+        states = collect_states(modules)  # on the loop's thread; the write in a worker
+        await asyncio.to_thread(self._sync.merge_state, session_id, states, user_id)
 
     async def load_session_state(
         self, session_id: str, user_id: str = "", allow_not_exist: bool = True, **modules: Any
     ) -> None:
         state = await self.get_state(session_id, user_id)
-        apply_loaded(state, session_id, user_id, self._sync._app, allow_not_exist, modules)
+        apply_loaded(state, session_id, user_id, self._app, allow_not_exist, modules)
 
     async def get_state(self, session_id: str, user_id: str = "") -> dict[str, Any] | None:
         return await asyncio.to_thread(self._sync.get_state, session_id, user_id)

@@ -1,80 +1,39 @@
+# generated from redis_async.py by tools/gen_sync.py: edit redis_async.py,
+# then run python tools/gen_sync.py
 """``RedisSession``: session state in Redis, from sync code (extra ``statekeeper[redis]``)."""
 
 from __future__ import annotations
 
-import datetime as dt
+import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _ops, _redis_ops, codec
-from ._store import (
+from . import _redis_ops, codec
+from ._redis_ops import (
+    connect_settings,
+    is_out_of_memory,
+    redis_module,
+    storage_full,
+    unavailable,
+)
+from ._rules import (
     apply_loaded,
+    check_cursor,
     check_expected,
     check_ids,
     collect_states,
     encoded_entries,
-    ttl_delta,
 )
 from .base import SessionBase
-from .errors import DatabaseUnavailableError, StorageFullError, StoreClosedError
+from .errors import StoreClosedError
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from ._records import SessionPage
 
-__all__ = ["RedisSession", "connect_settings", "is_out_of_memory", "storage_full"]
+__all__ = ["RedisSession"]
 
 T = TypeVar("T")
-
-
-def connect_settings(
-    key_prefix: str, app_name: str, ttl: float | dt.timedelta | None
-) -> _redis_ops.Keys:
-    """Validate the Redis stores' settings; return their key names and ``ttl`` arithmetic."""
-    if not isinstance(key_prefix, str):
-        raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
-    _ops.validate_id(app_name, "app_name", allow_empty=True)
-    delta = ttl_delta(ttl)
-    ttl_us = None if delta is None else delta // dt.timedelta(microseconds=1)
-    return _redis_ops.Keys(key_prefix, app_name, ttl_us)
-
-
-def redis_module() -> Any:
-    """Import redis-py, or say which extra installs it."""
-    try:
-        import redis
-        import redis.asyncio
-    except ImportError as exc:  # pragma: no cover - the dev extra installs it
-        raise ImportError(
-            "the Redis stores need redis-py: pip install 'statekeeper[redis]'"
-        ) from exc
-    return redis
-
-
-def unavailable(where: str, exc: Exception) -> DatabaseUnavailableError:
-    """Wrap a redis-py connection error."""
-    error = DatabaseUnavailableError(
-        f"Redis at {where} could not be reached ({exc}); check that it is up and the URL "
-        "is right, then retry"
-    )
-    error.__cause__ = exc
-    return error
-
-
-def is_out_of_memory(exc: Exception) -> bool:
-    """Whether a Redis error reply is the refusal of a write at ``maxmemory``."""
-    # Redis 7 replies "OOM ..." (redis-py's OutOfMemoryError), also from inside
-    # a script; Redis 6 wraps a script's refusal in "ERR Error running script".
-    oom = getattr(redis_module().exceptions, "OutOfMemoryError", ())
-    return isinstance(exc, oom) or "OOM command not allowed" in str(exc)
-
-
-def storage_full(where: str, exc: Exception) -> StorageFullError:
-    """Wrap Redis's refusal of a write at ``maxmemory``."""
-    error = StorageFullError(
-        f"Redis at {where} refused the write: it is out of memory ({exc}). Nothing was "
-        "written; free memory (delete or expire sessions) or raise maxmemory, then retry"
-    )
-    error.__cause__ = exc
-    return error
 
 
 class RedisSession(SessionBase):
@@ -90,7 +49,8 @@ class RedisSession(SessionBase):
     moving its data (such a session is listed once written; the
     ``agentscope-redis`` source of the ``statekeeper import`` command moves
     them all). Needs one Redis server (no Cluster: a script touches several
-    keys).
+    keys). The sync and async twins share keys and scripts: both can use one
+    database at once.
 
     Args:
         url_or_client: a Redis URL (``"redis://localhost:6379/0"``) or a
@@ -117,15 +77,19 @@ class RedisSession(SessionBase):
         redis = redis_module()
         self._keys = connect_settings(key_prefix, app_name, ttl)
         self._owned = isinstance(url_or_client, str)
-        self._client = redis.Redis.from_url(url_or_client) if self._owned else url_or_client
         self._where = url_or_client if self._owned else repr(url_or_client)
-        self._scripts = {
-            name: self._client.register_script(source)
-            for name, source in _redis_ops.SCRIPTS.items()
-        }
+        self._connect(redis.Redis.from_url(url_or_client) if self._owned else url_or_client)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._refused = redis.ResponseError
         self._closed = False
+
+    def _connect(self, client: Any) -> None:
+        """Run on ``client`` from this process on (a forked child makes a client of its own)."""
+        self._client = client
+        self._pid = os.getpid()
+        self._scripts = {
+            name: client.register_script(source) for name, source in _redis_ops.SCRIPTS.items()
+        }
 
     @property
     def client(self) -> Any:
@@ -133,6 +97,11 @@ class RedisSession(SessionBase):
         return self._client
 
     def _run(self, op: _redis_ops.RedisOp[T]) -> T:
+        if self._owned and self._pid != os.getpid():
+            # A forked child: the parent's connections stay the parent's (and
+            # redis.asyncio's pool, unlike redis-py's, would not notice).
+            redis = redis_module()
+            self._connect(redis.Redis.from_url(self._where))
         try:
             cmd = next(op)
             while True:
@@ -218,8 +187,7 @@ class RedisSession(SessionBase):
         self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> SessionPage:
         self._check(user_id or "", "-")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        cursor = check_cursor(cursor)
         return self._run(_redis_ops.list_sessions(self._keys, user_id, limit, cursor))
 
     def purge_expired(self) -> int:

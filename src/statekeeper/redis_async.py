@@ -6,10 +6,23 @@ import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
-from ._store import apply_loaded, check_expected, check_ids, collect_states, encoded_entries
+from ._redis_ops import (
+    connect_settings,
+    is_out_of_memory,
+    redis_module,
+    storage_full,
+    unavailable,
+)
+from ._rules import (
+    apply_loaded,
+    check_cursor,
+    check_expected,
+    check_ids,
+    collect_states,
+    encoded_entries,
+)
 from .base import AsyncSessionBase
 from .errors import StoreClosedError
-from .redis import connect_settings, is_out_of_memory, redis_module, storage_full, unavailable
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -24,13 +37,23 @@ T = TypeVar("T")
 class AsyncRedisSession(AsyncSessionBase):
     """Keep agent-session state in Redis, from async code.
 
-    The same keys, scripts and guarantees as :class:`~statekeeper.RedisSession`
-    (both can share one database), over redis-py's asyncio client.
+    A session is a Redis hash with one field per module (the module's exact
+    JSON), so a save merges modules atomically; versions, ``expected_version``,
+    the sliding expiry and the listing indexes (one sorted set per user and
+    one per app, never ``KEYS``) change in the same Lua script. Sessions an
+    AgentScope 1.x ``RedisSession`` wrote under
+    ``{key_prefix}user_id:{user_id}:session:{session_id}:state`` are read as
+    they are and taken over by the first write, so an app can switch without
+    moving its data (such a session is listed once written; the
+    ``agentscope-redis`` source of the ``statekeeper import`` command moves
+    them all). Needs one Redis server (no Cluster: a script touches several
+    keys). The sync and async twins share keys and scripts: both can use one
+    database at once.
 
     Args:
         url_or_client: a Redis URL (``"redis://localhost:6379/0"``) or a
-            ``redis.asyncio.Redis`` client, which is used as it is and not
-            closed by :meth:`close`.
+            ``redis.asyncio.Redis`` client, which is used as it is and not closed by
+            :meth:`close`.
         key_prefix: put before every key, as AgentScope's ``key_prefix``.
         app_name: isolates apps sharing one Redis database.
         ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
@@ -59,7 +82,7 @@ class AsyncRedisSession(AsyncSessionBase):
         self._closed = False
 
     def _connect(self, client: Any) -> None:
-        """Run on ``client`` from this process on (redis.asyncio's pool does not notice a fork)."""
+        """Run on ``client`` from this process on (a forked child makes a client of its own)."""
         self._client = client
         self._pid = os.getpid()
         self._scripts = {
@@ -73,9 +96,10 @@ class AsyncRedisSession(AsyncSessionBase):
 
     async def _run(self, op: _redis_ops.RedisOp[T]) -> T:
         if self._owned and self._pid != os.getpid():
-            # A forked child: the parent's connections (and its event loop's
-            # locks) stay the parent's; the child opens its own.
-            self._connect(redis_module().asyncio.Redis.from_url(self._where))
+            # A forked child: the parent's connections stay the parent's (and
+            # redis.asyncio's pool, unlike redis-py's, would not notice).
+            redis = redis_module()
+            self._connect(redis.asyncio.Redis.from_url(self._where))
         try:
             cmd = next(op)
             while True:
@@ -165,8 +189,7 @@ class AsyncRedisSession(AsyncSessionBase):
         self, user_id: str | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> SessionPage:
         self._check(user_id or "", "-")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+        cursor = check_cursor(cursor)
         return await self._run(_redis_ops.list_sessions(self._keys, user_id, limit, cursor))
 
     async def purge_expired(self) -> int:

@@ -1,3 +1,5 @@
+# generated from service_async.py by tools/gen_sync.py: edit service_async.py,
+# then run python tools/gen_sync.py
 """``SessionService``: sessions with an event log and scoped state, from sync code."""
 
 from __future__ import annotations
@@ -5,15 +7,14 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from ._runner import Runner
-from ._service import ServiceCore
+from ._sql.core import ServiceCore
+from ._sql.runner import Runner
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Mapping
 
+    import sqlalchemy as sa
     from typing_extensions import Self
 
     from ._records import SessionPage, SessionRecord
@@ -69,7 +70,7 @@ class SessionService:
     @property
     def engine(self) -> sa.Engine:
         """The engine the service runs on (its connections in autocommit)."""
-        return self._run.engine  # type: ignore[no-any-return]
+        return self._run.engine
 
     @property
     def app_name(self) -> str:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._runner import AsyncRunner
-from ._service import ServiceCore
+from ._sql.core import ServiceCore
+from ._sql.runner import AsyncRunner
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -70,7 +70,7 @@ class AsyncSessionService:
     @property
     def engine(self) -> AsyncEngine:
         """The engine the service runs on (its connections in autocommit)."""
-        return self._run.engine  # type: ignore[no-any-return]
+        return self._run.engine
 
     @property
     def app_name(self) -> str:

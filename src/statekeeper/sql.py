@@ -1,18 +1,20 @@
+# generated from sql_async.py by tools/gen_sync.py: edit sql_async.py,
+# then run python tools/gen_sync.py
 """``SqlSession``: the sync SQL store."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy as sa
-
-from ._runner import Runner
-from ._store import StoreCore
+from ._sql.core import StoreCore
+from ._sql.runner import Runner
 from .base import SessionBase
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Mapping
+
+    import sqlalchemy as sa
 
     from ._records import SessionPage
 
@@ -67,7 +69,7 @@ class SqlSession(SessionBase):
     @property
     def engine(self) -> sa.Engine:
         """The engine the store runs on (its connections in autocommit)."""
-        return self._run.engine  # type: ignore[no-any-return]
+        return self._run.engine
 
     def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
         self._run(self._core.save(user_id, session_id, modules))

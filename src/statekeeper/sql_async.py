@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._runner import AsyncRunner
-from ._store import StoreCore
+from ._sql.core import StoreCore
+from ._sql.runner import AsyncRunner
 from .base import AsyncSessionBase
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class AsyncSqlSession(AsyncSessionBase):
     @property
     def engine(self) -> AsyncEngine:
         """The engine the store runs on (its connections in autocommit)."""
-        return self._run.engine  # type: ignore[no-any-return]
+        return self._run.engine
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:
         await self._run(self._core.save(user_id, session_id, modules))

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from statekeeper import migrations
-from statekeeper._schema import HEAD_REVISION
+from statekeeper._sql.schema import HEAD_REVISION
 from statekeeper.cli import main
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from google.genai import types
 from tests.cli.conftest import run_cli
 from tests.conftest import _admin_engine, create_pg_database
 
-from statekeeper import _schema, migrations
+from statekeeper import migrations
+from statekeeper._sql import schema as _schema
 from statekeeper.adk import SqlSessionService
 
 if TYPE_CHECKING:
@@ -374,7 +375,9 @@ def test_what_cannot_be_imported_is_a_clear_error(tmp_path: Path) -> None:
 async def test_a_batch_that_fails_is_written_session_by_session(
     built: Source, target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from statekeeper import _adk_source, _import_adk, _ops_import
+    from statekeeper._importers import adk as _import_adk
+    from statekeeper._importers import adk_source as _adk_source
+    from statekeeper._sql.ops import imports as _ops_import
     from statekeeper.errors import ConflictError
 
     original = _ops_import.import_sessions

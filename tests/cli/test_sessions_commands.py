@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from statekeeper import SqlSession, migrations
-from statekeeper._schema import sessions
-from statekeeper._statements import PURGE_BATCH
+from statekeeper._sql.schema import sessions
+from statekeeper._sql.statements.store import PURGE_BATCH
 
 BOX_DRAWING = set("┏┓┗┛━┃│─┡┩╇┳┻╋┼")
 RECORD_KEYS = [

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tests.cli.test_sessions_commands import RECORD_KEYS, _expire_all, _tsv
 
 from statekeeper import SessionService, SqlSession, migrations
-from statekeeper._schema import sessions
+from statekeeper._sql.schema import sessions
 
 T0 = 1763742578.101938  # 2025-11-21 16:29:38.101938 UTC
 SHOW_KEYS = [*RECORD_KEYS, "state", "app_state", "user_state", "events"]

@@ -96,7 +96,7 @@ def test_purge_keeps_a_session_revived_while_it_waits(pg_database: str) -> None:
 
     import sqlalchemy as sa
 
-    from statekeeper._schema import sessions
+    from statekeeper._sql.schema import sessions
 
     app = "purge-revive"
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)

@@ -333,7 +333,7 @@ def test_a_store_made_in_the_child_while_another_thread_held_the_engine_lock(
 ) -> None:
     # Another thread of the parent was in the middle of making a store when
     # the process forked: the child must not wait for it for ever.
-    from statekeeper import _engine
+    from statekeeper._sql import engine as _engine
 
     facade = make_facade(kind, sql_url)
     registry_lock = _engine._SYNC.lock if kind == "SqlSession" else _engine._ASYNC_LOCK

@@ -20,8 +20,8 @@ from statekeeper import (
     JSONSession,
     StatekeeperError,
     StoreClosedError,
-    _files,
 )
+from statekeeper import _json_files as _files
 
 HOSTILE = [
     "../../etc/passwd",

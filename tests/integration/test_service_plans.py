@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from statekeeper import SessionService
-from statekeeper._statements_service import service_statements
+from statekeeper._sql.statements.service import service_statements
 
 EVENTS = 20_000
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from statekeeper import AsyncSqlSession, SchemaNotReadyError, SqlSession, migrations
-from statekeeper import migrations as migrations_module
+from statekeeper._sql import migrate as migrations_module
 
 
 class Module:

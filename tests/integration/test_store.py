@@ -18,8 +18,8 @@ from statekeeper import (
     StateModule,
     codec,
 )
-from statekeeper._schema import sessions as sessions_table
-from statekeeper._statements import PURGE_BATCH
+from statekeeper._sql.schema import sessions as sessions_table
+from statekeeper._sql.statements.store import PURGE_BATCH
 
 
 class Memory(StateModule):

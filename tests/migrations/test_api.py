@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from statekeeper import AsyncSqlSession, SchemaNotReadyError, SqlSession, migrations
-from statekeeper._schema import HEAD_REVISION, VERSION_TABLE
+from statekeeper._sql.schema import HEAD_REVISION, VERSION_TABLE
 
 
 def test_check_names_the_command_to_run(sqlite_url: str) -> None:

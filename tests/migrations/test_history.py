@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 
 from statekeeper import SqlSession, migrations
-from statekeeper._schema import HEAD_REVISION, VERSION_TABLE, metadata
+from statekeeper._sql.schema import HEAD_REVISION, VERSION_TABLE, metadata
 from statekeeper.migrations._env import ours
 
 

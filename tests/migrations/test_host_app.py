@@ -13,7 +13,7 @@ from alembic.config import main as alembic_main
 from click.testing import CliRunner
 
 from statekeeper import SqlSession, migrations
-from statekeeper._schema import HEAD_REVISION, VERSION_TABLE
+from statekeeper._sql.schema import HEAD_REVISION, VERSION_TABLE
 from statekeeper.cli import main
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.config import main as alembic_main
 
 from statekeeper import AsyncSqlSession, SqlSession, migrations
-from statekeeper._schema import HEAD_REVISION, VERSION_TABLE
+from statekeeper._sql.schema import HEAD_REVISION, VERSION_TABLE
 from statekeeper.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

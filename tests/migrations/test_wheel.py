@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from statekeeper._schema import HEAD_REVISION
+from statekeeper._sql.schema import HEAD_REVISION
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "src" / "statekeeper" / "migrations" / "versions"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from statekeeper import _engine
+from statekeeper._sql import engine as _engine
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from statekeeper import _ops
+from statekeeper import _rules
+from statekeeper._sql.ops import store as _ops
 from statekeeper.errors import ConflictError
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -180,14 +181,14 @@ def test_cursor_round_trip_and_garbage() -> None:
     from statekeeper import SessionInfo
 
     info = SessionInfo("a", "u", "s", 1, NOW, NOW, None)
-    assert _ops._decode_cursor(_ops._encode_cursor(info)) == (NOW, "u", "s")
+    assert _rules.decode_cursor(_rules.encode_cursor(info)) == (NOW, "u", "s")
     for bad in ("", "!!", "e30", "WzEsMiwzXQ"):
         with pytest.raises(ValueError, match="invalid cursor"):
-            _ops._decode_cursor(bad)
+            _rules.decode_cursor(bad)
 
 
 def test_a_failed_rollback_discards_the_connection() -> None:
-    from statekeeper._drivers import _drive
+    from statekeeper._sql.driver import _drive
 
     class Connection:
         dialect = sa.dialects.sqlite.dialect()

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from tests.unit.test_ops import NOW, ctx, drive, sql
 
-from statekeeper import _ops_inspect
-from statekeeper._statements import page_statements
-from statekeeper._statements_inspect import inspect_statements
+from statekeeper._sql.ops import inspect as _ops_inspect
+from statekeeper._sql.statements.inspect import inspect_statements
+from statekeeper._sql.statements.terms import page_statements
 
 TTL = dt.timedelta(seconds=60)
 

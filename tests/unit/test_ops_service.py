@@ -10,8 +10,10 @@ import pytest
 import sqlalchemy as sa
 from tests.unit.test_ops import NOW, FakeResult, ctx, drive, sql
 
-from statekeeper import _ops, _ops_import, _ops_service
-from statekeeper._statements_service import append_statement, service_statements
+from statekeeper._sql.ops import imports as _ops_import
+from statekeeper._sql.ops import service as _ops_service
+from statekeeper._sql.ops import store as _ops
+from statekeeper._sql.statements.service import append_statement, service_statements
 from statekeeper.errors import ConflictError, SessionExistsError, SessionNotFoundError
 
 #: A session row: state, version, count, time, created, updated, expires, app, user state.

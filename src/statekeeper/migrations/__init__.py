@@ -15,32 +15,25 @@ keeps its migration context in module globals, so every Alembic run here
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import io
-import weakref
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import Script, ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._drivers import aconnect, connect
-from .._fork import ForkLock
-from .._runner import forget_heads
-from .._schema import HEAD_REVISION, TABLE_PREFIX, VERSION_TABLE
+from .._sql import migrate
+from .._sql.driver import aconnect
+from .._sql.migrate import Bind, aalembic_lock, alembic_lock, run_command, with_connection
+from .._sql.schema import TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    import sqlalchemy as sa
+    from alembic.config import Config
+    from alembic.script import Script
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
-    "BRANCH_LABEL",
     "SCRIPT_LOCATION",
     "VERSION_TABLE",
     "acheck",
@@ -60,45 +53,7 @@ __all__ = [
 ]
 
 #: The folder holding ``env.py`` and ``versions/``, inside the installed package.
-SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
-#: The branch label of statekeeper's history (``statekeeper@head`` names its head).
-BRANCH_LABEL = "statekeeper"
-
-Bind = sa.Engine | sa.URL | str
-T = TypeVar("T")
-
-#: Alembic's ``context`` and ``op`` are process-wide proxies: one run at a time.
-_ALEMBIC = ForkLock()  # a child gets it released
-_LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-@contextlib.contextmanager
-def alembic_lock() -> Iterator[None]:
-    """Hold the process-wide lock every Alembic run takes (private)."""
-    with _ALEMBIC:
-        yield
-
-
-@contextlib.asynccontextmanager
-async def aalembic_lock() -> AsyncIterator[None]:
-    """Hold the process-wide Alembic lock from async code without blocking the loop (private).
-
-    Tasks of one loop queue on an ``asyncio.Lock``; the one in front polls the
-    thread lock, which another thread or loop may hold for a migration.
-    """
-    loop = asyncio.get_running_loop()
-    local = _LOOP_LOCKS.setdefault(loop, asyncio.Lock())
-    async with local:
-        delay = 0.001
-        while not _ALEMBIC.acquire(blocking=False):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        try:
-            yield
-        finally:
-            _ALEMBIC.release()
+SCRIPT_LOCATION = migrate.SCRIPT_LOCATION
 
 
 def config(url: str | sa.URL | None = None, *, schema: str | None = None) -> Config:
@@ -115,18 +70,7 @@ def config(url: str | sa.URL | None = None, *, schema: str | None = None) -> Con
     Returns:
         A config usable with ``alembic.command``.
     """
-    cfg = Config()
-    cfg.set_main_option("script_location", SCRIPT_LOCATION)
-    if url is not None:
-        text = url.render_as_string(hide_password=False) if isinstance(url, sa.URL) else url
-        cfg.set_main_option("sqlalchemy.url", text.replace("%", "%%"))
-    cfg.attributes["schema"] = schema
-    return cfg
-
-
-@functools.cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(config())
+    return migrate.alembic_config(url, schema)
 
 
 def head() -> str:
@@ -135,7 +79,7 @@ def head() -> str:
     Returns:
         The revision id, e.g. ``"0001"``.
     """
-    return _scripts().get_current_head() or ""
+    return migrate.scripts().get_current_head() or ""
 
 
 def revisions() -> list[Script]:
@@ -144,15 +88,7 @@ def revisions() -> list[Script]:
     Returns:
         Alembic ``Script`` objects (``.revision``, ``.down_revision``, ``.doc``).
     """
-    return list(_scripts().walk_revisions())
-
-
-def _display(bind: Bind | AsyncEngine | sa.Connection) -> str:
-    url = bind.engine.url if isinstance(bind, (sa.Engine, AsyncEngine, sa.Connection)) else bind
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return str(url)
+    return list(migrate.scripts().walk_revisions())
 
 
 def upgrade_command(bind: Bind | AsyncEngine | sa.Connection, schema: str | None = None) -> str:
@@ -165,55 +101,7 @@ def upgrade_command(bind: Bind | AsyncEngine | sa.Connection, schema: str | None
     Returns:
         A command such as ``statekeeper db upgrade --url 'sqlite:///app.db'``.
     """
-    where = f" --schema {schema}" if schema else ""
-    return f"statekeeper db upgrade --url '{_display(bind)}'{where}"
-
-
-def _engine(bind: Bind) -> tuple[sa.Engine, bool]:
-    if isinstance(bind, AsyncEngine):
-        raise TypeError(
-            "got an AsyncEngine where a sync Engine or a URL is needed: await the async "
-            "twin instead (aupgrade, adowngrade, acurrent, acheck)"
-        )
-    if isinstance(bind, sa.Engine):
-        return bind, False
-    from .._engine import migration_engine
-
-    return migration_engine(bind), True
-
-
-def _with_connection(bind: Bind, fn: Callable[..., T], *args: Any) -> T:
-    engine, owned = _engine(bind)
-    try:
-        with connect(engine) as conn:
-            return fn(conn, *args)
-    finally:
-        if owned:
-            engine.dispose()
-
-
-def _run_command(conn: sa.Connection, action: str, revision: str, schema: str | None) -> list[str]:
-    cfg = config(schema=schema)
-    cfg.attributes["connection"] = conn
-    applied: list[str] = []
-    cfg.attributes["applied"] = applied
-    try:
-        getattr(command, action)(cfg, revision)
-    finally:
-        # Stores opened later on any engine read the revision again.
-        forget_heads()
-    return applied
-
-
-def upgrade_unlocked(engine: sa.Engine, schema: str | None) -> list[str]:
-    """Upgrade to head; the caller holds :func:`alembic_lock` (private)."""
-    return _with_connection(engine, _run_command, "upgrade", "head", schema)
-
-
-async def aupgrade_unlocked(engine: AsyncEngine, schema: str | None) -> list[str]:
-    """Upgrade to head; the caller holds :func:`aalembic_lock` (private)."""
-    async with aconnect(engine) as conn:
-        return await conn.run_sync(_run_command, "upgrade", "head", schema)
+    return migrate.upgrade_command(bind, schema)
 
 
 def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = None) -> list[str]:
@@ -237,8 +125,8 @@ def upgrade(engine_or_url: Bind, revision: str = "head", schema: str | None = No
         DatabaseUnavailableError: the database cannot be reached.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    with _ALEMBIC:
-        return _with_connection(engine_or_url, _run_command, "upgrade", revision, schema)
+    with alembic_lock():
+        return with_connection(engine_or_url, run_command, "upgrade", revision, schema)
 
 
 def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> list[str]:
@@ -257,8 +145,8 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
         DatabaseUnavailableError: the database cannot be reached.
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    with _ALEMBIC:
-        return _with_connection(engine_or_url, _run_command, "downgrade", revision, schema)
+    with alembic_lock():
+        return with_connection(engine_or_url, run_command, "downgrade", revision, schema)
 
 
 async def aupgrade(
@@ -275,7 +163,7 @@ async def aupgrade(
         The revisions this call applied, oldest first.
     """
     async with aalembic_lock(), aconnect(engine) as conn:
-        return await conn.run_sync(_run_command, "upgrade", revision, schema)
+        return await conn.run_sync(run_command, "upgrade", revision, schema)
 
 
 async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = None) -> list[str]:
@@ -290,7 +178,7 @@ async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = No
         The revisions this call undid, newest first.
     """
     async with aalembic_lock(), aconnect(engine) as conn:
-        return await conn.run_sync(_run_command, "downgrade", revision, schema)
+        return await conn.run_sync(run_command, "downgrade", revision, schema)
 
 
 def _current_on(conn: sa.Connection, schema: str | None) -> str | None:
@@ -313,7 +201,7 @@ def current(engine_or_url: Bind, schema: str | None = None) -> str | None:
     Returns:
         The revision id, or ``None`` when statekeeper's tables are not there.
     """
-    return _with_connection(engine_or_url, _current_on, schema)
+    return with_connection(engine_or_url, _current_on, schema)
 
 
 async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None:
@@ -330,44 +218,9 @@ async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None
         return await conn.run_sync(_current_on, schema)
 
 
-def not_ready_message(
-    found: str | None, where: str, command: str, *, store_hint: bool = True
-) -> str | None:
-    """Describe why a database at revision ``found`` does not suit this code, or return ``None``.
-
-    Used by :func:`check` and ``statekeeper db check``.
-
-    Args:
-        found: the database's revision (``None``: no statekeeper tables).
-        where: the database, for the message.
-        command: the command that upgrades it.
-        store_hint: also mention the stores' ``auto_migrate=True``.
-
-    Returns:
-        The message, or ``None`` when the database is at the code's revision.
-    """
-    if found == HEAD_REVISION:
-        return None
-    if found is not None and found not in {s.revision for s in revisions()}:
-        from .._version import __version__
-
-        return (
-            f"the database {where} is at statekeeper revision {found!r}, which this "
-            f"statekeeper ({__version__}, revision {HEAD_REVISION}) does not know: a newer "
-            "statekeeper migrated it. Install that newer statekeeper here too "
-            "(pip install -U statekeeper)"
-        )
-    state = "has no statekeeper tables" if found is None else f"is at statekeeper revision {found}"
-    hint = ", or create the store with auto_migrate=True" if store_hint else ""
-    return (
-        f"the database {where} {state}; this statekeeper needs revision {HEAD_REVISION}. "
-        f"Run `{command}`{hint}"
-    )
-
-
 def _raise_unless_ready(found: str | None, bind: Any, schema: str | None) -> None:
-    where = _display(bind) + (f" (schema {schema})" if schema else "")
-    message = not_ready_message(found, where, upgrade_command(bind, schema))
+    where = migrate.shown(bind) + (f" (schema {schema})" if schema else "")
+    message = migrate.not_ready_message(found, where, upgrade_command(bind, schema))
     if message is not None:
         raise SchemaNotReadyError(message)
 
@@ -426,7 +279,7 @@ def upgrade_sql(
     buffer = io.StringIO()
     cfg = config(url, schema=schema)
     cfg.output_buffer = buffer
-    with _ALEMBIC:
+    with alembic_lock():
         getattr(command, "downgrade" if downgrade else "upgrade")(cfg, revision, sql=True)
     return buffer.getvalue()
 

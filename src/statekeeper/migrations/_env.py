@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from alembic import context
 
-from .._schema import TABLE_PREFIX, VERSION_TABLE, metadata
+from .._sql.schema import TABLE_PREFIX, VERSION_TABLE, metadata
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -187,7 +187,7 @@ def run_env() -> None:
     if connection is not None:
         _run_online(connection, schema)
         return
-    from .._engine import migration_engine
+    from .._sql.engine import migration_engine
 
     engine = migration_engine(_url(config))
     try:

@@ -1,7 +1,7 @@
 """The statements of the operator's reads (``statekeeper sessions ls`` and ``show``), per dialect.
 
 Reads only: none of them refreshes a session's expiry. A listing page is the
-stores' own keyset page (``_statements.page_statements``) with two more
+stores' own keyset page (``statements.terms.page_statements``) with two more
 columns, the stored state's size and the session's event count, so it stays
 one statement per page. The count is the session row's ``event_count``, which
 every append bumps in the same write as it adds the event: it is what the
@@ -17,9 +17,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._schema import sessions
-from ._statements import _KEY, _LIVE, page_statements
-from ._statements_service import _RECORD, _scoped_text
+from ..schema import sessions
+from .terms import (
+    KEY,
+    LIVE,
+    NOW,
+    RECORD,
+    page_statements,
+    scoped_text,
+)
 
 __all__ = ["InspectStatements", "inspect_statements", "state_size"]
 
@@ -43,14 +49,26 @@ class InspectStatements:
     #: Listing pages by (one user?, after a cursor?): a session's key, version,
     #: times, size and event count.
     pages: dict[tuple[bool, bool], sa.Select[Any]]
+    #: Sessions expired at ``p_now`` per app, of every app or (``True``) of ``p_app``.
+    expired: dict[bool, sa.Select[Any]]
 
 
 @functools.cache
 def inspect_statements(dialect: str) -> InspectStatements:
     """The operator's reads for ``dialect``, built once."""
     size = state_size(dialect).label("size_bytes")
-    session = sa.select(*_RECORD, size, *_scoped_text(dialect, sa.bindparam("p_user"))).where(
-        _KEY, _LIVE
+    session = sa.select(*RECORD, size, *scoped_text(dialect, sa.bindparam("p_user"))).where(
+        KEY, LIVE
     )
     pages = {key: page.add_columns(size, c.event_count) for key, page in page_statements().items()}
-    return InspectStatements(session=session, pages=pages)
+    expired = (
+        sa.select(c.app_name, sa.func.count())
+        .where(c.expires_at <= NOW)
+        .group_by(c.app_name)
+        .order_by(c.app_name)
+    )
+    return InspectStatements(
+        session=session,
+        pages=pages,
+        expired={False: expired, True: expired.where(c.app_name == sa.bindparam("p_app"))},
+    )

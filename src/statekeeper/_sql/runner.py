@@ -15,74 +15,55 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _engine, _fork, _ops
-from ._drivers import arun, guard_cancellation, run, settle
-from ._schema import HEAD_REVISION
-from .errors import SchemaNotReadyError, StoreClosedError
+from ..errors import SchemaNotReadyError, StoreClosedError
+from . import engine as _engine
+from . import fork as _fork
+from .driver import arun, guard_cancellation, run, settle
+from .ops import store as _ops
+from .schema import HEAD_REVISION
 
-__all__ = ["AsyncRunner", "Runner", "forget_heads"]
+__all__ = ["AsyncRunner", "Runner"]
 
 T = TypeVar("T")
-
-#: The schemas found at head, per engine (an async engine's ``sync_engine``).
-#: A store on one of them needs no first-use read; the entry goes with the engine.
-_AT_HEAD: weakref.WeakKeyDictionary[sa.Engine, set[str | None]] = weakref.WeakKeyDictionary()
-_AT_HEAD_LOCK = _fork.ForkLock()
+E = TypeVar("E", bound="sa.Engine | AsyncEngine")
 
 
-def _found_at_head(engine: sa.Engine, schema: str | None) -> bool:
-    with _AT_HEAD_LOCK:
-        return schema in _AT_HEAD.get(engine, ())
-
-
-def _record_at_head(engine: sa.Engine, schema: str | None) -> None:
-    with _AT_HEAD_LOCK:
-        _AT_HEAD.setdefault(engine, set()).add(schema)
-
-
-def forget_heads() -> None:
-    """Forget which databases were found at head: a migration ran, stores check again."""
-    with _AT_HEAD_LOCK:
-        _AT_HEAD.clear()
-
-
-def _bind(engine: Any, schema: str | None, owned: bool) -> Any:
+def _bind(engine: E, schema: str | None, owned: bool) -> E:
     """Return the engine operations run on: autocommit, statekeeper's schema mapped."""
     options: dict[str, Any] = {}
     if not owned:  # a caller's engine: autocommit on our connections only
         options["isolation_level"] = "AUTOCOMMIT"
     if schema is not None:
         options["schema_translate_map"] = {None: schema}
-    return engine.execution_options(**options) if options else engine
+    return cast("E", engine.execution_options(**options)) if options else engine
 
 
 def _problem(found: str | None, url: str, schema: str | None) -> str | None:
-    from . import migrations  # Alembic is imported only when a store first checks
+    from . import migrate  # Alembic is imported only when a store first checks
 
     where = url + (f" (schema {schema})" if schema else "")
-    return migrations.not_ready_message(found, where, migrations.upgrade_command(url, schema))
+    return migrate.not_ready_message(found, where, migrate.upgrade_command(url, schema))
 
 
 def _should_migrate(found: str | None) -> bool:
-    from . import migrations
+    from . import migrate
 
-    known = {script.revision for script in migrations.revisions()}
-    return found != HEAD_REVISION and (found is None or found in known)
+    return found != HEAD_REVISION and (found is None or found in migrate.known_revisions())
 
 
 def _take(
-    url_or_engine: Any,
+    url_or_engine: object,
     engine_options: Any,
     kind: str,
-    engine_type: type,
-    acquire: Callable[[Any, Any], tuple[Any, Callable[[], Any]]],
+    engine_type: type[E],
+    acquire: Callable[[str | sa.URL, Any], tuple[E, Callable[[], Any]]],
     twin_type: type,
-) -> tuple[Any, Callable[[], Any] | None]:
+) -> tuple[E, Callable[[], Any] | None]:
     """Return the caller's engine (no release), or the shared one for a URL and its release."""
     if isinstance(url_or_engine, engine_type):
         return url_or_engine, None
@@ -98,12 +79,12 @@ def _take(
     )
 
 
-class _Base:
+class _Base(Generic[E]):
     """The parts of a runner that do no I/O."""
 
     def __init__(
         self,
-        engine: Any,
+        engine: E,
         release: Callable[[], Any] | None,
         *,
         ctx_dialect: str,
@@ -111,16 +92,16 @@ class _Base:
         auto_migrate: bool,
         kind: str,
     ) -> None:
-        self.engine = _bind(engine, schema, owned=release is not None)
-        self._base_engine: sa.Engine = getattr(engine, "sync_engine", engine)
+        self.engine: E = _bind(engine, schema, owned=release is not None)
+        self._base_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
         _fork.guard(self._base_engine)  # owned or the caller's: no connection crosses a fork
         self.schema = schema
         self.auto_migrate = auto_migrate
-        self.url = engine.url.render_as_string(hide_password=True)
+        self.url = _engine.safe_url(engine.url)
         self._kind = kind
         self.dialect = ctx_dialect
         self._ctx = _ops.Context(ctx_dialect, "", None)
-        self._ready = _found_at_head(self._base_engine, schema)
+        self._ready = _engine.found_at_head(self._base_engine, schema)
         self._closed = False
         # A store dropped without close() still gives its share of the engine back.
         self._release = None if release is None else weakref.finalize(self, release)
@@ -136,7 +117,7 @@ class _Base:
         message = _problem(found, self.url, self.schema)
         if message is not None:
             raise SchemaNotReadyError(message)
-        _record_at_head(self._base_engine, self.schema)
+        _engine.record_at_head(self._base_engine, self.schema)
         self._ready = True
 
     def _close(self) -> Any:
@@ -147,7 +128,7 @@ class _Base:
         return None if self._release is None else self._release()
 
 
-class Runner(_Base):
+class Runner(_Base[sa.Engine]):
     """Run a sync store's operations on its engine."""
 
     def __init__(
@@ -189,12 +170,12 @@ class Runner(_Base):
                 return
             found = self._revision()
             if self.auto_migrate and _should_migrate(found):
-                from . import migrations
+                from . import migrate
 
-                with migrations.alembic_lock():
+                with migrate.alembic_lock():
                     found = self._revision()
                     if _should_migrate(found):
-                        migrations.upgrade_unlocked(self.engine, self.schema)
+                        migrate.upgrade_unlocked(self.engine, self.schema)
                         found = self._revision()
             self._settle(found)
 
@@ -205,7 +186,7 @@ class Runner(_Base):
             engine.dispose()
 
 
-class AsyncRunner(_Base):
+class AsyncRunner(_Base[AsyncEngine]):
     """Run an async store's operations on its engine."""
 
     def __init__(
@@ -250,12 +231,12 @@ class AsyncRunner(_Base):
                 return
             found = await self._revision()
             if self.auto_migrate and _should_migrate(found):
-                from . import migrations
+                from . import migrate
 
-                async with migrations.aalembic_lock():
+                async with migrate.aalembic_lock():
                     found = await self._revision()
                     if _should_migrate(found):
-                        await migrations.aupgrade_unlocked(self.engine, self.schema)
+                        await migrate.aupgrade_unlocked(self.engine, self.schema)
                         found = await self._revision()
             self._settle(found)
 

@@ -21,9 +21,13 @@ import sqlalchemy as sa
 import sqlalchemy.ext.asyncio as sa_async
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._fork import ForkLock
+from .fork import ForkLock
 
 __all__ = [
+    "forget_heads",
+    "found_at_head",
+    "record_at_head",
+    "safe_url",
     "SQLITE_BUSY_TIMEOUT_MS",
     "acquire_async",
     "acquire_sync",
@@ -69,6 +73,14 @@ def normalize_url(url: str | sa.URL, *, is_async: bool) -> sa.URL:
     return parsed.set(drivername=f"{backend}+{driver}")
 
 
+def safe_url(url: str | sa.URL) -> str:
+    """``url`` with its password hidden, for messages (a text that is no URL, as it is)."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return str(url)
+
+
 @functools.lru_cache(maxsize=64)  # a store per request parses its URL once, not every time
 def _parse(url: str | sa.URL) -> tuple[sa.URL, str]:
     """Return the parsed URL and its backend; ``ValueError`` for one statekeeper cannot use."""
@@ -81,7 +93,7 @@ def _parse(url: str | sa.URL) -> tuple[sa.URL, str]:
     if backend not in _DRIVERS:
         raise ValueError(
             f"statekeeper supports SQLite and PostgreSQL, not {parsed.get_backend_name()!r} "
-            f"(URL {parsed.render_as_string(hide_password=True)!r})"
+            f"(URL {safe_url(parsed)!r})"
         )
     return parsed, backend
 
@@ -291,3 +303,29 @@ def check_dialect(name: str) -> str:
     if name not in _DRIVERS:
         raise ValueError(f"statekeeper supports SQLite and PostgreSQL, not {name!r}")
     return name
+
+
+# --------------------------------------------------------------------------- at head
+
+#: The schemas found at head, per engine (an async engine's ``sync_engine``).
+#: A store on one of them needs no first-use read; the entry goes with the engine.
+_AT_HEAD: weakref.WeakKeyDictionary[sa.Engine, set[str | None]] = weakref.WeakKeyDictionary()
+_AT_HEAD_LOCK = ForkLock()
+
+
+def found_at_head(engine: sa.Engine, schema: str | None) -> bool:
+    """Whether a store found ``engine``'s database (``schema``) at head already."""
+    with _AT_HEAD_LOCK:
+        return schema in _AT_HEAD.get(engine, ())
+
+
+def record_at_head(engine: sa.Engine, schema: str | None) -> None:
+    """Remember that ``engine``'s database (``schema``) is at head: later stores skip the read."""
+    with _AT_HEAD_LOCK:
+        _AT_HEAD.setdefault(engine, set()).add(schema)
+
+
+def forget_heads() -> None:
+    """Forget which databases were found at head: a migration ran, stores check again."""
+    with _AT_HEAD_LOCK:
+        _AT_HEAD.clear()

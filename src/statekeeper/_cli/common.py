@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import DatabaseUnavailableError, SchemaNotReadyError, StatekeeperError
+from .._sql.engine import safe_url
+from ..errors import DatabaseUnavailableError, SchemaNotReadyError, StatekeeperError
 
 __all__ = [
     "progress_bar",
@@ -26,7 +27,6 @@ __all__ = [
     "CommandFailed",
     "NotMigrated",
     "Unreachable",
-    "display_url",
     "err_console",
     "out_console",
     "reports_errors",
@@ -111,17 +111,9 @@ def schema_option(fn: F) -> F:
     )(fn)
 
 
-def display_url(url: str | sa.URL) -> str:
-    """Render ``url`` for messages, password hidden."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return str(url)
-
-
 def where(url: str, schema: str | None) -> str:
     """The database as the user named it, for messages."""
-    return display_url(url) + (f" (schema {schema})" if schema else "")
+    return safe_url(url) + (f" (schema {schema})" if schema else "")
 
 
 def _sqlite_file(url: str) -> str | None:
@@ -151,7 +143,7 @@ def require_existing(url: str) -> None:
     path = _sqlite_file(url)
     if path is not None and not os.path.exists(path):
         raise Unreachable(
-            f"could not reach the database {display_url(url)}: the SQLite file "
+            f"could not reach the database {safe_url(url)}: the SQLite file "
             f"{os.path.abspath(path)} does not exist (check the path; only "
             "`statekeeper db upgrade` creates a database)"
         )
@@ -163,10 +155,11 @@ def require_migrated(url: str, schema: str | None) -> None:
     A SQLite file that does not exist is reported as such (see :func:`require_existing`),
     never created.
     """
-    from . import migrations
+    from .. import migrations
+    from .._sql.migrate import not_ready_message
 
     require_existing(url)
-    message = migrations.not_ready_message(
+    message = not_ready_message(
         migrations.current(url, schema),
         where(url, schema),
         migrations.upgrade_command(url, schema),
@@ -219,7 +212,7 @@ def _failure(exc: BaseException, url: str | None) -> CommandFailed | None:
     if _is_unreachable(exc):
         cause = exc.__cause__ if isinstance(exc, DatabaseUnavailableError) else None
         detail = _detail(cause if cause is not None else exc)
-        named = f" {display_url(url)}" if url else ""
+        named = f" {safe_url(url)}" if url else ""
         if url is not None and url.startswith("sqlite"):
             hint = "check that the file's folder exists and can be written"
         else:

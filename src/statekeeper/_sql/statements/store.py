@@ -2,7 +2,7 @@
 
 SQLAlchemy Core constructs with bound parameters named ``p_*`` (and ``c_*``
 for a listing cursor). Building them once keeps statement construction and
-compilation out of every call; ``_ops`` picks them, ``_drivers`` compiles each
+compilation out of every call; ``ops.store`` picks them, ``driver`` compiles each
 once per store.
 """
 
@@ -16,7 +16,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawJSON, events, sessions, version_table
+from ..schema import RawJSON, events, sessions, version_table
+from .terms import (
+    EVENTS_OF_KEY,
+    EXPIRES,
+    FRESH,
+    KEY,
+    LIVE,
+    NOW,
+    STATE_TEXT,
+    create_unless_live,
+    page_statements,
+    pg_merged,
+    sqlite_merged,
+)
 
 __all__ = [
     "PURGE_BATCH",
@@ -30,61 +43,10 @@ __all__ = [
 
 t = sessions
 c = t.c
-_KEY = sa.and_(
-    c.app_name == sa.bindparam("p_app"),
-    c.user_id == sa.bindparam("p_user"),
-    c.session_id == sa.bindparam("p_session"),
-)
-
-
-_NOW = sa.bindparam("p_now", type_=c.updated_at.type)
-#: True for a row that has not expired at ``p_now``.
-_LIVE = sa.or_(c.expires_at.is_(None), c.expires_at > _NOW)
-_STATE = sa.type_coerce(c.state, RawJSON()).label("state")
 
 
 def _state_param() -> sa.BindParameter[str]:
     return sa.bindparam("p_state", type_=RawJSON())
-
-
-def _pg_merged(old: Any, new: Any) -> sa.ColumnElement[Any]:
-    """PostgreSQL: the JSON object ``old`` with the top-level keys of ``new`` replaced.
-
-    Only ``old`` is taken apart: ``json_each`` hands back each kept entry's
-    value as the text stored (``json``, not ``jsonb``, so nothing is
-    reformatted), and the new object's entries are spliced in as text. The
-    new keys come as the ``p_keys`` array, so ``new`` is never parsed twice.
-    """
-    each = sa.func.json_each(old).table_valued("key", "value").render_derived("o")
-    new_text = sa.cast(new, sa.Text)
-    entry = sa.cast(sa.func.to_json(each.c.key), sa.Text) + ":" + sa.cast(each.c.value, sa.Text)
-    spliced = "{" + sa.func.string_agg(entry, ",") + "," + sa.func.substr(new_text, 2)
-    keys = sa.bindparam("p_keys", type_=postgresql.ARRAY(sa.Text))
-    kept_and_new = (
-        sa.select(sa.cast(spliced, postgresql.JSON))
-        .select_from(each)
-        .where(each.c.key != sa.all_(keys))
-        .having(sa.and_(sa.func.count() > 0, new_text != "{}"))
-        .scalar_subquery()
-    )
-    # Nothing kept: the new object; nothing new: the old one.
-    return sa.func.coalesce(kept_and_new, sa.case((new_text == "{}", old), else_=new))
-
-
-def _sqlite_merged(old: Any, modules: int) -> sa.ColumnElement[Any]:
-    """SQLite: the JSON object ``old`` with ``modules`` top-level entries set.
-
-    ``json_set`` replaces or appends each entry and leaves every other byte of
-    the stored text alone (escapes and number spellings included). Entry ``i``
-    comes as the ``p_path{i}`` / ``p_value{i}`` params.
-    """
-    args: list[Any] = []
-    for i in range(modules):
-        args += [
-            sa.bindparam(f"p_path{i}", type_=sa.Text),
-            sa.func.json(sa.bindparam(f"p_value{i}", type_=sa.Text)),
-        ]
-    return sa.func.json_set(old, *args)
 
 
 @dataclass(frozen=True)
@@ -107,17 +69,6 @@ class Statements:
     pages: dict[tuple[bool, bool], sa.Select[Any]]
 
 
-_EXPIRES = sa.bindparam("p_expires", type_=c.expires_at.type)
-_FRESH = {
-    "app_name": sa.bindparam("p_app"),
-    "user_id": sa.bindparam("p_user"),
-    "session_id": sa.bindparam("p_session"),
-    "state": _state_param(),
-    "version": 1,
-    "created_at": _NOW,
-    "updated_at": _NOW,
-    "expires_at": _EXPIRES,
-}
 # In an upsert's SET, a subquery naming `excluded` as a table would add it to
 # its own FROM; as a literal it refers to the row that was not inserted.
 _EXCLUDED_STATE: Any = sa.literal_column("excluded.state")
@@ -125,9 +76,9 @@ _EXCLUDED_STATE: Any = sa.literal_column("excluded.state")
 
 def _insert(dialect: str) -> Any:
     if dialect == "postgresql":
-        return postgresql.insert(t).values(_FRESH)
+        return postgresql.insert(t).values(FRESH)
     if dialect == "sqlite":
-        return sqlite.insert(t).values(_FRESH)
+        return sqlite.insert(t).values(FRESH)
     raise ValueError(f"unsupported dialect {dialect!r}")  # pragma: no cover
 
 
@@ -138,7 +89,7 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
     """
     stmt = _insert(dialect)
     ex = stmt.excluded
-    live = _LIVE
+    live = LIVE
     return stmt.on_conflict_do_update(
         index_elements=[c.app_name, c.user_id, c.session_id],
         set_={
@@ -156,38 +107,17 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
 
 def _create(dialect: str) -> Any:
     """INSERT the fresh row unless a live one exists (then return nothing)."""
-    stmt = _insert(dialect)
-    ex = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={
-            "state": ex.state,
-            "version": 1,
-            "created_at": ex.created_at,
-            "updated_at": ex.updated_at,
-            "expires_at": ex.expires_at,
-            "update_time": sa.null(),
-            "event_count": 0,
-        },
-        where=sa.not_(_LIVE),
-    ).returning(c.version)
+    return create_unless_live(dialect, None).returning(c.version)
 
 
 def _update_cas(state: Any) -> Any:
     """UPDATE a live row at version ``p_expected`` to ``state``."""
     return (
         sa.update(t)
-        .where(_KEY, _LIVE, c.version == sa.bindparam("p_expected"))
-        .values(state=state, version=c.version + 1, updated_at=_NOW, expires_at=_EXPIRES)
+        .where(KEY, LIVE, c.version == sa.bindparam("p_expected"))
+        .values(state=state, version=c.version + 1, updated_at=NOW, expires_at=EXPIRES)
         .returning(c.version)
     )
-
-
-_EVENTS_OF_KEY = sa.and_(
-    events.c.app_name == sa.bindparam("p_app"),
-    events.c.user_id == sa.bindparam("p_user"),
-    events.c.session_id == sa.bindparam("p_session"),
-)
 
 
 def _deletes(dialect: str) -> tuple[Any, Any]:
@@ -196,27 +126,27 @@ def _deletes(dialect: str) -> tuple[Any, Any]:
     PostgreSQL does it in one statement (a data-modifying CTE); SQLite, which
     has none, runs the events' DELETE first, in a transaction.
     """
-    delete = sa.delete(t).where(_KEY).returning(c.expires_at)
+    delete = sa.delete(t).where(KEY).returning(c.expires_at)
     if dialect == "postgresql":
-        their_events = sa.delete(events).where(_EVENTS_OF_KEY).cte("gone_events")
+        their_events = sa.delete(events).where(EVENTS_OF_KEY).cte("gone_events")
         return delete.add_cte(their_events), None
-    return delete, sa.delete(events).where(_EVENTS_OF_KEY)
+    return delete, sa.delete(events).where(EVENTS_OF_KEY)
 
 
 @functools.cache
 def statements(dialect: str) -> Statements:
     delete, delete_events = _deletes(dialect)
     return Statements(
-        select=sa.select(_STATE, c.version).where(_KEY, _LIVE),
-        select_locked=sa.select(_STATE, c.version, _LIVE.label("live"))
-        .where(_KEY)
+        select=sa.select(STATE_TEXT, c.version).where(KEY, LIVE),
+        select_locked=sa.select(STATE_TEXT, c.version, LIVE.label("live"))
+        .where(KEY)
         .with_for_update(),
         touch=sa.update(t)
-        .where(_KEY, _LIVE)
-        .values(expires_at=_EXPIRES)
-        .returning(_STATE, c.version),
-        exists=sa.select(sa.literal(1)).where(_KEY, _LIVE),
-        version=sa.select(c.version).where(_KEY, _LIVE),
+        .where(KEY, LIVE)
+        .values(expires_at=EXPIRES)
+        .returning(STATE_TEXT, c.version),
+        exists=sa.select(sa.literal(1)).where(KEY, LIVE),
+        version=sa.select(c.version).where(KEY, LIVE),
         # Liveness is judged in Python: SQLite 3.40 miscomputes `x IS NULL` in
         # a DELETE's RETURNING clause.
         delete=delete,
@@ -265,7 +195,7 @@ def _purge_batch(dialect: str) -> sa.Executable:
     SQLite runs the statement under its one write lock, so nothing changes
     between the subquery and the delete.
     """
-    expired = sa.and_(c.app_name == sa.bindparam("p_app"), c.expires_at <= _NOW)
+    expired = sa.and_(c.app_name == sa.bindparam("p_app"), c.expires_at <= NOW)
     limit = sa.bindparam("p_batch", type_=sa.Integer)
     if dialect == "postgresql":
         ctid: sa.ColumnClause[Any] = sa.literal_column("ctid")
@@ -286,10 +216,10 @@ def merge_statements(dialect: str, modules: int) -> tuple[Any, Any]:
     """The one-statement merge of ``modules`` modules: as an upsert and as a CAS update."""
     if dialect == "postgresql":
         return (
-            _upsert("postgresql", _pg_merged(c.state, _EXCLUDED_STATE)),
-            _update_cas(_pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))),
+            _upsert("postgresql", pg_merged(c.state, _EXCLUDED_STATE)),
+            _update_cas(pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))),
         )
-    merged = _sqlite_merged(c.state, modules)
+    merged = sqlite_merged(c.state, modules)
     return _upsert("sqlite", merged), _update_cas(merged)
 
 
@@ -299,34 +229,3 @@ def one_statement_merge(dialect: str, modules: Mapping[str, Any]) -> bool:
     return 0 < len(modules) <= SQLITE_MERGE_MAX_MODULES and not any(  # quotable in a JSON path
         '"' in name or "\\" in name for name in modules
     )
-
-
-def page_statements() -> dict[tuple[bool, bool], sa.Select[Any]]:
-    """The four listing queries: with or without a user, first page or after a cursor."""
-    base = (
-        sa.select(
-            c.app_name,
-            c.user_id,
-            c.session_id,
-            c.version,
-            c.created_at,
-            c.updated_at,
-            c.expires_at,
-        )
-        .where(c.app_name == sa.bindparam("p_app"), _LIVE)
-        .order_by(c.updated_at.desc(), c.user_id.desc(), c.session_id.desc())
-        .limit(sa.bindparam("p_limit", type_=sa.Integer))
-    )
-    updated = sa.bindparam("c_updated", type_=c.updated_at.type)
-    user = sa.bindparam("c_user", type_=c.user_id.type)
-    session = sa.bindparam("c_session", type_=c.session_id.type)
-    # Row comparisons in each index's column order, so the page is a seek.
-    after_all = sa.tuple_(c.updated_at, c.user_id, c.session_id) < sa.tuple_(updated, user, session)
-    after_user = sa.tuple_(c.updated_at, c.session_id) < sa.tuple_(updated, session)
-    by_user = base.where(c.user_id == sa.bindparam("p_user"))
-    return {
-        (False, False): base,
-        (False, True): base.where(after_all),
-        (True, False): by_user,
-        (True, True): by_user.where(after_user, c.user_id == user),
-    }

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
+from .._rules import ID_LENGTH
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
 __all__ = [
     "HEAD_REVISION",
-    "ID_LENGTH",
     "TABLE_PREFIX",
     "VERSION_TABLE",
     "RawDouble",
@@ -34,7 +35,6 @@ __all__ = [
 
 TABLE_PREFIX = "statekeeper_"
 VERSION_TABLE = "statekeeper_alembic_version"
-ID_LENGTH = 255
 
 #: The revision the code expects; a test keeps it equal to the migrations' head.
 HEAD_REVISION = "0002"

@@ -2,33 +2,31 @@
 
 A source yields :class:`Item` records, each able to load its state on its own,
 so one unreadable file is reported by name and the rest go on.
-:func:`import_items` writes them into a store: a session is created only if
-absent (``expected_version=0``); one already holding the same state counts as
-unchanged, so running an import twice changes nothing; one holding another
-state is left alone unless ``overwrite``. Every written state is read back
-and compared with the source.
+:func:`import_items` writes them into an app of a database, a batch of
+sessions in a few statements: a session is created only if absent; one
+already holding the same state counts as unchanged, so running an import
+twice changes nothing; one holding another state is left alone unless
+``overwrite``. Every written state is read back and compared with the source.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .base import SessionBase
-from .errors import ConflictError, StatekeeperError
+from .. import codec
+from .._rules import check_ids
+from .._sql.database import Database
+from ..errors import StatekeeperError
+from .report import Summary
 
-__all__ = [
-    "Item",
-    "Summary",
-    "agentscope_json",
-    "agentscope_redis",
-    "import_items",
-    "differs",
-    "iter_errors",
-]
+__all__ = ["BATCH", "Item", "differs", "import_items", "read_folder", "read_redis"]
+
+BATCH = 500
+"""Sessions per batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +39,7 @@ class Item:
     load: Callable[[], Any]
 
 
-@dataclass(slots=True)
-class Summary:
-    """What an import did: counts, and the reason of every session not imported."""
-
-    imported: int = 0
-    unchanged: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        """How many sessions the source held."""
-        return self.imported + self.unchanged + len(self.skipped) + len(self.failed)
-
-
-def agentscope_json(folder: str, *, split_user: bool) -> list[Item]:
+def read_folder(folder: str, *, split_user: bool) -> list[Item]:
     """List the sessions of an AgentScope ``JSONSession`` folder (``*.json`` files).
 
     AgentScope names a file ``{session_id}.json``, or ``{user_id}_{session_id}.json``
@@ -85,7 +68,7 @@ def _json_loader(path: str) -> Callable[[], Any]:
     return load
 
 
-def agentscope_redis(client: Any, key_prefix: str) -> list[Item]:
+def read_redis(client: Any, key_prefix: str) -> list[Item]:
     """List the sessions an AgentScope 1.x ``RedisSession`` keeps under ``key_prefix``.
 
     Keys are ``{key_prefix}user_id:{user_id}:session:{session_id}:state``;
@@ -118,94 +101,93 @@ def _redis_loader(client: Any, key: str) -> Callable[[], Any]:
 
 def import_items(
     items: list[Item],
-    store: SessionBase,
+    database: Database,
+    app_name: str,
     *,
     dry_run: bool = False,
     overwrite: bool = False,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Summary:
-    """Write every item into ``store``; return what happened to each.
+    """Write every item into the app ``app_name`` of ``database``; return what happened to each.
 
-    Into a :class:`~statekeeper.SqlSession` sessions are written in batches
-    (``_import_sql``); into other stores, and in a dry run, one by one.
+    Sessions are written :data:`BATCH` at a time (``Database.import_states``);
+    a dry run reads each one and writes nothing.
     """
-    from ._import_sql import BATCH, write_batch
-    from .sql import SqlSession
-
     summary = Summary()
-    sql = store if isinstance(store, SqlSession) and not dry_run else None
+    core = database.store(app_name)  # an invalid app name fails before anything is read
+    if not dry_run:
+        database.check()  # and so does a database that is not at head
     batch: list[tuple[Item, dict[str, Any]]] = []
-    written = []
     pending = 0
-    if sql is not None:
-        sql.session_exists("-")  # the store's first call checks the schema is ready
     for item in items:
         pending += 1
         try:
             state = item.load()
             if not isinstance(state, dict):
                 raise ValueError(f"the state is a JSON {type(state).__name__}, not an object")
-            if sql is not None:
+            if dry_run:
+                stored = database(core.get(item.user_id, item.session_id))
+                _judge(item, state, stored, overwrite, summary)
+            else:
                 batch.append((item, state))
-            elif _import_one(item, state, store, summary, dry_run, overwrite):
-                written.append((item, state))
         except (OSError, ValueError, StatekeeperError) as exc:
             summary.failed.append((item.source, _reason(exc)))
-        if sql is None or len(batch) >= BATCH:
-            if sql is not None:
-                write_batch(sql, batch, summary, overwrite)
+        if dry_run or len(batch) >= BATCH:
+            if batch:
+                _write_batch(database, app_name, batch, summary, overwrite)
                 batch = []
             progress(pending)
             pending = 0
-    if sql is not None and batch:
-        write_batch(sql, batch, summary, overwrite)
+    if batch:
+        _write_batch(database, app_name, batch, summary, overwrite)
     if pending:
         progress(pending)
-    for item, state in written:  # the check: every written state, read back
-        if store.get_state(item.session_id, item.user_id) != state:
-            summary.imported -= 1
-            summary.failed.append((item.source, "the state read back differs from the source"))
     return summary
 
 
-def _import_one(
-    item: Item,
-    state: dict[str, Any],
-    store: SessionBase,
-    summary: Summary,
-    dry_run: bool,
-    overwrite: bool,
-) -> bool:
-    """Import one session; return whether it was written."""
-    if dry_run:
-        from . import codec
-
-        codec.encode_modules(state)  # would it encode? (raises StateEncodingError)
-        stored = store.get_state(item.session_id, item.user_id)
-        if stored is None:
-            summary.imported += 1
-        elif stored == state:
-            summary.unchanged += 1
-        elif overwrite:
-            summary.imported += 1
-        else:
-            summary.skipped.append((item.source, differs(item)))
-        return False
-    try:
-        store.set_state(item.session_id, state, item.user_id, expected_version=0)
+def _judge(
+    item: Item, state: dict[str, Any], stored: Any, overwrite: bool, summary: Summary
+) -> None:
+    """Count what a dry run would do with ``item``, stored as ``stored`` (``None``: absent)."""
+    codec.encode_modules(state)  # would it encode? (raises StateEncodingError)
+    if stored is None:
         summary.imported += 1
-        return True
-    except ConflictError:
-        pass
-    if store.get_state(item.session_id, item.user_id) == state:
+    elif stored == state:
         summary.unchanged += 1
-        return False
-    if overwrite:
-        store.set_state(item.session_id, state, item.user_id)
+    elif overwrite:
         summary.imported += 1
-        return True
-    summary.skipped.append((item.source, differs(item)))
-    return False
+    else:
+        summary.skipped.append((item.source, differs(item)))
+
+
+def _write_batch(
+    database: Database,
+    app_name: str,
+    batch: list[tuple[Item, dict[str, Any]]],
+    summary: Summary,
+    overwrite: bool,
+) -> None:
+    """Import one batch of loaded sessions, counting each in ``summary``."""
+    encoded = []
+    for item, state in batch:
+        try:
+            check_ids(item.user_id, item.session_id)
+            text = codec.encode_modules(state)
+            encoded.append((item, (item.user_id, item.session_id, state, text)))
+        except ValueError as exc:  # StateEncodingError included
+            summary.failed.append((item.source, str(exc)))
+    if not encoded:
+        return
+    verdicts = database.import_states(app_name, [row for _, row in encoded], overwrite)
+    for (item, _), verdict in zip(encoded, verdicts, strict=True):
+        if verdict == "imported":
+            summary.imported += 1
+        elif verdict == "unchanged":
+            summary.unchanged += 1
+        elif verdict == "differs":
+            summary.skipped.append((item.source, differs(item)))
+        else:
+            summary.failed.append((item.source, verdict))
 
 
 def differs(item: Item) -> str:
@@ -222,11 +204,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text: {exc}"
     return str(exc)
-
-
-def iter_errors(summary: Summary) -> Iterator[str]:
-    """Yield one line per session skipped or failed."""
-    for source, reason in summary.skipped:
-        yield f"skipped {source}: {reason}"
-    for source, reason in summary.failed:
-        yield f"failed {source}: {reason}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import migrations
-from .modules import StateModule
-from .sql import SqlSession
+from .. import migrations
+from ..modules import StateModule
+from ..sql import SqlSession
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,17 +10,18 @@ from typing import Any, TypeVar
 
 import click
 
-from . import _importers
-from ._cli_common import (
+from .._importers.agentscope import Item, import_items, read_folder, read_redis
+from .._importers.report import Summary, iter_errors
+from .._sql.database import Database
+from .._sql.engine import safe_url
+from ..errors import DatabaseUnavailableError
+from .common import (
     Unreachable,
-    display_url,
     out_console,
     progress_bar,
     reports_errors,
     schema_option,
 )
-from .errors import DatabaseUnavailableError
-from .sql import SqlSession
 
 __all__ = ["import_"]
 
@@ -90,7 +92,7 @@ def agentscope_json(
     overwrite: bool,
 ) -> None:
     """Import the *.json files of an AgentScope JSONSession folder."""
-    items = _importers.agentscope_json(str(folder), split_user=split_user)
+    items = read_folder(str(folder), split_user=split_user)
     _run(items, to_url, schema, app_name, dry_run, overwrite)
 
 
@@ -111,16 +113,16 @@ def agentscope_redis(
     overwrite: bool,
 ) -> None:
     """Import the keys of an AgentScope RedisSession (found with SCAN, never KEYS)."""
-    from .redis import redis_module, unavailable
+    from .._redis_ops import redis_module, unavailable
 
     redis = redis_module()
     client = redis.Redis.from_url(redis_url)
     try:
         try:
-            items = _importers.agentscope_redis(client, key_prefix)
+            items = read_redis(client, key_prefix)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unreachable(
-                f"the AgentScope Redis source: {unavailable(display_url(redis_url), exc)}"
+                f"the AgentScope Redis source: {unavailable(safe_url(redis_url), exc)}"
             ) from exc
         _run(items, to_url, schema, app_name, dry_run, overwrite)
     finally:
@@ -156,8 +158,8 @@ def adk_database(
     order ADK returns them, timestamps exact; app: and user: state go to the
     statekeeper app's and user's state.
     """
-    from ._adk_source import AdkDatabase
-    from ._import_adk import import_database
+    from .._importers.adk import import_database
+    from .._importers.adk_source import AdkDatabase
 
     out = out_console()
     started = time.perf_counter()
@@ -182,7 +184,7 @@ def adk_database(
         source.close()
     seconds = time.perf_counter() - started
     for summary in (outcome.scopes, outcome.sessions):
-        for line in _importers.iter_errors(summary):
+        for line in iter_errors(summary):
             out.print(line, markup=False)
     scopes = outcome.scopes
     verb = "would import" if dry_run else "imported"
@@ -197,7 +199,7 @@ def adk_database(
 
 
 def _run(
-    items: list[_importers.Item],
+    items: list[Item],
     to_url: str,
     schema: str | None,
     app_name: str,
@@ -206,27 +208,28 @@ def _run(
 ) -> None:
     started = time.perf_counter()
     with (
-        SqlSession(to_url, app_name=app_name, schema=schema) as store,
+        contextlib.closing(Database(to_url, schema=schema, kind="SqlSession")) as database,
         progress_bar() as bar,
     ):
         task = bar.add_task("importing", total=len(items))
-        summary = _importers.import_items(
+        summary = import_items(
             items,
-            store,
+            database,
+            app_name,
             dry_run=dry_run,
             overwrite=overwrite,
             progress=lambda n: bar.advance(task, n),
         )
     seconds = time.perf_counter() - started
     out = out_console()
-    for line in _importers.iter_errors(summary):
+    for line in iter_errors(summary):
         out.print(line, markup=False)
     _print_summary(summary, seconds, dry_run)
     if summary.failed:
         raise SystemExit(1)
 
 
-def _print_summary(summary: _importers.Summary, seconds: float, dry_run: bool) -> None:
+def _print_summary(summary: Summary, seconds: float, dry_run: bool) -> None:
     """The last line: what happened to the sessions, how long it took."""
     verb = "would import" if dry_run else "imported"
     rate = summary.total / seconds if seconds > 0 else 0.0

@@ -1,4 +1,4 @@
-"""Drive an operation from ``_ops`` on a database: the only place sync and async differ.
+"""Drive an operation from ``ops.store`` on a database: the only place sync and async differ.
 
 Each statement runs through SQLAlchemy's public execution path,
 ``Connection.execute`` on a pooled connection in autocommit, so the engine's
@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._ops import BEGIN, COMMIT, Call, Op, sqlstate
-from .errors import DatabaseUnavailableError, StorageFullError, TransactionPoolerError
+from ..errors import DatabaseUnavailableError, StorageFullError, TransactionPoolerError
+from .engine import safe_url
+from .ops.store import BEGIN, COMMIT, Call, Op, sqlstate
 
 __all__ = [
     "aconnect",
@@ -50,10 +51,6 @@ T = TypeVar("T")
 _CONNECT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
 
 
-def _where(engine: sa.Engine | AsyncEngine) -> str:
-    return engine.url.render_as_string(hide_password=True)
-
-
 def _detail(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = " ".join(str(orig).split()).rstrip(".?!")
@@ -63,14 +60,14 @@ def _detail(exc: BaseException) -> str:
 def unreachable(engine: sa.Engine | AsyncEngine, exc: BaseException) -> DatabaseUnavailableError:
     """The error for a connection to ``engine`` that could not be made."""
     return DatabaseUnavailableError(
-        f"cannot connect to the database {_where(engine)}: {_detail(exc)}. "
+        f"cannot connect to the database {safe_url(engine.url)}: {_detail(exc)}. "
         "Check that the server is running and the URL is right, then retry"
     )
 
 
 def _lost(engine: sa.Engine | AsyncEngine, exc: BaseException) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(
-        f"lost the connection to the database {_where(engine)} during the call: "
+        f"lost the connection to the database {safe_url(engine.url)} during the call: "
         f"{_detail(exc)}. The call's transaction did not commit unless the server had "
         "already answered; retry it (with expected_version to detect a repeat)"
     )
@@ -83,7 +80,7 @@ def _disk_full(exc: sa.exc.DBAPIError) -> bool:
 
 def _storage_full(engine: sa.Engine | AsyncEngine, exc: BaseException) -> StorageFullError:
     return StorageFullError(
-        f"the database {_where(engine)} refused the write: {_detail(exc)}. Nothing was "
+        f"the database {safe_url(engine.url)} refused the write: {_detail(exc)}. Nothing was "
         "written; free disk space (or raise SQLite's max_page_count), then retry"
     )
 
@@ -147,8 +144,9 @@ def pooler_failures(
             engine.dialect.driver, "the driver's option that turns server-side prepares off"
         )
         raise TransactionPoolerError(
-            f"the database {_where(engine)} is behind a connection pooler in transaction mode "
-            f"(PgBouncer pool_mode = transaction, or alike), which does not keep the driver's "
+            f"the database {safe_url(engine.url)} is behind a connection pooler in "
+            "transaction mode (PgBouncer pool_mode = transaction, or alike), which does not "
+            "keep the driver's "
             f"prepared statements: {_first_line(exc)}. The statement did not run and no session is "
             f'half-written. Set {setting}; see "Connection poolers" in statekeeper\'s '
             "Deploying guide"

@@ -1,7 +1,7 @@
 """The statements of the event-log service, prebuilt once per dialect.
 
 Parameters are named ``p_*`` (``c_*`` for a listing cursor), as in
-``_statements``. PostgreSQL appends and creates are one statement each: the
+``statements.store``. PostgreSQL appends and creates are one statement each: the
 session row's write is a data-modifying CTE the other writes (event, app and
 user state) select from, so they happen only when it matched. SQLite, which
 has no such CTEs, runs the same writes one by one inside ``BEGIN IMMEDIATE``.
@@ -20,8 +20,20 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawDouble, RawJSON, app_state, events, sessions, user_state
-from ._statements import _KEY, _LIVE, _NOW, _pg_merged, _sqlite_merged
+from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
+from .terms import (
+    EVENTS_OF_KEY,
+    EXPIRES,
+    KEY,
+    LIVE,
+    NOW,
+    RECORD,
+    TIME,
+    create_unless_live,
+    pg_merged,
+    scoped_text,
+    sqlite_merged,
+)
 
 __all__ = ["SessionMode", "ServiceStatements", "append_statement", "service_statements"]
 
@@ -31,49 +43,6 @@ ev = events.c
 #: How an append writes the session-scoped state: left as it is, merged in SQL
 #: with the delta (``merge``), or replaced by a state merged in Python.
 SessionMode = Literal["keep", "merge", "replace"]
-
-_EXPIRES = sa.bindparam("p_expires", type_=c.expires_at.type)
-_TIME: sa.BindParameter[float] = sa.bindparam("p_time", type_=sa.Double())
-_STATE_TEXT = sa.type_coerce(c.state, RawJSON()).label("state")
-#: The columns a session record is built from, in ``SessionRow`` order.
-_RECORD = (
-    _STATE_TEXT,
-    c.version,
-    c.event_count,
-    sa.type_coerce(c.update_time, RawDouble()).label("update_time"),
-    c.created_at,
-    c.updated_at,
-    c.expires_at,
-)
-
-
-def _scoped_text(dialect: str, user: Any) -> tuple[Any, Any]:
-    """The app's and ``user``'s state as the text of JSON object members, or NULL.
-
-    ``"k":v,...`` is spliced from each row's stored value text and its key
-    quoted by the database, so the values come back exactly as written.
-    """
-    a, u = app_state.c, user_state.c
-
-    def members(key: Any, value: Any) -> Any:
-        if dialect == "postgresql":
-            quoted = sa.cast(sa.func.to_json(key), sa.Text)
-            return sa.func.string_agg(quoted + ":" + value, sa.literal_column("','"))
-        return sa.func.group_concat(sa.func.json_quote(key) + ":" + value, ",")
-
-    app = (
-        sa.select(members(a.key, a.value))
-        .where(a.app_name == sa.bindparam("p_app"))
-        .scalar_subquery()
-        .label("app_state")
-    )
-    users = (
-        sa.select(members(u.key, u.value))
-        .where(u.app_name == sa.bindparam("p_app"), u.user_id == user)
-        .scalar_subquery()
-        .label("user_state")
-    )
-    return app, users
 
 
 @dataclass(frozen=True)
@@ -101,40 +70,9 @@ def _session_insert(dialect: str) -> Any:
 
     Returns the version, and the app's and user's state as they were.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(t).values(
-        app_name=sa.bindparam("p_app"),
-        user_id=sa.bindparam("p_user"),
-        session_id=sa.bindparam("p_session"),
-        state=sa.bindparam("p_state", type_=RawJSON()),
-        version=1,
-        created_at=_NOW,
-        updated_at=_NOW,
-        expires_at=_EXPIRES,
-        update_time=_TIME,
-        event_count=0,
+    return create_unless_live(dialect, TIME).returning(
+        c.version, *scoped_text(dialect, sa.bindparam("p_user"))
     )
-    ex = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[c.app_name, c.user_id, c.session_id],
-        set_={
-            "state": ex.state,
-            "version": 1,
-            "created_at": ex.created_at,
-            "updated_at": ex.updated_at,
-            "expires_at": ex.expires_at,
-            "update_time": ex.update_time,
-            "event_count": 0,
-        },
-        where=sa.not_(_LIVE),
-    ).returning(c.version, *_scoped_text(dialect, sa.bindparam("p_user")))
-
-
-_EVENTS_OF_KEY = sa.and_(
-    ev.app_name == sa.bindparam("p_app"),
-    ev.user_id == sa.bindparam("p_user"),
-    ev.session_id == sa.bindparam("p_session"),
-)
 
 
 def _pg_scoped_upsert(table: sa.Table, gate: Any, scope: Literal["a", "u"]) -> Any:
@@ -183,7 +121,7 @@ def _event_values(dialect: str, seq: Any) -> dict[str, Any]:
         "user_id": sa.bindparam("p_user"),
         "session_id": sa.bindparam("p_session"),
         "seq": seq,
-        "timestamp": _TIME,
+        "timestamp": TIME,
         "event": event,
     }
 
@@ -202,20 +140,20 @@ def _session_bump(dialect: str, mode: SessionMode, expected: bool, modules: int)
     values: dict[str, Any] = {
         "version": c.version + 1,
         "event_count": c.event_count + 1,
-        "update_time": _TIME,
-        "updated_at": _NOW,
-        "expires_at": _EXPIRES,
+        "update_time": TIME,
+        "updated_at": NOW,
+        "expires_at": EXPIRES,
     }
     if mode == "replace":
         values["state"] = sa.bindparam("p_state", type_=RawJSON())
     elif mode == "merge":
         if dialect == "postgresql":
-            values["state"] = _pg_merged(
+            values["state"] = pg_merged(
                 c.state, sa.cast(sa.bindparam("p_state", type_=RawJSON()), postgresql.JSON)
             )
         else:
-            values["state"] = _sqlite_merged(c.state, modules)
-    stmt = sa.update(t).where(_KEY, _LIVE)
+            values["state"] = sqlite_merged(c.state, modules)
+    stmt = sa.update(t).where(KEY, LIVE)
     if expected:
         stmt = stmt.where(c.version == sa.bindparam("p_expected"))
     return stmt.values(values).returning(c.version, c.event_count)
@@ -252,8 +190,8 @@ def _clear_leftovers() -> Any:
     Safe outside a transaction: an append that slipped in after the create
     wrote an event the session counts, and it stays.
     """
-    count = sa.select(c.event_count).where(_KEY, _LIVE).scalar_subquery()
-    return sa.delete(events).where(_EVENTS_OF_KEY, ev.seq > sa.func.coalesce(count, 0))
+    count = sa.select(c.event_count).where(KEY, LIVE).scalar_subquery()
+    return sa.delete(events).where(EVENTS_OF_KEY, ev.seq > sa.func.coalesce(count, 0))
 
 
 def _pg_create() -> Any:
@@ -265,7 +203,7 @@ def _pg_create() -> Any:
     created = _session_insert("postgresql").cte("created")
     cleared = (
         sa.delete(events)
-        .where(_EVENTS_OF_KEY, sa.exists(sa.select(created.c.version)))
+        .where(EVENTS_OF_KEY, sa.exists(sa.select(created.c.version)))
         .cte("cleared")
     )
     scoped = [
@@ -306,7 +244,7 @@ def _event_reads(dialect: str) -> dict[tuple[bool, bool], sa.Select[Any]]:
     reads = {}
     for last in (False, True):
         for since in (False, True):
-            stmt = sa.select(*columns).where(_EVENTS_OF_KEY)
+            stmt = sa.select(*columns).where(EVENTS_OF_KEY)
             if since and dialect == "sqlite":
                 stmt = stmt.where(_likelihood(counted, "1.0"), _likelihood(after, "0.001"))
             elif since:
@@ -324,8 +262,8 @@ def _pages(dialect: str) -> dict[tuple[bool, bool, bool], sa.Select[Any]]:
     updated = sa.bindparam("c_updated", type_=c.updated_at.type)
     user = sa.bindparam("c_user", type_=c.user_id.type)
     session = sa.bindparam("c_session", type_=c.session_id.type)
-    base = sa.select(c.user_id, c.session_id, *_RECORD, *_scoped_text(dialect, c.user_id)).where(
-        c.app_name == sa.bindparam("p_app"), _LIVE
+    base = sa.select(c.user_id, c.session_id, *RECORD, *scoped_text(dialect, c.user_id)).where(
+        c.app_name == sa.bindparam("p_app"), LIVE
     )
     pages = {}
     for by_user in (False, True):
@@ -352,7 +290,7 @@ def service_statements(dialect: str) -> ServiceStatements:
     """The service's statements for ``dialect``, built once."""
     pg = dialect == "postgresql"
     a, u = app_state.c, user_state.c
-    scoped = _scoped_text(dialect, sa.bindparam("p_user"))
+    scoped = scoped_text(dialect, sa.bindparam("p_user"))
     return ServiceStatements(
         create=_pg_create() if pg else _session_insert(dialect),
         clear_events=None if pg else _clear_leftovers(),
@@ -365,11 +303,8 @@ def service_statements(dialect: str) -> ServiceStatements:
                 _event_values(dialect, sa.bindparam("p_seq", type_=sa.BigInteger))
             )
         ),
-        read=sa.select(*_RECORD, *scoped).where(_KEY, _LIVE),
-        touch=sa.update(t)
-        .where(_KEY, _LIVE)
-        .values(expires_at=_EXPIRES)
-        .returning(*_RECORD, *scoped),
+        read=sa.select(*RECORD, *scoped).where(KEY, LIVE),
+        touch=sa.update(t).where(KEY, LIVE).values(expires_at=EXPIRES).returning(*RECORD, *scoped),
         app=sa.select(a.key, a.value).where(a.app_name == sa.bindparam("p_app")),
         user=sa.select(u.key, u.value).where(
             u.app_name == sa.bindparam("p_app"), u.user_id == sa.bindparam("p_user")

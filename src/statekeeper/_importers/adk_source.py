@@ -30,8 +30,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import _engine
-from ._drivers import connect
+from .._sql import engine as _engine
+from .._sql.driver import connect, run
+from .._sql.engine import safe_url
+from .._sql.ops.store import Call, Op
 
 __all__ = [
     "PAGE",
@@ -49,14 +51,6 @@ PAGE = 100
 _USER_PAGE = 1000
 
 _utc = dt.timezone.utc
-
-
-def _display_url(url: str) -> str:
-    """``url`` for messages, password hidden."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
 
 
 def _table(name: str, *columns: str) -> sa.TableClause:
@@ -188,18 +182,44 @@ def _engine_for(url: str) -> sa.Engine:
     name = parsed.database
     if not name or name == ":memory:":
         raise ValueError(
-            f"{_display_url(url)} is an in-memory database, which holds no ADK sessions to "
+            f"{safe_url(url)} is an in-memory database, which holds no ADK sessions to "
             "import: pass the URL of the database file the DatabaseSessionService used"
         )
     path = Path(name)
     if not path.is_file():
-        raise ValueError(
-            f"no SQLite database file at {name!r} ({_display_url(url)}): check the path"
-        )
+        raise ValueError(f"no SQLite database file at {name!r} ({safe_url(url)}): check the path")
     uri = path.resolve().as_uri() + "?mode=ro"
     return sa.create_engine(
         "sqlite+pysqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.NullPool
     )
+
+
+def _rows(query: sa.Executable) -> Op[list[Any]]:
+    """Read every row of ``query``."""
+    return list((yield Call(query, {})).all())
+
+
+def _page_with_events(query: sa.Select[Any]) -> Op[tuple[list[Any], list[Any]]]:
+    """Read a page of sessions, then (on the same connection) the events of its key range."""
+    rows = list((yield Call(query, {})).all())
+    if not rows:
+        return rows, []
+    e = _EVENTS.c
+    key = sa.tuple_(e.app_name, e.user_id, e.session_id)
+    events = (
+        sa.select(
+            e.app_name,
+            e.user_id,
+            e.session_id,
+            e.id,
+            e.invocation_id,
+            e.timestamp,
+            sa.cast(e.event_data, sa.Text),
+        )
+        .where(key >= sa.tuple_(*rows[0][:3]), key <= sa.tuple_(*rows[-1][:3]))
+        .order_by(e.app_name, e.user_id, e.session_id, e.timestamp, e.id)
+    )
+    return rows, list((yield Call(events, {})).all())
 
 
 class AdkDatabase:
@@ -217,7 +237,7 @@ class AdkDatabase:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = _display_url(url)
+        self.url = safe_url(url)
         self.engine = _engine_for(url)
         try:
             with connect(self.engine) as conn:
@@ -238,9 +258,9 @@ class AdkDatabase:
             )
         version = None
         if _METADATA.name in tables:
-            version = conn.execute(
-                sa.select(_METADATA.c.value).where(_METADATA.c.key == "schema_version")
-            ).scalar()
+            query = sa.select(_METADATA.c.value).where(_METADATA.c.key == "schema_version")
+            found = run(self.engine, _rows(query))
+            version = found[0][0] if found else None
         columns = {c["name"] for c in inspector.get_columns(_EVENTS.name)}
         if (version is not None and version != "1") or "event_data" not in columns:
             raise ValueError(
@@ -261,16 +281,14 @@ class AdkDatabase:
         """The apps of the source's sessions and app states, sorted."""
         s, a = _SESSIONS.c, _APP_STATES.c
         query = sa.union(sa.select(s.app_name), sa.select(a.app_name))
-        with connect(self.engine) as conn:
-            return sorted(str(name) for name in conn.execute(query).scalars())
+        return sorted(str(name) for (name,) in run(self.engine, _rows(query)))
 
     def count_sessions(self, app: str | None) -> int:
         """How many sessions the source holds (of ``app``, or of every app)."""
         query = sa.select(sa.func.count()).select_from(_SESSIONS)
         if app is not None:
             query = query.where(_SESSIONS.c.app_name == app)
-        with connect(self.engine) as conn:
-            return int(conn.execute(query).scalar_one())
+        return int(run(self.engine, _rows(query))[0][0])
 
     def scopes(self, app: str | None) -> Iterator[AdkScope | Unreadable]:
         """Yield each app's and user's state that is not empty (of ``app``, or every app's)."""
@@ -278,9 +296,7 @@ class AdkDatabase:
         query = sa.select(a.app_name, sa.cast(a.state, sa.Text)).order_by(a.app_name)
         if app is not None:
             query = query.where(a.app_name == app)
-        with connect(self.engine) as conn:
-            rows = conn.execute(query).all()
-        for name, text in rows:
+        for name, text in run(self.engine, _rows(query)):
             yield self._scope(name, None, text)
         after: tuple[str, str] | None = None
         while True:
@@ -290,8 +306,7 @@ class AdkDatabase:
             if after is not None:
                 query = query.where(sa.tuple_(u.app_name, u.user_id) > sa.tuple_(*after))
             query = query.order_by(u.app_name, u.user_id).limit(_USER_PAGE)
-            with connect(self.engine) as conn:
-                rows = conn.execute(query).all()
+            rows = run(self.engine, _rows(query))
             for name, user, text in rows:
                 yield self._scope(name, user, text)
             if len(rows) < _USER_PAGE:
@@ -312,7 +327,7 @@ class AdkDatabase:
         A page of sessions is one query, their events one more: the range of
         keys from the page's first to its last, in the order ADK's read uses.
         """
-        s, e = _SESSIONS.c, _EVENTS.c
+        s = _SESSIONS.c
         after: tuple[str, str, str] | None = None
         while True:
             query = sa.select(
@@ -323,27 +338,12 @@ class AdkDatabase:
             if after is not None:
                 query = query.where(sa.tuple_(s.app_name, s.user_id, s.id) > sa.tuple_(*after))
             query = query.order_by(s.app_name, s.user_id, s.id).limit(PAGE)
-            with connect(self.engine) as conn:
-                rows = conn.execute(query).all()
-                if not rows:
-                    return
-                key = sa.tuple_(e.app_name, e.user_id, e.session_id)
-                events = (
-                    sa.select(
-                        e.app_name,
-                        e.user_id,
-                        e.session_id,
-                        e.id,
-                        e.invocation_id,
-                        e.timestamp,
-                        sa.cast(e.event_data, sa.Text),
-                    )
-                    .where(key >= sa.tuple_(*rows[0][:3]), key <= sa.tuple_(*rows[-1][:3]))
-                    .order_by(e.app_name, e.user_id, e.session_id, e.timestamp, e.id)
-                )
-                grouped: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
-                for row in conn.execute(events):
-                    grouped[row[0], row[1], row[2]].append(row[3:])
+            rows, logged = run(self.engine, _page_with_events(query))
+            if not rows:
+                return
+            grouped: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+            for row in logged:
+                grouped[row[0], row[1], row[2]].append(row[3:])
             for row in rows:
                 yield self._session(row, grouped.get((row[0], row[1], row[2]), []))
             if len(rows) < PAGE:

@@ -3,19 +3,19 @@
 On a terminal ``ls`` draws a table; piped or redirected it prints plain
 tab-separated lines; with ``--json`` it prints one JSON document whose keys
 do not change between releases (new keys may be added). ``ls`` and ``show``
-read through ``_ops_inspect``, whose statements never refresh an expiry.
+read through ``_sql.database.Database``, whose reads never refresh an expiry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import sqlalchemy as sa
 from rich.highlighter import JSONHighlighter
 from rich.progress import (
     Progress,
@@ -24,8 +24,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import _ops_inspect
-from ._cli_common import (
+from .._rules import validate_id
+from .._sql.database import Database
+from .._sql.statements.store import PURGE_BATCH
+from .common import (
     EXIT_STATUS_HELP,
     CommandFailed,
     err_console,
@@ -36,13 +38,10 @@ from ._cli_common import (
     schema_option,
     url_option,
 )
-from ._ops import Op, validate_id
-from ._schema import sessions as sessions_table
-from ._statements import PURGE_BATCH
-from .sql import SqlSession
 
 if TYPE_CHECKING:
-    from ._records import EventRecord, SessionInfo
+    from .._records import EventRecord, SessionInfo
+    from .._sql.ops.inspect import ListedSession, SessionView
 
 __all__ = ["session_record", "sessions"]
 
@@ -113,19 +112,16 @@ def _plain(value: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), value)
 
 
-def _open(url: str, schema: str | None, app_name: str) -> SqlSession:
-    """A store on the database the user named, refusing an unmigrated one with the command."""
+@contextlib.contextmanager
+def _open(url: str, schema: str | None, app_name: str) -> Iterator[Database]:
+    """The database the user named, refusing an unmigrated one with the command."""
     require_migrated(url, schema)
-    return SqlSession(url, app_name=app_name, schema=schema)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _read(store: SqlSession, read: Callable[..., Op[T]], *args: Any) -> T:
-    """Run one of ``_ops_inspect``'s reads on the store's engine (store has no ttl: no touch)."""
-    return store._run(read(store._core.ctx, *args, _now()))
+    database = Database(url, schema=schema, kind="SqlSession")
+    try:
+        database.store(app_name)  # an invalid --app is refused before anything is read
+        yield database
+    finally:
+        database.close()
 
 
 @click.group(short_help="List, show, delete and purge stored sessions.")
@@ -171,12 +167,12 @@ def ls(
     """
     if user_id is not None:
         validate_id(user_id, "user_id", allow_empty=True)
-    found: list[_ops_inspect.ListedSession] = []
-    with _open(url, schema, app_name) as store, progress_bar(needed=limit > PAGE_SIZE) as progress:
+    found: list[ListedSession] = []
+    with _open(url, schema, app_name) as db, progress_bar(needed=limit > PAGE_SIZE) as progress:
         task = progress.add_task("listing sessions", total=limit)
         while len(found) < limit:
             wanted = min(PAGE_SIZE, limit - len(found))
-            page = _read(store, _ops_inspect.list_sessions, user_id, wanted, cursor)
+            page = db.list_sessions(app_name, user_id, wanted, cursor)
             found.extend(page.items)
             progress.update(task, completed=len(found))
             cursor = page.next_cursor
@@ -309,7 +305,7 @@ def _event_line(event: EventRecord) -> tuple[str, str, str]:
     return str(event.seq), when, _json_text(event.data, indent=None)
 
 
-def _events_heading(view: _ops_inspect.SessionView) -> str:
+def _events_heading(view: SessionView) -> str:
     shown, total = len(view.events), view.event_count
     if shown == total:
         return f"{total} event(s), oldest first, times in UTC:"
@@ -319,7 +315,7 @@ def _events_heading(view: _ops_inspect.SessionView) -> str:
     )
 
 
-def _print_view(view: _ops_inspect.SessionView, asked: int | None) -> None:
+def _print_view(view: SessionView, asked: int | None) -> None:
     """Print the state; for an event-log session, then its app, user state and events too."""
     console = out_console()
     terminal = console.is_terminal
@@ -402,8 +398,8 @@ def show(
     """
     validate_id(user_id, "user_id", allow_empty=True)
     validate_id(session_id, "session_id", allow_empty=False)
-    with _open(url, schema, app_name) as store:
-        view = _read(store, _ops_inspect.read_session, user_id, session_id, recent)
+    with _open(url, schema, app_name) as db:
+        view = db.read_session(app_name, user_id, session_id, recent)
     if view is None:
         raise _missing(session_id, user_id, app_name)
     if not as_json:
@@ -424,37 +420,16 @@ def show(
 @_one_session
 def rm(session_id: str, url: str, schema: str | None, app_name: str, user_id: str) -> None:
     """Delete a session."""
-    with _open(url, schema, app_name) as store:
-        deleted = store.delete_session(session_id, user_id)
+    with _open(url, schema, app_name) as db:
+        deleted = db.delete_session(app_name, user_id, session_id)
     if not deleted:
         raise _missing(session_id, user_id, app_name, " to delete")
     click.echo(f"Deleted session {session_id!r} of user {user_id!r} in app {app_name!r}.")
 
 
-def _expired_counts(engine: sa.Engine, app_name: str | None) -> dict[str, int]:
-    """How many sessions have expired, per app (of every app, or of ``app_name``)."""
-    t = sessions_table
-    now = dt.datetime.now(dt.timezone.utc)
-    query = (
-        sa.select(t.c.app_name, sa.func.count())
-        .where(t.c.expires_at <= now)
-        .group_by(t.c.app_name)
-        .order_by(t.c.app_name)
-    )
-    if app_name is not None:
-        query = query.where(t.c.app_name == app_name)
-    with engine.connect() as conn:
-        return {str(name): int(n) for name, n in conn.execute(query).all()}
-
-
 def _advance(progress: Progress, task: TaskID, done: int) -> Callable[[int], None]:
     """Move the bar to ``done`` plus the running count of the app being purged."""
     return lambda count: progress.update(task, completed=done + count)
-
-
-def _purge(store: SqlSession, on_batch: Callable[[int], object]) -> int:
-    """``store.purge_expired()``, reporting the running count after each batch."""
-    return store._run(store._core.purge(on_batch))
 
 
 @sessions.command(short_help="Delete expired sessions and count them.", epilog=EXIT_STATUS_HELP)
@@ -469,12 +444,12 @@ def purge(url: str, schema: str | None, app_name: str | None) -> None:
     a large backlog never holds locks for long on a busy table. A progress bar
     is shown on a terminal for more than one batch.
     """
-    with _open(url, schema, app_name or "") as store:
+    with _open(url, schema, app_name or "") as db:
         apps = [app_name] if app_name is not None else None
         show_bar = err_console().is_terminal
         expected: dict[str, int] = {}
         if show_bar or apps is None:
-            expected = _expired_counts(store.engine, app_name)
+            expected = db.expired_counts(app_name)
         apps = apps if apps is not None else list(expected)
         counts: dict[str, int] = {}
         total = sum(expected.values())
@@ -482,8 +457,7 @@ def purge(url: str, schema: str | None, app_name: str | None) -> None:
             task = progress.add_task("purging expired sessions", total=total)
             for name in apps:
                 done = sum(counts.values())
-                with SqlSession(store.engine, app_name=name, schema=schema) as app_store:
-                    counts[name] = _purge(app_store, _advance(progress, task, done))
+                counts[name] = db.purge_expired(name, _advance(progress, task, done))
     if app_name is not None:
         click.echo(f"Purged {counts[app_name]} expired session(s) of app {app_name!r}.")
         return

@@ -1,9 +1,9 @@
 """The operator's reads behind ``statekeeper sessions ls`` and ``show``, free of I/O.
 
-Generators yielding :class:`~statekeeper._ops.Call` steps, driven by
-``_drivers.run`` / ``arun`` like the stores' operations. They are reads
+Generators yielding :class:`~statekeeper._sql.ops.store.Call` steps, driven by
+``driver.run`` / ``arun`` like the stores' operations. They are reads
 only: whatever the store's ``ttl``, no statement refreshes a session's
-expiry. The statements are in ``_statements_inspect``.
+expiry. The statements are in ``statements.inspect``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec
-from ._ops import Call, Context, Op, _encode_cursor, page_params
-from ._ops_service import _members, read_events
-from ._records import EventRecord, SessionInfo, SessionPage
-from ._statements_inspect import inspect_statements
+from ... import codec
+from ..._records import EventRecord, SessionInfo, SessionPage
+from ..._rules import encode_cursor
+from ..statements.inspect import inspect_statements
+from .service import members, read_events
+from .store import Call, Context, Op, page_params
 
-__all__ = ["ListedSession", "SessionView", "list_sessions", "read_session"]
+__all__ = ["ListedSession", "SessionView", "expired_counts", "list_sessions", "read_session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def read_session(
     ``recent``: ``None`` all the events, ``0`` none. One SELECT of the
     session's row (scoped states included), then, if events are asked for
     and there are some, one of its log, up to the count the row gave. The
-    caller has validated the ids (``_ops.validate_id``) and ``recent``.
+    caller has validated the ids (``_rules.validate_id``) and ``recent``.
     """
     params: dict[str, Any] = {
         "p_app": ctx.app_name,
@@ -80,8 +81,8 @@ def read_session(
         event_count=int(count),
         event_log=update_time is not None or int(count) > 0,
         state=codec.decode(text),
-        app_state=_members(app),
-        user_state=_members(user),
+        app_state=members(app),
+        user_state=members(user),
         events=events,
     )
 
@@ -101,5 +102,12 @@ def list_sessions(
     items = tuple(
         ListedSession(SessionInfo(*row[:7]), int(row[7]), int(row[8])) for row in rows[:limit]
     )
-    next_cursor = _encode_cursor(items[-1].info) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1].info) if len(rows) > limit else None
     return SessionPage(items, next_cursor)
+
+
+def expired_counts(dialect: str, app_name: str | None, now: dt.datetime) -> Op[dict[str, int]]:
+    """Return how many sessions have expired at ``now``, per app (every app, or ``app_name``)."""
+    params = {"p_now": now, "p_app": app_name}
+    rows = (yield Call(inspect_statements(dialect).expired[app_name is not None], params)).all()
+    return {str(name): int(n) for name, n in rows}

@@ -1,9 +1,9 @@
-"""What the event-log service does before and after I/O: validation, encoding, ids.
+"""What the SQL stores and the event-log service do before and after I/O: check, encode.
 
-``SessionService`` and ``AsyncSessionService`` hold a :class:`ServiceCore`
-and a ``_runner.Runner`` / ``AsyncRunner`` (the stores' engine plumbing:
-shared engines, first-use schema check, ``close``), and only drive the
-operations the core builds.
+``SqlSession`` / ``AsyncSqlSession`` hold a :class:`StoreCore`,
+``SessionService`` / ``AsyncSessionService`` a :class:`ServiceCore`, each
+beside a ``runner.Runner`` / ``AsyncRunner`` (shared engines, first-use
+schema check, ``close``): the facades only run the operations a core builds.
 """
 
 from __future__ import annotations
@@ -15,23 +15,34 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _ops, _ops_import, _ops_service, codec
-from ._store import StoreCore, check_mapping
+from .. import codec
+from .._rules import (
+    apply_loaded,
+    check_cursor,
+    check_expected,
+    check_ids,
+    check_mapping,
+    collect_states,
+    now,
+    ttl_delta,
+    validate_id,
+)
+from .ops import imports as _ops_import
+from .ops import service as _ops_service
+from .ops import store as _ops
 
 if TYPE_CHECKING:
-    from ._records import SessionPage, SessionRecord
+    from collections.abc import Callable
 
-__all__ = ["ServiceCore"]
+    from .._records import SessionPage, SessionRecord
+
+__all__ = ["ServiceCore", "StoreCore"]
 
 _NO_DELTA = _ops_service.Delta()
 # Aliases: inside ServiceCore, ``list`` is the method.
 _Verdicts = list[_ops_import.Verdict]
 _Sessions = list[_ops_import.WholeSession]
 _Scopes = list[_ops_import.WholeScope]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _seconds(value: object, what: str) -> float:
@@ -52,6 +63,87 @@ def _count(value: object, what: str) -> int | None:
     return value
 
 
+class StoreCore:
+    """The I/O-free half of a SQL store: builds the operation for each public method."""
+
+    def __init__(
+        self,
+        dialect: str,
+        *,
+        app_name: str,
+        ttl: float | dt.timedelta | None,
+        schema: str | None,
+    ) -> None:
+        """Validate the store's settings."""
+        validate_id(app_name, "app_name", allow_empty=True)
+        if schema is not None and (dialect != "postgresql" or not schema.isidentifier()):
+            raise ValueError(
+                f"schema={schema!r}: a schema needs PostgreSQL and a plain identifier name"
+            )
+        self.ctx = _ops.Context(dialect, app_name, ttl_delta(ttl))
+
+    def save(self, user_id: str, session_id: str, modules: Mapping[str, Any]) -> _ops.Op[int]:
+        """Build ``save_session_state``: collect every ``state_dict()``, encode once, merge."""
+        states = collect_states(modules)
+        return self.merge(user_id, session_id, states, None)
+
+    def merge(
+        self, user_id: str, session_id: str, modules: Mapping[str, Any], expected: int | None
+    ) -> _ops.Op[int]:
+        """Build ``merge_state``."""
+        check_mapping(modules, "modules")
+        check_ids(user_id, session_id)
+        entries = codec.encode_entries(modules)
+        return _ops.merge_state(
+            self.ctx, user_id, session_id, modules, entries, check_expected(expected), now()
+        )
+
+    def set(
+        self, user_id: str, session_id: str, state: Mapping[str, Any], expected: int | None
+    ) -> _ops.Op[int]:
+        """Build ``set_state``."""
+        check_mapping(state, "state")
+        check_ids(user_id, session_id)
+        text = codec.encode_modules(state)
+        return _ops.set_state(self.ctx, user_id, session_id, text, check_expected(expected), now())
+
+    def get(self, user_id: str, session_id: str) -> _ops.Op[dict[str, Any] | None]:
+        """Build ``get_state``."""
+        check_ids(user_id, session_id)
+        return _ops.get_state(self.ctx, user_id, session_id, now())
+
+    def apply_loaded(
+        self,
+        state: dict[str, Any] | None,
+        session_id: str,
+        user_id: str,
+        allow_not_exist: bool,
+        modules: Mapping[str, Any],
+    ) -> None:
+        """Finish ``load_session_state``: hand each module its stored state."""
+        apply_loaded(state, session_id, user_id, self.ctx.app_name, allow_not_exist, modules)
+
+    def exists(self, user_id: str, session_id: str) -> _ops.Op[bool]:
+        """Build ``session_exists``."""
+        check_ids(user_id, session_id)
+        return _ops.session_exists(self.ctx, user_id, session_id, now())
+
+    def delete(self, user_id: str, session_id: str) -> _ops.Op[bool]:
+        """Build ``delete_session``."""
+        check_ids(user_id, session_id)
+        return _ops.delete_session(self.ctx, user_id, session_id, now())
+
+    def list(self, user_id: str | None, limit: int, cursor: str | None) -> _ops.Op[SessionPage]:
+        """Build ``list_sessions``."""
+        if user_id is not None:
+            validate_id(user_id, "user_id", allow_empty=True)
+        return _ops.list_sessions(self.ctx, user_id, limit, check_cursor(cursor), now())
+
+    def purge(self, on_batch: Callable[[int], object] | None = None) -> _ops.Op[int]:
+        """Build ``purge_expired``; ``on_batch`` hears the running count after each batch."""
+        return _ops.purge_expired(self.ctx, now(), on_batch)
+
+
 class ServiceCore:
     """The I/O-free half of the event-log service: builds the operation for each method."""
 
@@ -67,10 +159,6 @@ class ServiceCore:
         self.store = StoreCore(dialect, app_name=app_name, ttl=ttl, schema=schema)
         self.ctx = self.store.ctx
 
-    def _ids(self, user_id: str, session_id: str) -> None:
-        _ops.validate_id(user_id, "user_id", allow_empty=True)
-        _ops.validate_id(session_id, "session_id", allow_empty=False)
-
     def create(
         self,
         session_id: str | None,
@@ -81,19 +169,19 @@ class ServiceCore:
         """Build ``create_session``."""
         if session_id is None:
             session_id = str(uuid.uuid4())
-        self._ids(user_id, session_id)
+        check_ids(user_id, session_id)
         delta = _NO_DELTA if state is None else _ops_service.split_state(state, "state")
         stamp = time.time() if timestamp is None else _seconds(timestamp, "timestamp")
-        return _ops_service.create_session(self.ctx, user_id, session_id, delta, stamp, _now())
+        return _ops_service.create_session(self.ctx, user_id, session_id, delta, stamp, now())
 
     def get(
         self, session_id: str, user_id: str, recent: int | None, after: float | None
     ) -> _ops.Op[SessionRecord | None]:
         """Build ``get_session``."""
-        self._ids(user_id, session_id)
+        check_ids(user_id, session_id)
         recent = _count(recent, "recent")
         since = None if after is None else _seconds(after, "after")
-        return _ops_service.get_session(self.ctx, user_id, session_id, recent, since, _now())
+        return _ops_service.get_session(self.ctx, user_id, session_id, recent, since, now())
 
     def append(
         self,
@@ -105,7 +193,7 @@ class ServiceCore:
         expected: int | None,
     ) -> _ops.Op[int]:
         """Build ``append_event``."""
-        self._ids(user_id, session_id)
+        check_ids(user_id, session_id)
         check_mapping(event, "event")
         if timestamp is None:
             own = event.get("timestamp")
@@ -120,7 +208,7 @@ class ServiceCore:
             else _ops_service.split_state(state_delta, "state_delta")
         )
         return _ops_service.append_event(
-            self.ctx, user_id, session_id, text, delta, stamp, expected, _now()
+            self.ctx, user_id, session_id, text, delta, stamp, expected, now()
         )
 
     def list(
@@ -128,11 +216,9 @@ class ServiceCore:
     ) -> _ops.Op[SessionPage[SessionRecord]]:
         """Build ``list_sessions``."""
         if user_id is not None:
-            _ops.validate_id(user_id, "user_id", allow_empty=True)
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor must be a str or None, got {cursor!r}")
+            validate_id(user_id, "user_id", allow_empty=True)
         return _ops_service.list_sessions(
-            self.ctx, user_id, limit, cursor, bool(oldest_first), _now()
+            self.ctx, user_id, limit, check_cursor(cursor), bool(oldest_first), now()
         )
 
     def delete(self, session_id: str, user_id: str) -> _ops.Op[bool]:
@@ -142,7 +228,7 @@ class ServiceCore:
     def scoped(self, user_id: str | None) -> _ops.Op[dict[str, Any]]:
         """Build ``get_app_state`` (``user_id`` None) or ``get_user_state``."""
         if user_id is not None:
-            _ops.validate_id(user_id, "user_id", allow_empty=True)
+            validate_id(user_id, "user_id", allow_empty=True)
         return _ops_service.get_scoped_state(self.ctx, user_id)
 
     # ----------------------------------------------------------------------- imports
@@ -162,7 +248,7 @@ class ServiceCore:
         time. Raises ``ValueError`` for a bad id or time, ``StateEncodingError``
         naming the path (``events[3].content``) for a value JSON cannot hold.
         """
-        self._ids(user_id, session_id)
+        check_ids(user_id, session_id)
         own = dict(check_mapping(state, "state"))
         encoded = []
         for i, (timestamp, event) in enumerate(events):
@@ -185,12 +271,12 @@ class ServiceCore:
         self, batch: _Sessions, overwrite: bool, dry_run: bool
     ) -> _ops.Op[_Verdicts]:
         """Build the import of a batch of whole sessions (one transaction)."""
-        return _ops_import.import_sessions(self.ctx, batch, overwrite, dry_run, _now())
+        return _ops_import.import_sessions(self.ctx, batch, overwrite, dry_run, now())
 
     def whole_scope(self, user_id: str | None, state: Mapping[str, Any]) -> _ops_import.WholeScope:
         """Check and encode the app's (``user_id`` None) or a user's state to import, unprefixed."""
         if user_id is not None:
-            _ops.validate_id(user_id, "user_id", allow_empty=True)
+            validate_id(user_id, "user_id", allow_empty=True)
         prefix = _ops_service.APP_PREFIX if user_id is None else _ops_service.USER_PREFIX
         return _ops_import.WholeScope(
             user_id, dict(state), _ops_service.encode_scoped(state, prefix)

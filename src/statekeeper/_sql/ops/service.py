@@ -1,8 +1,8 @@
 """The event-log service's operations, written once and free of I/O.
 
-Generators yielding :class:`~statekeeper._ops.Call` steps (and ``BEGIN`` /
-``COMMIT``), driven by ``_drivers.run`` / ``arun`` like the stores' own
-operations in ``_ops``. The statements are in ``_statements_service``.
+Generators yielding :class:`~statekeeper._sql.ops.store.Call` steps (and ``BEGIN`` /
+``COMMIT``), driven by ``driver.run`` / ``arun`` like the stores' own
+operations in ``ops.store``. The statements are in ``statements.service``.
 
 A state (at create) or a state delta (at append) is split by key prefix into
 a :class:`Delta`: ``app:`` keys go to the app's state, ``user:`` keys to the
@@ -18,23 +18,23 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import codec
-from ._ops import (
-    _JSON_REFUSED,
+from ... import codec
+from ..._records import EventRecord, SessionPage, SessionRecord
+from ..._rules import check_mapping, encode_cursor
+from ...errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
+from ..statements.service import SessionMode, append_statement, service_statements
+from ..statements.store import one_statement_merge
+from .store import (
     BEGIN,
     COMMIT,
+    JSON_REFUSED,
     Call,
     Context,
     Op,
-    _decode_cursor,
-    _encode_cursor,
+    current_version,
+    page_params,
     sqlstate,
 )
-from ._records import EventRecord, SessionPage, SessionRecord
-from ._statements import one_statement_merge
-from ._statements_service import SessionMode, append_statement, service_statements
-from ._store import check_mapping
-from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
 
 __all__ = [
     "APP_PREFIX",
@@ -47,7 +47,9 @@ __all__ = [
     "get_scoped_state",
     "get_session",
     "list_sessions",
+    "members",
     "read_events",
+    "session_params",
     "split_state",
 ]
 
@@ -104,7 +106,8 @@ def encode_scoped(values: Mapping[str, Any], prefix: str) -> dict[str, str]:
     return encoded
 
 
-def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> dict[str, Any]:
+def session_params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> dict[str, Any]:
+    """The parameters naming a session's key at ``now``, and its expiry if written now."""
     return {
         "p_app": ctx.app_name,
         "p_user": user_id,
@@ -132,7 +135,7 @@ def _sqlite_scoped(ctx: Context, user_id: str, delta: Delta) -> Op[None]:
         )
 
 
-def _members(text: str | None) -> dict[str, Any]:
+def members(text: str | None) -> dict[str, Any]:
     """Decode a scoped state read as object members (``"k":v,...``, NULL for none)."""
     return {} if text is None else dict(codec.decode("{" + text + "}"))
 
@@ -150,7 +153,7 @@ def _merged_state(
 
 
 def _row_state(session_text: str, app_text: str | None, user_text: str | None) -> dict[str, Any]:
-    return _merged_state(session_text, _members(app_text), _members(user_text))
+    return _merged_state(session_text, members(app_text), members(user_text))
 
 
 def _record(
@@ -161,7 +164,7 @@ def _record(
     state: dict[str, Any],
     events: tuple[EventRecord, ...],
 ) -> SessionRecord:
-    """A record from a row of ``_statements_service._RECORD`` columns (state already merged)."""
+    """A record from a row of ``statements.terms.RECORD`` columns (state already merged)."""
     _, version, _, update_time, created_at, updated_at, expires_at = row[:7]
     return SessionRecord(
         app_name=ctx.app_name,
@@ -199,7 +202,7 @@ def create_session(
     :class:`SessionExistsError`, nothing written.
     """
     sql = service_statements(ctx.dialect)
-    params = _params(ctx, user_id, session_id, now)
+    params = session_params(ctx, user_id, session_id, now)
     params["p_state"] = codec.join_entries(delta.entries)
     params["p_time"] = timestamp
     if ctx.dialect == "postgresql":
@@ -223,8 +226,8 @@ def create_session(
             "None to have one generated, or load the existing session"
         )
     # The scoped state as it was before this write, with the delta laid over it.
-    app = {**_members(row[1]), **{k: codec.decode(v) for k, v in delta.app.items()}}
-    user = {**_members(row[2]), **{k: codec.decode(v) for k, v in delta.user.items()}}
+    app = {**members(row[1]), **{k: codec.decode(v) for k, v in delta.app.items()}}
+    user = {**members(row[2]), **{k: codec.decode(v) for k, v in delta.user.items()}}
     return SessionRecord(
         app_name=ctx.app_name,
         user_id=user_id,
@@ -258,11 +261,6 @@ def _refused(
     )
 
 
-def _current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
-    row = (yield Call(ctx.sql.version, params)).first()
-    return 0 if row is None else int(row[0])
-
-
 def append_event(
     ctx: Context,
     user_id: str,
@@ -280,7 +278,7 @@ def append_event(
     session state that ``json_each`` refuses (``\\u0000``, lone surrogates).
     SQLite: one ``BEGIN IMMEDIATE`` transaction.
     """
-    params = _params(ctx, user_id, session_id, now)
+    params = session_params(ctx, user_id, session_id, now)
     params["p_time"] = timestamp
     params["p_event"] = event
     if expected is not None:
@@ -297,12 +295,12 @@ def append_event(
                 yield Call(append_statement(ctx.dialect, mode, expected is not None), params)
             ).first()
         except sa.exc.DBAPIError as exc:
-            if sqlstate(exc) not in _JSON_REFUSED:
+            if sqlstate(exc) not in JSON_REFUSED:
                 raise
             return (yield from _append_locked(ctx, user_id, session_id, delta, expected, params))
         if row is None:
             raise _refused(
-                expected, (yield from _current_version(ctx, params)), session_id, user_id, ctx
+                expected, (yield from current_version(ctx, params)), session_id, user_id, ctx
             )
         return int(row[0])
     return (yield from _append_sqlite(ctx, user_id, session_id, delta, expected, params))
@@ -362,7 +360,7 @@ def _append_sqlite(
     row = (yield Call(statement, params)).first()
     if row is None:  # the driver rolls back
         raise _refused(
-            expected, (yield from _current_version(ctx, params)), session_id, user_id, ctx
+            expected, (yield from current_version(ctx, params)), session_id, user_id, ctx
         )
     params["p_seq"] = int(row[1])
     yield Call(sql.event_insert, params)
@@ -389,7 +387,7 @@ def get_session(
     ``ttl``, reading refreshes the session's expiry.
     """
     sql = service_statements(ctx.dialect)
-    params = _params(ctx, user_id, session_id, now)
+    params = session_params(ctx, user_id, session_id, now)
     row = (yield Call(sql.read if ctx.ttl is None else sql.touch, params)).first()
     if row is None:
         return None
@@ -442,27 +440,19 @@ def list_sessions(
     now: dt.datetime,
 ) -> Op[SessionPage[SessionRecord]]:
     """Return one page of live sessions with merged state and no events, keyset-paginated."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
     sql = service_statements(ctx.dialect)
-    params: dict[str, Any] = {"p_app": ctx.app_name, "p_now": now, "p_limit": limit + 1}
-    if user_id is not None:
-        params["p_user"] = user_id
-    if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(
-            cursor, user_id, oldest_first=oldest_first
-        )
+    params = page_params(ctx, user_id, limit, cursor, now, oldest_first=oldest_first)
     statement = sql.pages[user_id is not None, cursor is not None, oldest_first]
     fetched = (yield Call(statement, params)).all()
     rows = fetched[:limit]
     if not rows:
         return SessionPage((), None)
-    app = _members(rows[0][9])  # the same for every row
+    app = members(rows[0][9])  # the same for every row
     items = tuple(
-        _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], app, _members(row[10])), ())
+        _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], app, members(row[10])), ())
         for row in rows
     )
     next_cursor = (
-        _encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
+        encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
     )
     return SessionPage(items, next_cursor)

@@ -1,9 +1,9 @@
 """The store's operations, written once and free of I/O.
 
 Each operation is a generator: it yields a :class:`Call` (a SQLAlchemy Core
-statement prebuilt in ``_statements``, and its parameters), or :data:`BEGIN` /
-:data:`COMMIT`, and is sent back the buffered result. ``_drivers.run`` and
-``_drivers.arun`` drive the same generator on a sync or an async connection,
+statement prebuilt in ``statements.store``, and its parameters), or :data:`BEGIN` /
+:data:`COMMIT`, and is sent back the buffered result. ``driver.run`` and
+``driver.arun`` drive the same generator on a sync or an async connection,
 so the choice of SQL and the semantics live here alone.
 
 Connections run in autocommit: a single statement is its own transaction, with
@@ -14,48 +14,42 @@ transaction that locks the row (``BEGIN IMMEDIATE`` on SQLite).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import json
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
-from . import codec
-from ._records import SessionInfo, SessionPage
-from ._schema import ID_LENGTH
-from ._statements import (
+from ... import codec
+from ..._records import SessionInfo, SessionPage
+from ..._rules import check_limit, conflict, decode_cursor, encode_cursor
+from ..statements.store import (
     PURGE_BATCH,
     Statements,
     merge_statements,
     one_statement_merge,
     statements,
 )
-from .errors import ConflictError
 
 __all__ = [
     "BEGIN",
     "COMMIT",
+    "JSON_REFUSED",
     "Call",
     "Context",
     "Op",
-    "check_cursor_ids",
-    "cursor_error",
+    "current_version",
     "delete_session",
     "get_state",
     "list_sessions",
     "merge_state",
     "page_params",
     "purge_expired",
-    "read_cursor",
     "schema_revision",
     "session_exists",
     "set_state",
     "sqlstate",
-    "validate_id",
 ]
 
 T = TypeVar("T")
@@ -67,20 +61,6 @@ class Call:
 
     statement: sa.Executable
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-
-
-class Result(Protocol):
-    """What an operation is sent back for a :class:`Call`: the rows, fully fetched."""
-
-    @property
-    def rowcount(self) -> int:
-        """The number of rows the statement changed (for a DELETE without RETURNING)."""
-
-    def first(self) -> Any:
-        """Return the first row, or ``None``."""
-
-    def all(self) -> Any:
-        """Return every row."""
 
 
 BEGIN: Final = "BEGIN"
@@ -110,30 +90,11 @@ class Context:
         return None if self.ttl is None else now + self.ttl
 
 
-def validate_id(value: object, what: str, *, allow_empty: bool) -> str:
-    """Return ``value`` if it is a usable id, else raise ``ValueError`` saying why."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a str, got {type(value).__name__} {value!r}")
-    if not value and not allow_empty:
-        raise ValueError(f"{what} must not be empty")
-    if len(value) > ID_LENGTH:
-        raise ValueError(f"{what} is {len(value)} characters long; at most {ID_LENGTH} are allowed")
-    if "\x00" in value:
-        raise ValueError(f"{what} {value!r} contains a NUL character, which databases cannot store")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"{what} {value!r} contains a lone surrogate; ids must be valid text"
-        ) from None
-    return value
-
-
 # --------------------------------------------------------------------------- operations
 
 #: SQLSTATEs of PostgreSQL's JSON functions refusing ``\\u0000`` (22P05) or a lone
 #: surrogate (22P02) in a stored state; that merge takes the locked path.
-_JSON_REFUSED = frozenset({"22P05", "22P02"})
+JSON_REFUSED = frozenset({"22P05", "22P02"})
 
 
 def sqlstate(exc: sa.exc.DBAPIError) -> str | None:
@@ -151,17 +112,8 @@ def _params(ctx: Context, user_id: str, session_id: str, now: dt.datetime) -> di
     return {"p_app": ctx.app_name, "p_user": user_id, "p_session": session_id, "p_now": now}
 
 
-def _conflict(expected: int, actual: int, session_id: str) -> ConflictError:
-    state = f"is at version {actual}" if actual else "does not exist"
-    return ConflictError(
-        f"session {session_id!r} {state}, not the expected version {expected}; "
-        "nothing was written: reload it and retry",
-        expected=expected,
-        actual=actual,
-    )
-
-
-def _current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
+def current_version(ctx: Context, params: Mapping[str, Any]) -> Op[int]:
+    """Return the version of the live session the key in ``params`` names (0: none)."""
     row = (yield Call(ctx.sql.version, params)).first()
     return 0 if row is None else int(row[0])
 
@@ -250,7 +202,7 @@ def set_state(
     row = (yield Call(statement, params)).first()
     if row is None:
         assert expected is not None
-        raise _conflict(expected, (yield from _current_version(ctx, params)), session_id)
+        raise conflict(expected, (yield from current_version(ctx, params)), session_id)
     return int(row[0])
 
 
@@ -296,7 +248,7 @@ def merge_state(
         try:
             row = (yield Call(statement, params)).first()
         except sa.exc.DBAPIError as exc:
-            if sqlstate(exc) not in _JSON_REFUSED:
+            if sqlstate(exc) not in JSON_REFUSED:
                 raise
             row = None  # a stored NUL or lone surrogate json_each cannot read
         if row is not None:
@@ -329,7 +281,7 @@ def _merge_locked(
         live = row is not None and bool(row[2])
         actual = int(row[1]) if live else 0
         if expected is not None and expected != actual:
-            raise _conflict(expected, actual, session_id)
+            raise conflict(expected, actual, session_id)
         if live:
             merged = codec.decode(row[0])
             merged.update(modules)
@@ -347,97 +299,27 @@ def _merge_locked(
 # --------------------------------------------------------------------------- listing
 
 
-class _Listed(Protocol):
-    """What a cursor is made of: a listed session's sort key."""
-
-    @property
-    def updated_at(self) -> dt.datetime: ...
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def session_id(self) -> str: ...
-
-
-#: The longest cursor any listing makes (two 255-character ids, every character
-#: escaped by ``json.dumps``), with room; a longer one is refused unread.
-_CURSOR_MAX_LENGTH = 16384
-
-#: The last field of an oldest-first cursor: newest-first cursors have none.
-_OLDEST_FIRST = "oldest"
-
-
-def cursor_error(cursor: str) -> ValueError:
-    """The documented error for a string that is not a cursor of this listing."""
-    shown = repr(cursor) if len(cursor) <= 100 else f"{cursor[:100]!r}... ({len(cursor)} chars)"
-    return ValueError(
-        f"invalid cursor {shown}: not a cursor of this listing; pass the next_cursor "
-        "of the previous page of the same list_sessions call"
-    )
-
-
-def read_cursor(cursor: object) -> list[Any]:
-    """Return a cursor's JSON list; raise the documented ``ValueError`` if it is none of ours."""
-    if not isinstance(cursor, str):
-        raise ValueError(f"cursor must be a str or None, got {type(cursor).__name__}")
-    if len(cursor) > _CURSOR_MAX_LENGTH:
-        raise cursor_error(cursor)
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        raise cursor_error(cursor) from None
-    if not isinstance(fields, list):
-        raise cursor_error(cursor)
-    return fields
-
-
-def check_cursor_ids(cursor: str, owner: object, session_id: object, user_id: str | None) -> None:
-    """Raise the cursor error unless the ids are valid and belong to the listed user."""
-    try:
-        validate_id(owner, "user_id", allow_empty=True)
-        validate_id(session_id, "session_id", allow_empty=False)
-    except ValueError:
-        raise cursor_error(cursor) from None
-    if user_id is not None and owner != user_id:
-        raise cursor_error(cursor)  # another user's listing
-
-
-def _encode_cursor(info: _Listed, *, oldest_first: bool = False) -> str:
-    fields = [info.updated_at.isoformat(), info.user_id, info.session_id]
-    raw = json.dumps([*fields, _OLDEST_FIRST] if oldest_first else fields)
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(
-    cursor: str, user_id: str | None = None, *, oldest_first: bool = False
-) -> tuple[dt.datetime, str, str]:
-    fields = read_cursor(cursor)
-    if len(fields) < 3 or fields[3:] != ([_OLDEST_FIRST] if oldest_first else []):
-        raise cursor_error(cursor)  # short, or of the listing in the other order
-    stamp, owner, session_id = fields[:3]
-    try:
-        if not isinstance(stamp, str):
-            raise ValueError
-        updated = dt.datetime.fromisoformat(stamp)
-        if updated.tzinfo is None:
-            raise ValueError
-        updated = updated.astimezone(dt.timezone.utc)
-    except (ValueError, OverflowError):
-        raise cursor_error(cursor) from None
-    check_cursor_ids(cursor, owner, session_id, user_id)
-    return updated, owner, session_id
-
-
 def page_params(
-    ctx: Context, user_id: str | None, limit: int, cursor: str | None, now: dt.datetime
+    ctx: Context,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+    now: dt.datetime,
+    *,
+    oldest_first: bool = False,
 ) -> dict[str, Any]:
     """The parameters of a listing page: one row more than ``limit`` tells a next page exists."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
-    params: dict[str, Any] = {"p_app": ctx.app_name, "p_now": now, "p_limit": limit + 1}
+    params: dict[str, Any] = {
+        "p_app": ctx.app_name,
+        "p_now": now,
+        "p_limit": check_limit(limit) + 1,
+    }
     if user_id is not None:
         params["p_user"] = user_id
     if cursor is not None:
-        params["c_updated"], params["c_user"], params["c_session"] = _decode_cursor(cursor, user_id)
+        params["c_updated"], params["c_user"], params["c_session"] = decode_cursor(
+            cursor, user_id, oldest_first=oldest_first
+        )
     return params
 
 
@@ -449,7 +331,7 @@ def list_sessions(
     statement = ctx.sql.pages[user_id is not None, cursor is not None]
     rows = (yield Call(statement, params)).all()
     items = tuple(SessionInfo(*row) for row in rows[:limit])
-    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
     return SessionPage(items, next_cursor)
 
 

@@ -1,11 +1,15 @@
-"""The operations ``statekeeper import`` writes event-log sessions with, free of I/O.
+"""The operations ``statekeeper import`` writes sessions with, free of I/O.
 
-Like the service's own operations (``_ops_service``) they yield
-:class:`~statekeeper._ops.Call` steps and ``BEGIN`` / ``COMMIT``, driven by
-``_drivers.run``; ``_service.ServiceCore`` builds them. A batch is one
+:func:`import_states` writes a batch of store sessions (AgentScope's);
+:func:`import_sessions` and :func:`import_scopes` event-log sessions and
+scoped states (ADK's).
+
+Like the service's own operations (``ops.service``) they yield
+:class:`~statekeeper._sql.ops.store.Call` steps and ``BEGIN`` / ``COMMIT``, driven by
+``driver.run``; ``core.ServiceCore`` builds them. A batch is one
 transaction: a session arrives whole, with its event log, and a scoped state
 whole, each created only where it is absent, left alone where it is equal.
-The statements are in ``_statements_import``.
+The statements are in ``statements.imports``.
 """
 
 from __future__ import annotations
@@ -14,18 +18,29 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import codec
-from ._ops import BEGIN, COMMIT, Call, Context, Op
-from ._ops_service import _params
-from ._statements_import import import_statements
-from .errors import ConflictError
+from ... import codec
+from ...errors import ConflictError
+from ..statements.imports import import_statements
+from .service import session_params
+from .store import BEGIN, COMMIT, Call, Context, Op, set_state
 
-__all__ = ["Own", "Verdict", "WholeScope", "WholeSession", "import_scopes", "import_sessions"]
+__all__ = [
+    "READ_BACK_DIFFERS",
+    "Own",
+    "Verdict",
+    "WholeScope",
+    "WholeSession",
+    "import_scopes",
+    "import_sessions",
+    "import_states",
+]
 
 
 #: What an import found: the session (or scoped state) was absent and is now
 #: written, was already there equal, or is there with other contents.
 Verdict = Literal["imported", "unchanged", "differs"]
+#: What :func:`import_states` says of a session written whose state read back is another.
+READ_BACK_DIFFERS = "the state read back differs from the source (written meanwhile?)"
 #: A session's own state (no scoped keys) and its ``(timestamp, document)`` events.
 Own = tuple[dict[str, Any], list[tuple[float, Any]]]
 
@@ -132,7 +147,7 @@ def import_sessions(
             if dry_run:
                 continue
             count = len(whole.events)
-            params = _params(ctx, whole.user_id, whole.session_id, now)
+            params = session_params(ctx, whole.user_id, whole.session_id, now)
             params.update(
                 p_state=whole.state_text,
                 p_version=count + 1,
@@ -239,3 +254,70 @@ def import_scopes(
         yield Call(sql.user_insert, user_rows)
     yield COMMIT
     return verdicts
+
+
+def _states_of_keys(
+    ctx: Context, keys: list[tuple[str, str]], now: dt.datetime
+) -> Op[dict[tuple[str, str], tuple[str, bool]]]:
+    """The stored sessions among ``keys``: their state text and whether they are live."""
+    sql = import_statements(ctx.dialect)
+    params = {"p_app": ctx.app_name, "p_now": now, **_key_params(ctx, keys)}
+    rows = (yield Call(sql.rows_of_keys, params)).all() if keys else []
+    return {(r[0], r[1]): (r[2], bool(r[5])) for r in rows}
+
+
+def import_states(
+    ctx: Context,
+    batch: list[tuple[str, str, dict[str, Any], str]],
+    overwrite: bool,
+    now: dt.datetime,
+) -> Op[list[str]]:
+    """Write a batch of store sessions ``(user_id, session_id, state, its text)``; judge each.
+
+    One ``SELECT`` of the sessions there; one ``INSERT ... ON CONFLICT DO
+    NOTHING`` ``executemany`` of the absent ones (the rows ``set_state``
+    writes for a new session), in a transaction; a ``set_state`` of each one
+    that is there with another state and ``overwrite`` (or expired); then one
+    ``SELECT`` reading every written state back. Each verdict is
+    ``"imported"``, ``"unchanged"``, ``"differs"`` (left alone) or
+    :data:`READ_BACK_DIFFERS`.
+    """
+    stored = yield from _states_of_keys(ctx, [(u, s) for u, s, _, _ in batch], now)
+    verdicts: list[str] = []
+    fresh: list[int] = []
+    replace: list[int] = []
+    for i, (user_id, session_id, state, _) in enumerate(batch):
+        found = stored.get((user_id, session_id))
+        if found is None:
+            fresh.append(i)
+        elif found[1] and codec.decode(found[0]) == state:
+            verdicts.append("unchanged")
+            continue
+        elif overwrite or not found[1]:
+            replace.append(i)
+        else:
+            verdicts.append("differs")
+            continue
+        verdicts.append("imported")
+    if fresh:
+        rows = [
+            {**session_params(ctx, u, s, now), "p_state": text, "p_expires": None}
+            for u, s, _, text in (batch[i] for i in fresh)
+        ]
+        yield BEGIN
+        yield Call(import_statements(ctx.dialect).fresh_states, rows)
+        yield COMMIT
+    for i in replace:  # rare: a state that differs, or an expired one
+        user_id, session_id, _, text = batch[i]
+        yield from set_state(ctx, user_id, session_id, text, None, now)
+    written = [batch[i] for i in (*fresh, *replace)]
+    back = yield from _states_of_keys(ctx, [(u, s) for u, s, _, _ in written], now)
+    wrong = set()
+    for user_id, session_id, state, _ in written:
+        found = back.get((user_id, session_id))
+        if found is None or codec.decode(found[0]) != state:
+            wrong.add((user_id, session_id))
+    return [
+        READ_BACK_DIFFERS if v == "imported" and (b[0], b[1]) in wrong else v
+        for v, b in zip(verdicts, batch, strict=True)
+    ]

@@ -2,7 +2,7 @@
 
 Whole sessions (the row with its event count and times, then every event)
 and whole scoped states, a batch at a time: parameters are named ``p_*`` as
-in ``_statements_service``, whose tables and conditions they share.
+in ``statements.service``, whose tables and conditions they share.
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._schema import RawDouble, RawJSON, app_state, events, sessions, user_state
-from ._statements import _LIVE
-from ._statements_service import _EXPIRES, _STATE_TEXT, _TIME
+from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
+from .terms import (
+    EXPIRES,
+    FRESH,
+    LIVE,
+    STATE_TEXT,
+    TIME,
+)
 
 __all__ = ["ImportStatements", "import_statements"]
 
@@ -39,6 +44,8 @@ class ImportStatements:
     events_of_keys: sa.Select[Any]
     clear_events_of_keys: sa.Executable
     fresh_sessions: sa.Executable
+    #: A store's session (version 1, no events, no expiry) unless the key is taken.
+    fresh_states: sa.Executable
     session: sa.Executable
     event: sa.Executable
     app_read: sa.Select[Any]
@@ -87,13 +94,13 @@ def _whole_session(dialect: str, replacing: bool) -> Any:
         version=sa.bindparam("p_version", type_=sa.BigInteger),
         created_at=sa.bindparam("p_created", type_=c.created_at.type),
         updated_at=sa.bindparam("p_updated", type_=c.updated_at.type),
-        expires_at=_EXPIRES,
-        update_time=_TIME,
+        expires_at=EXPIRES,
+        update_time=TIME,
         event_count=sa.bindparam("p_count", type_=sa.BigInteger),
     )
     ex = stmt.excluded
     names = ("state", "version", "created_at", "updated_at", "expires_at", "update_time")
-    where = sa.not_(_LIVE)
+    where = sa.not_(LIVE)
     if replacing:
         where = sa.or_(where, c.version == sa.bindparam("p_expected", type_=sa.BigInteger))
     stmt = stmt.on_conflict_do_update(
@@ -104,13 +111,19 @@ def _whole_session(dialect: str, replacing: bool) -> Any:
     return stmt.returning(c.version) if replacing else stmt.returning(c.user_id, c.session_id)
 
 
+def _fresh_state(dialect: str) -> Any:
+    """INSERT the row ``set_state`` writes for a new session, unless the key is taken."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(t).values(FRESH).on_conflict_do_nothing()
+
+
 @functools.cache
 def import_statements(dialect: str) -> ImportStatements:
     """The import's statements for ``dialect``, built once."""
     a, u = app_state.c, user_state.c
     app: Any = sa.bindparam("p_app")
     rows = sa.select(
-        c.user_id, c.session_id, _STATE_TEXT, c.version, c.event_count, _LIVE.label("live")
+        c.user_id, c.session_id, STATE_TEXT, c.version, c.event_count, LIVE.label("live")
     ).where(c.app_name == app, _of_keys(dialect, c.user_id, c.session_id))
     of_app, of_users = a.app_name == app, sa.and_(u.app_name == app, _of_users(dialect, u.user_id))
     key: Any = sa.bindparam("p_key")
@@ -131,13 +144,14 @@ def import_statements(dialect: str) -> ImportStatements:
             ev.app_name == app, _of_keys(dialect, ev.user_id, ev.session_id)
         ),
         fresh_sessions=_whole_session(dialect, replacing=False),
+        fresh_states=_fresh_state(dialect),
         session=_whole_session(dialect, replacing=True),
         event=sa.insert(events).values(
             app_name=app,
             user_id=sa.bindparam("p_user"),
             session_id=sa.bindparam("p_session"),
             seq=sa.bindparam("p_seq", type_=sa.BigInteger),
-            timestamp=_TIME,
+            timestamp=TIME,
             event=sa.bindparam("p_event", type_=RawJSON()),
         ),
         app_read=sa.select(a.key, a.value).where(of_app).with_for_update(),

@@ -6,8 +6,10 @@ import click
 import sqlalchemy as sa
 from rich.table import Table
 
-from . import migrations
-from ._cli_common import (
+from .. import migrations
+from .._sql.migrate import not_ready_message
+from .._sql.schema import HEAD_REVISION
+from .common import (
     EXIT_STATUS_HELP,
     NotMigrated,
     out_console,
@@ -16,14 +18,13 @@ from ._cli_common import (
     schema_option,
     url_option,
 )
-from ._cli_common import where as _where
-from ._schema import HEAD_REVISION
+from .common import where as _where
 
 __all__ = ["db"]
 
 
 def _engine(url: str) -> sa.Engine:
-    from ._engine import migration_engine
+    from .._sql.engine import migration_engine
 
     return migration_engine(url)
 
@@ -139,7 +140,7 @@ def check(url: str, schema: str | None) -> None:
     require_existing(url)
     found = migrations.current(url, schema)
     where = _where(url, schema)
-    message = migrations.not_ready_message(
+    message = not_ready_message(
         found, where, migrations.upgrade_command(url, schema), store_hint=False
     )
     if message is not None:

@@ -1,6 +1,6 @@
 """``statekeeper import adk-database``: Google ADK's session tables into the event-log service.
 
-The source is read by ``_adk_source``. Each ADK app goes into the
+The source is read by ``adk_source``. Each ADK app goes into the
 statekeeper app of the same name: an ``app_states`` row becomes the app's
 state, a ``user_states`` row that user's state (keys without prefix in
 both), so the merged state reads as ADK's; a session keeps its own state,
@@ -8,7 +8,7 @@ its events (timestamps exact) and its times, with a version of one per event
 more than a create's.
 
 Writes go through the event-log service's import operations
-(``_ops_import``, built by ``ServiceCore``): a page of sessions (or of
+(``ops.imports``, built by ``ServiceCore``): a page of sessions (or of
 scoped states) is one transaction. If it fails, each of its items is written
 in a transaction of its own, so the one at fault is reported by name and
 nothing of it is left half-written. An item already there and equal counts as
@@ -20,17 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from . import _ops
-from ._adk_source import PAGE, AdkDatabase, AdkScope, AdkSession, Unreadable
-from ._importers import Summary
-from ._ops_import import Verdict, WholeScope, WholeSession
-from ._runner import Runner
-from ._service import ServiceCore
-from .errors import ConflictError
+from .._sql.database import Database
+from ..errors import ConflictError
+from .adk_source import PAGE, AdkDatabase, AdkScope, AdkSession, Unreadable
+from .report import Summary
+
+if TYPE_CHECKING:
+    from .._sql.core import ServiceCore
+    from .._sql.ops.imports import Verdict, WholeScope, WholeSession
+    from .._sql.ops.store import Op
 
 __all__ = ["Outcome", "import_database"]
 
@@ -53,7 +55,7 @@ _READ_BACK = "what was read back differs from the source (written meanwhile?)"
 _USER_BATCH = 500
 """Scoped states written per transaction."""
 
-_W = TypeVar("_W", WholeSession, WholeScope)
+_W = TypeVar("_W", "WholeSession", "WholeScope")
 
 
 def _reason(exc: BaseException) -> str:
@@ -64,28 +66,20 @@ def _reason(exc: BaseException) -> str:
 
 
 class _Target:
-    """The statekeeper database: one runner, an event-log service core per app."""
+    """The statekeeper database, written through each app's event-log service core."""
 
     def __init__(self, url: str, schema: str | None, dry_run: bool, overwrite: bool) -> None:
-        self.run = Runner(
-            url, schema=schema, auto_migrate=False, engine_options=None, kind="SessionService"
-        )
-        self.schema, self.dry_run, self.overwrite = schema, dry_run, overwrite
-        self._cores: dict[str, ServiceCore] = {}
+        self.run = Database(url, schema=schema, kind="SessionService")
+        self.dry_run, self.overwrite = dry_run, overwrite
         try:
             # Now, before the source is read: not at head raises SchemaNotReadyError.
-            self.run(_ops.schema_revision(self._core("").ctx))
+            self.run.check()
         except BaseException:
             self.run.close()
             raise
 
     def _core(self, app: str) -> ServiceCore:
-        core = self._cores.get(app)
-        if core is None:
-            core = self._cores[app] = ServiceCore(
-                self.run.dialect, app_name=app, ttl=None, schema=self.schema
-            )
-        return core
+        return self.run.service(app)
 
     def sessions(self, app: str, items: list[AdkSession], summary: Summary) -> None:
         """Import a batch of one app's sessions, counting each in ``summary``."""
@@ -95,9 +89,7 @@ class _Target:
                 item.session_id, item.user_id, item.state, item.events, item.times
             )
 
-        def write(
-            core: ServiceCore, batch: list[WholeSession], dry: bool
-        ) -> _ops.Op[list[Verdict]]:
+        def write(core: ServiceCore, batch: list[WholeSession], dry: bool) -> Op[list[Verdict]]:
             return core.import_sessions(batch, self.overwrite, dry)
 
         self._import(app, [(i.source, i) for i in items], whole, write, summary)
@@ -108,7 +100,7 @@ class _Target:
         def whole(core: ServiceCore, item: AdkScope) -> WholeScope:
             return core.whole_scope(item.user_id, item.state)
 
-        def write(core: ServiceCore, batch: list[WholeScope], dry: bool) -> _ops.Op[list[Verdict]]:
+        def write(core: ServiceCore, batch: list[WholeScope], dry: bool) -> Op[list[Verdict]]:
             return core.import_scopes(batch, self.overwrite, dry)
 
         self._import(app, [(i.source, i) for i in items], whole, write, summary)
@@ -118,7 +110,7 @@ class _Target:
         app: str,
         items: list[tuple[str, Any]],
         whole: Callable[[ServiceCore, Any], _W],
-        write: Callable[[ServiceCore, list[_W], bool], _ops.Op[list[Verdict]]],
+        write: Callable[[ServiceCore, list[_W], bool], Op[list[Verdict]]],
         summary: Summary,
     ) -> None:
         """Check and encode each item, write the batch, read what was written back."""
@@ -156,7 +148,7 @@ class _Target:
     def _write(
         self,
         core: ServiceCore,
-        write: Callable[[ServiceCore, list[_W], bool], _ops.Op[list[Verdict]]],
+        write: Callable[[ServiceCore, list[_W], bool], Op[list[Verdict]]],
         pairs: list[tuple[str, _W]],
     ) -> list[tuple[str, _W, str]]:
         """Write a batch in one transaction; if it fails, each item in its own, to say which.

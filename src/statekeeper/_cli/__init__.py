@@ -1,0 +1,1 @@
+"""The ``statekeeper`` command's groups (only ``statekeeper.cli`` imports them)."""

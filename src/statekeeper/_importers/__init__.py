@@ -1,0 +1,1 @@
+"""What ``statekeeper import`` reads and how it writes."""

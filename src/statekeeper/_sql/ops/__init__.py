@@ -1,0 +1,1 @@
+"""The operations, per feature: generators yielding statements, free of I/O."""

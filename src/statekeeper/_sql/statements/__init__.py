@@ -1,0 +1,1 @@
+"""The prebuilt SQLAlchemy Core statements, per feature."""
