@@ -8,15 +8,16 @@ Usage::
 
 ``get_state`` and ``set_state`` of a 1 KB state on ``SqlSession``, and
 ``append_event`` of a 2 KB event on ``SessionService`` (sync, psycopg 3), on a
-throwaway database at the server's default settings (commits wait for the WAL flush, as users run), each beside its floor on
-the same route: a raw psycopg connection in autocommit running the same SQL
-(the floors of ``run.py`` and ``service.py``), with the same
-``prepare_threshold`` as statekeeper's side. Batches alternate (statekeeper,
-floor, floor, statekeeper, ...); times are medians of the batches, ratios
-statekeeper / floor. Routes: the direct connection with prepares on (the
-default) and off (``prepare_threshold=None``, the pooler setting), and a
-PgBouncer in transaction mode (one server connection per pool, on the same
-machine) with prepares off, the only way that works there.
+throwaway database at the server's default settings (a commit waits for the
+WAL flush, as users run it), each beside its floor on the same route: a raw
+psycopg connection in autocommit running the same SQL (the floors of
+``run.py`` and ``service.py``), with the same ``prepare_threshold`` as
+statekeeper's side. Batches alternate (statekeeper, floor, floor, statekeeper,
+...); times are medians of the batches, ratios statekeeper / floor. Routes:
+the direct connection with prepares on (the default) and off
+(``prepare_threshold=None``, the pooler setting), and a PgBouncer in
+transaction mode (one server connection per pool, on the same machine) with
+prepares off, the only way that works there.
 """
 
 from __future__ import annotations
