@@ -305,9 +305,14 @@ def append_event(
                 raise
             return (yield from _append_locked(ctx, user_id, session_id, delta, expected, params))
         if row is None:
-            raise _refused(
-                expected, (yield from current_version(ctx, params)), session_id, user_id, ctx
-            )
+            actual = yield from current_version(ctx, params)
+            if expected is None and actual:  # created after the UPDATE looked: append to it
+                return (
+                    yield from append_event(
+                        ctx, user_id, session_id, event, delta, timestamp, expected, now
+                    )
+                )
+            raise _refused(expected, actual, session_id, user_id, ctx)
         return int(row[0])
     return (yield from _append_sqlite(ctx, user_id, session_id, delta, expected, params))
 
