@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("agents", reason="the openai-agents extra is not installed here")
 
 from agents import Runner
-from agents.memory import SessionSettings
+from agents.memory.session_settings import SessionSettings
 from oa_fake_model import canned_agent
 
 from statekeeper.openai_agents import StatekeeperSession
