@@ -214,7 +214,7 @@ def test_the_cli_shows_the_conversations(make_session: Make, oa_url: str, app_na
     shown = CliRunner().invoke(cli, ["sessions", "show", "cli-conv", *common])
     assert shown.exit_code == 0, shown.output
     events = json.loads(shown.output)["events"]
-    assert [e.get("event", e.get("data")) for e in events] == [
+    assert [e["data"] for e in events] == [
         {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "hi"},
     ]
