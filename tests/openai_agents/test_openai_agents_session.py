@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,16 @@ def test_import_statekeeper_does_not_import_agents() -> None:
     code = "import sys, statekeeper, statekeeper.service; print('agents' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_only_openai_agents_py_imports_the_sdk() -> None:
+    package = Path(__file__).resolve().parents[2] / "src" / "statekeeper"
+    importing = sorted(
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if re.search(r"^\s*(from agents[. ]|import agents\b)", path.read_text(), re.M)
+    )
+    assert importing == ["openai_agents.py"]
 
 
 def test_ids_are_checked_when_the_session_is_made(tmp_path: Any) -> None:
