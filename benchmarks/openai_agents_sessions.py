@@ -12,7 +12,7 @@ only. Four operations, medians of repeated calls:
     python benchmarks/openai_agents_sessions.py [--repeat 50] [--out FILE]
 
 Prints a Markdown table and writes the figures as JSON (default:
-benchmarks/openai_agents_results.json). Needs ``statekeeper[openai-agents]``.
+benchmarks/results/openai_agents.json). Needs ``statekeeper[openai-agents]``.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument(
-        "--out", default=str(Path(__file__).with_name("openai_agents_results.json"))
+        "--out", default=str(Path(__file__).parent / "results" / "openai_agents.json")
     )
     args = parser.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
