@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agents.memory.session import SessionABC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from . import codec
 from ._rules import check_ids
 from .errors import SessionExistsError, SessionNotFoundError
 from .service_async import AsyncSessionService
@@ -186,9 +187,12 @@ class StatekeeperSession(SessionABC):
 
         Raises:
             StateEncodingError: an item holds a value JSON cannot store exactly
-                (NaN, a non-JSON object); that item and the later ones were not written.
+                (NaN, a non-JSON object); no item of the list was written.
         """
         documents = [_item_document(item) for item in items]
+        if len(documents) > 1:  # a bad item anywhere in the list: nothing is written
+            for n, document in enumerate(documents):
+                codec.encode(document, root=f"items[{n}]")
         for document in documents:
             await self._append(document)
 
