@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
     from typing_extensions import Self
 
-    from ._records import SessionPage, SessionRecord
+    from ._records import EventRecord, SessionPage, SessionRecord
 
 __all__ = ["SessionService"]
 
@@ -217,6 +217,26 @@ class SessionService:
             ValueError: an id is invalid.
         """
         return self._run(self._core.delete(session_id, user_id))
+
+    def pop_event(self, session_id: str, user_id: str = "") -> EventRecord | None:
+        """Remove the session's newest event and return it, in one atomic write.
+
+        Concurrent pops never return the same event, and an append running
+        at the same time is either popped or kept, never lost. The event's
+        state delta, if it had one, stays applied. The pop bumps the version.
+
+        Args:
+            session_id: the session.
+            user_id: the user owning the session.
+
+        Returns:
+            The removed event, or ``None`` when the session is missing,
+            expired or has no events (nothing was written).
+
+        Raises:
+            ValueError: an id is invalid.
+        """
+        return self._run(self._core.pop(session_id, user_id))
 
     def get_app_state(self) -> dict[str, Any]:
         """Return the app's state: the ``app:`` keys, without the prefix."""

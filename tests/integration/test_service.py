@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import uuid
@@ -630,3 +631,65 @@ async def test_engine_passed_in_works_and_is_left_open(db_url: str, facade: str)
             await aservice.append_event("s", {"e": 1.5})
             assert (await aservice.get_session("s")).events[0].data == {"e": 1.5}
         await aengine.dispose()
+
+
+# --------------------------------------------------------------------------- pop_event
+
+
+async def test_pop_event_removes_the_newest_and_keeps_the_log_right(svc: Any) -> None:
+    await _log(svc, [1.0, 2.0, 3.0])
+    popped = await svc.pop_event("s", "u")
+    assert (popped.seq, popped.timestamp, popped.data) == (3, 3.0, {"i": 2})
+    record = await svc.get_session("s", "u")
+    assert [e.data["i"] for e in record.events] == [0, 1]
+    assert record.version == 5  # create, 3 appends, the pop
+    await svc.append_event("s", {"i": 9}, "u", timestamp=4.0)
+    assert [(e.seq, e.data["i"]) for e in (await svc.get_session("s", "u")).events] == [
+        (1, 0),
+        (2, 1),
+        (3, 9),
+    ]
+    assert [(await svc.pop_event("s", "u")).data["i"] for _ in range(3)] == [9, 1, 0]
+    assert await svc.pop_event("s", "u") is None
+    assert (await svc.get_session("s", "u")).version == 9  # an empty pop writes nothing
+
+
+async def test_pop_event_of_a_missing_session_or_another_user_is_none(svc: Any) -> None:
+    await _log(svc, [1.0])
+    assert await svc.pop_event("nope", "u") is None
+    assert await svc.pop_event("s", "someone-else") is None
+    assert len((await svc.get_session("s", "u")).events) == 1
+    with pytest.raises(ValueError, match="session_id"):
+        await svc.pop_event("", "u")
+
+
+async def test_concurrent_pops_take_distinct_events(make_service: Any) -> None:
+    services = [make_service() for _ in range(4)]
+    await services[0].create_session("s", "u")
+    for i in range(24):
+        await services[0].append_event("s", {"i": i}, "u")
+
+    async def drain(service: Any) -> list[int]:
+        taken = []
+        while (event := await service.pop_event("s", "u")) is not None:
+            taken.append(event.data["i"])
+        return taken
+
+    results = await asyncio.gather(*(drain(s) for s in services))
+    assert sorted(i for taken in results for i in taken) == list(range(24))
+
+
+async def test_appends_racing_the_sessions_creation_lose_nothing(make_service: Any) -> None:
+    services = [make_service() for _ in range(6)]
+
+    async def add(service: Any, n: int) -> None:
+        try:
+            await service.append_event("s", {"n": n}, "u")
+        except SessionNotFoundError:
+            with contextlib.suppress(SessionExistsError):
+                await service.create_session("s", "u")
+            await service.append_event("s", {"n": n}, "u")
+
+    await asyncio.gather(*(add(s, n) for n, s in enumerate(services)))
+    record = await services[0].get_session("s", "u")
+    assert sorted(e.data["n"] for e in record.events) == list(range(6))

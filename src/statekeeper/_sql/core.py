@@ -34,7 +34,7 @@ from .ops import store as _ops
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._records import SessionPage, SessionRecord
+    from .._records import EventRecord, SessionPage, SessionRecord
 
 __all__ = ["ServiceCore", "StoreCore"]
 
@@ -224,6 +224,11 @@ class ServiceCore:
     def delete(self, session_id: str, user_id: str) -> _ops.Op[bool]:
         """Build ``delete_session`` (its events go too; scoped state stays)."""
         return self.store.delete(user_id, session_id)
+
+    def pop(self, session_id: str, user_id: str) -> _ops.Op[EventRecord | None]:
+        """Build ``pop_event``."""
+        check_ids(user_id, session_id)
+        return _ops_service.pop_event(self.ctx, user_id, session_id, time.time(), now())
 
     def scoped(self, user_id: str | None) -> _ops.Op[dict[str, Any]]:
         """Build ``get_app_state`` (``user_id`` None) or ``get_user_state``."""

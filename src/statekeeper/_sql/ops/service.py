@@ -22,7 +22,12 @@ from ... import codec
 from ..._records import EventRecord, SessionPage, SessionRecord
 from ..._rules import check_mapping, encode_cursor
 from ...errors import ConflictError, SessionExistsError, SessionNotFoundError, StateEncodingError
-from ..statements.service import SessionMode, append_statement, service_statements
+from ..statements.service import (
+    SessionMode,
+    append_statement,
+    pop_statements,
+    service_statements,
+)
 from ..statements.store import one_statement_merge
 from .store import (
     BEGIN,
@@ -48,6 +53,7 @@ __all__ = [
     "get_session",
     "list_sessions",
     "members",
+    "pop_event",
     "read_events",
     "session_params",
     "split_state",
@@ -299,9 +305,14 @@ def append_event(
                 raise
             return (yield from _append_locked(ctx, user_id, session_id, delta, expected, params))
         if row is None:
-            raise _refused(
-                expected, (yield from current_version(ctx, params)), session_id, user_id, ctx
-            )
+            actual = yield from current_version(ctx, params)
+            if expected is None and actual:  # created after the UPDATE looked: append to it
+                return (
+                    yield from append_event(
+                        ctx, user_id, session_id, event, delta, timestamp, expected, now
+                    )
+                )
+            raise _refused(expected, actual, session_id, user_id, ctx)
         return int(row[0])
     return (yield from _append_sqlite(ctx, user_id, session_id, delta, expected, params))
 
@@ -456,3 +467,33 @@ def list_sessions(
         encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
     )
     return SessionPage(items, next_cursor)
+
+
+# --------------------------------------------------------------------------- pop
+
+
+def pop_event(
+    ctx: Context, user_id: str, session_id: str, timestamp: float, now: dt.datetime
+) -> Op[EventRecord | None]:
+    """Remove and return the session's newest event in one transaction, or ``None``.
+
+    The session's row is locked first (PostgreSQL) or the database is
+    (SQLite's ``BEGIN IMMEDIATE``), so concurrent pops take distinct events
+    and an append cannot slip between the count and the delete. The pop
+    bumps the version and makes ``timestamp`` the session's update time.
+    ``None``: the session is missing, expired or has no events; nothing was written.
+    """
+    shrink, take = pop_statements()
+    params = session_params(ctx, user_id, session_id, now)
+    params["p_time"] = timestamp
+    yield BEGIN
+    row = (yield Call(shrink, params)).first()
+    if row is None:
+        yield COMMIT
+        return None
+    params["p_seq"] = int(row[1]) + 1
+    taken = (yield Call(take, params)).first()
+    yield COMMIT
+    if taken is None:  # pragma: no cover - the count and the log moved together
+        return None
+    return EventRecord(int(taken[0]), float(taken[1]), codec.decode(taken[2]))

@@ -35,7 +35,13 @@ from .terms import (
     sqlite_merged,
 )
 
-__all__ = ["SessionMode", "ServiceStatements", "append_statement", "service_statements"]
+__all__ = [
+    "SessionMode",
+    "ServiceStatements",
+    "append_statement",
+    "pop_statements",
+    "service_statements",
+]
 
 t, c = sessions, sessions.c
 ev = events.c
@@ -312,3 +318,38 @@ def service_statements(dialect: str) -> ServiceStatements:
         events=_event_reads(dialect),
         pages=_pages(dialect),
     )
+
+
+# --------------------------------------------------------------------------- pop
+
+
+@functools.cache
+def pop_statements() -> tuple[sa.Executable, sa.Executable]:
+    """The two writes of a pop, run in one transaction: the session's count, then its event.
+
+    The first takes one event off a live, non-empty session (and locks its
+    row), returning its new version and count; the second deletes the event
+    past that count, returning it. Two statements, not one: in a single
+    PostgreSQL statement the DELETE would read the snapshot taken before a
+    concurrent append's commit, while the UPDATE sees that append's count.
+    """
+    shrink = (
+        sa.update(t)
+        .where(KEY, LIVE, c.event_count > 0)
+        .values(
+            version=c.version + 1,
+            event_count=c.event_count - 1,
+            update_time=TIME,
+            updated_at=NOW,
+            expires_at=EXPIRES,
+        )
+        .returning(c.version, c.event_count)
+    )
+    take = (
+        sa.delete(events)
+        .where(EVENTS_OF_KEY, ev.seq == sa.bindparam("p_seq", type_=sa.BigInteger))
+        .returning(
+            ev.seq, sa.type_coerce(ev.timestamp, RawDouble()), sa.type_coerce(ev.event, RawJSON())
+        )
+    )
+    return shrink, take
