@@ -202,7 +202,7 @@ def test_block_runs(
     if marker.startswith("compile-only"):
         compile(source, block.name, "exec")
         return
-    if "google.adk" in source:
+    if "google.adk" in source or "statekeeper.adk" in source:
         # Installed by the dev extra; CI's lowest-versions run goes without it.
         pytest.importorskip("google.adk", reason="the adk extra is not installed here")
     if "statekeeper.openai_agents" in source:
