@@ -6,9 +6,10 @@ only through its public names and ``statekeeper.migrations.upgrade``.
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import datetime as dt
 import gc
+import inspect
 import json
 import os
 import random
@@ -20,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,54 +104,12 @@ class Settings:
 
 # --------------------------------------------------------------------------- states
 
-_WORDS = (
-    "the",
-    "agent",
-    "should",
-    "call",
-    "search",
-    "tool",
-    "with",
-    "query",
-    "results",
-    "summary",
-    "user",
-    "asked",
-    "about",
-    "weather",
-    "plan",
-    "step",
-    "observation",
-    "thought",
-    "answer",
-    "because",
-    "therefore",
-    "file",
-    "code",
-    "error",
-    "retry",
-    "context",
-    "token",
-    "budget",
-    "memory",
-    "note",
-    "task",
-    "done",
-    "next",
-    "review",
-    "function",
-    "argument",
-    "value",
-    "returned",
-    "list",
-    "café",
-    "naïve",
-    "東京",
-    "データ",
-    "ünïcödé",
-    "émoji",
-    "🚀",
-)
+_WORDS = (  # noqa: SIM905 (as a literal, one line a word)
+    "the agent should call search tool with query results summary user asked about weather "
+    "plan step observation thought answer because therefore file code error retry context token "
+    "budget memory note task done next review function argument value returned list café naïve "
+    "東京 データ ünïcödé émoji 🚀"
+).split()
 
 
 def _message(rng: random.Random, index: int, words: int) -> dict[str, Any]:
@@ -216,8 +175,8 @@ def json_size(value: Any) -> int:
 class Module:
     """A minimal state module: anything with ``state_dict`` / ``load_state_dict``."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.state = {} if state is None else state
 
     def state_dict(self) -> dict[str, Any]:
         """Return the module's state."""
@@ -233,11 +192,17 @@ class Module:
 
 @dataclass
 class Pair:
-    """Two sides of one comparison measured in alternating batches; times are seconds per op."""
+    """Two sides of one comparison measured in alternating batches; times are seconds per op.
+
+    ``a`` / ``b`` hold each batch's wall time, ``a_cpu`` / ``b_cpu`` this process's CPU time
+    (``time.process_time``: every thread of the client, not a database server's).
+    """
 
     a: list[float] = field(default_factory=list)
     b: list[float] = field(default_factory=list)
     ops_per_batch: int = 0
+    a_cpu: list[float] = field(default_factory=list)
+    b_cpu: list[float] = field(default_factory=list)
 
     @property
     def a_median(self) -> float:
@@ -253,6 +218,11 @@ class Pair:
     def ratio(self) -> float:
         """A / B of the medians."""
         return self.a_median / self.b_median
+
+    def add(self, side: int, wall: float, cpu: float) -> None:
+        """Keep one batch of side 0 (A) or 1 (B)."""
+        (self.b if side else self.a).append(wall)
+        (self.b_cpu if side else self.a_cpu).append(cpu)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers: medians, ratio, spread of the batches."""
@@ -273,6 +243,27 @@ def _ops_for(settings: Settings, per_op: float) -> int:
     return max(settings.min_ops, min(settings.max_ops, round(settings.batch_seconds / per_op)))
 
 
+def _sides(settings: Settings) -> list[int]:
+    """The side of each timed batch: A B, B A, A B, ... (``rounds`` batches per side)."""
+    return [s for r in range(settings.rounds) for s in ((0, 1) if r % 2 == 0 else (1, 0))]
+
+
+def _batch(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+async def _abatch(fn: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        await fn()
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
 def measure_pair(a: Callable[[], object], b: Callable[[], object], settings: Settings) -> Pair:
     """Time ``a`` and ``b`` in alternating batches (A B B A A B ...), the same op count each.
 
@@ -280,23 +271,10 @@ def measure_pair(a: Callable[[], object], b: Callable[[], object], settings: Set
     then run ``rounds`` batches, the order flipping every round so neither
     always goes first.
     """
-
-    def batch(fn: Callable[[], object], n: int) -> float:
-        gc.collect()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
-
-    warm = settings.warmup_ops
-    per_op = max(batch(a, warm), batch(b, warm))
-    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
-    for r in range(settings.rounds):
-        first, second = (a, b) if r % 2 == 0 else (b, a)
-        t1 = batch(first, pair.ops_per_batch)
-        t2 = batch(second, pair.ops_per_batch)
-        pair.a.append(t1 if first is a else t2)
-        pair.b.append(t2 if first is a else t1)
+    fns, warm = (a, b), settings.warmup_ops
+    pair = Pair(ops_per_batch=_ops_for(settings, max(_batch(a, warm)[0], _batch(b, warm)[0])))
+    for side in _sides(settings):
+        pair.add(side, *_batch(fns[side], pair.ops_per_batch))
     return pair
 
 
@@ -304,24 +282,23 @@ async def ameasure_pair(
     a: Callable[[], Awaitable[object]], b: Callable[[], Awaitable[object]], settings: Settings
 ) -> Pair:
     """:func:`measure_pair` for coroutine functions, on the running event loop."""
+    fns, warm = (a, b), settings.warmup_ops
+    per_op = max((await _abatch(a, warm))[0], (await _abatch(b, warm))[0])
+    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
+    for side in _sides(settings):
+        pair.add(side, *(await _abatch(fns[side], pair.ops_per_batch)))
+    return pair
 
-    async def batch(fn: Callable[[], Awaitable[object]], n: int) -> float:
-        gc.collect()
+
+def median_per_call(fn: Callable[[], object], n: int, rounds: int = 5) -> float:
+    """Median over ``rounds`` runs of ``n`` calls of the seconds per call (no floor beside it)."""
+    runs = []
+    for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(n):
-            await fn()
-        return (time.perf_counter() - start) / n
-
-    warm = settings.warmup_ops
-    per_op = max(await batch(a, warm), await batch(b, warm))
-    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
-    for r in range(settings.rounds):
-        first, second = (a, b) if r % 2 == 0 else (b, a)
-        t1 = await batch(first, pair.ops_per_batch)
-        t2 = await batch(second, pair.ops_per_batch)
-        pair.a.append(t1 if first is a else t2)
-        pair.b.append(t2 if first is a else t1)
-    return pair
+            fn()
+        runs.append((time.perf_counter() - start) / n)
+    return statistics.median(runs)
 
 
 def rotating(keys: list[str]) -> Callable[[], str]:
@@ -408,6 +385,87 @@ async def aiosqlite_connect(path: Path) -> Any:
     for pragma in SQLITE_PRAGMAS:
         await conn.execute(pragma)
     return conn
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = sa.make_url(url)
+    return Path(parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+
+
+def connect(url: str) -> Any:
+    """The floor's connection to ``url``: ``sqlite3`` (:func:`sqlite_connect`) or psycopg."""
+    if (path := _sqlite_path(url)) is not None:
+        return sqlite_connect(path)
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+async def aconnect(url: str) -> Any:
+    """:func:`connect` for asyncio: aiosqlite or psycopg's ``AsyncConnection``."""
+    if (path := _sqlite_path(url)) is not None:
+        return await aiosqlite_connect(path)
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+
+def sqlite_now() -> str:
+    """The current time as statekeeper stores it in SQLite."""
+    return sqlite_stamp(utcnow())
+
+
+def _floor_sql(conn: Any) -> tuple[str, str, Callable[[], Any]]:
+    """The upsert, the select and the clock of the floor on ``conn`` (SQLite or psycopg)."""
+    if type(conn).__module__.split(".")[0] in ("sqlite3", "aiosqlite"):
+        return upsert_sql("qmark"), select_sql("qmark"), sqlite_now
+    return upsert_sql("format"), select_sql("format"), utcnow
+
+
+Write = Callable[[str, str], Any]  # (session id, state JSON text) -> the new version's row
+Read = Callable[[str], Any]  # session id -> the state
+
+
+def floor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
+    """The floor's write and read on a sync connection: one cursor, autocommit.
+
+    Write: one upsert of the JSON text (:func:`upsert_sql`); read: one point
+    select (:func:`select_sql`) and ``json.loads``.
+    """
+    upsert, select, stamp = _floor_sql(conn)
+    cur = conn.cursor()
+
+    def write(key: str, text: str) -> Any:
+        now = stamp()
+        return cur.execute(upsert, (app, user, key, text, now, now)).fetchone()
+
+    def read(key: str) -> Any:
+        row = cur.execute(select, (app, user, key, stamp())).fetchone()
+        assert row is not None
+        return json.loads(row[0])
+
+    return write, read
+
+
+async def afloor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
+    """:func:`floor` on an async connection (aiosqlite or psycopg); its calls are coroutines."""
+    upsert, select, stamp = _floor_sql(conn)
+    cur = conn.cursor()
+    if inspect.isawaitable(cur):  # aiosqlite's cursor() is a coroutine, psycopg's is not
+        cur = await cur
+
+    async def write(key: str, text: str) -> Any:
+        now = stamp()
+        await cur.execute(upsert, (app, user, key, text, now, now))
+        return await cur.fetchone()
+
+    async def read(key: str) -> Any:
+        await cur.execute(select, (app, user, key, stamp()))
+        row = await cur.fetchone()
+        assert row is not None
+        return json.loads(row[0])
+
+    return write, read
 
 
 # --------------------------------------------------------------------------- databases
@@ -539,24 +597,7 @@ def upgrade(url: str, schema: str | None = None) -> None:
     """Create statekeeper's tables with its own migrations."""
     from statekeeper.migrations import upgrade as sk_upgrade
 
-    if schema is None:
-        sk_upgrade(url)
-    else:
-        sk_upgrade(url, schema=schema)
-
-
-def run_async(coro: Awaitable[Any]) -> Any:
-    """Run a coroutine on a fresh event loop."""
-
-    async def main() -> Any:
-        return await coro
-
-    return asyncio.run(main())
-
-
-def to_json(value: Any) -> Any:
-    """Dataclasses to dicts, for the results JSON."""
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    sk_upgrade(url, schema=schema)
 
 
 def doc_block(name: str, text: str) -> str:
@@ -584,8 +625,6 @@ def keep_blocks(path: Path, new: str) -> str:
     into ``docs/performance.md`` between ``<!-- begin:NAME -->`` and
     ``<!-- end:NAME -->``; regenerating the page keeps them.
     """
-    import re
-
     old = path.read_text() if path.exists() else ""
     kept = [
         m.group(0)
@@ -593,6 +632,71 @@ def keep_blocks(path: Path, new: str) -> str:
         if m.group(0).split("\n", 1)[0] not in new
     ]
     return new.rstrip("\n") + "\n" + "".join("\n" + block for block in kept)
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+#: The options several benchmarks share; :func:`parser` adds those it is given.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "quick": {"action": "store_true", "help": "smoke run: tiny batches and cases (noisy numbers)"},
+    "out": {"type": Path, "help": "results JSON (default: benchmarks/results/, see the README)"},
+    "chart": {"type": Path, "help": "chart PNG"},
+    "no-chart": {"action": "store_true", "help": "do not draw the chart"},
+    "write-docs": {"action": "store_true", "help": "put the results into docs/performance.md"},
+    "from-json": {"type": Path, "metavar": "RESULTS", "help": "no run: report these results"},
+    "pg-url": {
+        "default": os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", DEFAULT_PG_URL),
+        "help": "PostgreSQL server for a throwaway database (default: %(default)s)",
+    },
+    "no-postgres": {"action": "store_true", "help": "SQLite only"},
+    "no-fsync": {
+        "action": "store_true",
+        "help": "not the setup users run: SQLite files in /dev/shm and PostgreSQL's "
+        "synchronous_commit off, for a figure shown beside the default one (never with "
+        "--write-docs: the docs show the default setup)",
+    },
+}
+
+
+def parser(doc: str, *names: str, **changed: dict[str, Any]) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc``, with the shared options ``names``.
+
+    ``changed`` amends an option's settings, by its name with underscores:
+    ``out={"help": "..."}``.
+    """
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    for name in names:
+        p.add_argument(f"--{name}", **(_OPTIONS[name] | changed.get(name.replace("-", "_"), {})))
+    return p
+
+
+def postgres_skipped(args: argparse.Namespace) -> str | None:
+    """Why this run leaves PostgreSQL out (``--no-postgres``, no server; printed), or ``None``."""
+    if getattr(args, "no_postgres", False):
+        return "--no-postgres"
+    reason = postgres_reason(args.pg_url)
+    if reason is not None:
+        print(f"PostgreSQL skipped: {reason}", file=sys.stderr, flush=True)
+    return reason
+
+
+def save(data: Any, name: str, out: Path | None = None, *, quick: bool = False) -> Path:
+    """Write ``data`` as JSON to ``out``, by default ``results/NAME.json`` (``NAME-quick``)."""
+    path = out or RESULTS / f"{name}{'-quick' if quick else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def now_text() -> str:
+    """The current UTC time to the minute, as the reports state a run's date."""
+    return utcnow().strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_us(seconds: float) -> str:
+    """Seconds as ``123 µs`` below a millisecond, else ``1.23 ms``."""
+    return f"{seconds * 1e6:.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
 
 
 # --------------------------------------------------------------------------- the command

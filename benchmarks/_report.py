@@ -16,6 +16,7 @@ import _common
 SYNC_LIMIT, ASYNC_LIMIT, MERGE_LIMIT, BIG_LIMIT = 1.3, 1.5, 1.5, 1.1
 CONCURRENCY_MIN, SCALE_LIMIT, MEMORY_LIMIT = 0.8, 1.2, 3.0
 DB_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+PAGE = _common.REPO / "docs" / "performance.md"
 
 
 # --------------------------------------------------------------------------- machine
@@ -370,6 +371,12 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     if analysis.exists():  # hand-written reading of the results, kept as it is
         lines += [analysis.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+def write_page(results: dict[str, Any], chart: str | None) -> Path:
+    """Regenerate ``docs/performance.md``, keeping the other benchmarks' marked sections."""
+    PAGE.write_text(_common.keep_blocks(PAGE, markdown(results, chart)))
+    return PAGE
 
 
 # --------------------------------------------------------------------------- chart

@@ -29,7 +29,7 @@ from _common import (
     rotating,
     select_sql,
     sqlite_connect,
-    sqlite_stamp,
+    sqlite_now,
     upgrade,
     utcnow,
 )
@@ -99,6 +99,30 @@ def _state_text() -> str:
 
 
 @contextmanager
+def _point(
+    n: int, users: int, store: SqlSession, conn: Any, table: str, load: float
+) -> Iterator[Point]:
+    """The loaded table's :class:`Point`: the floor's read and page on ``conn``'s cursor."""
+    sqlite = isinstance(conn, sqlite3.Connection)
+    style, stamp = ("qmark", sqlite_now) if sqlite else ("format", utcnow)
+    select, page, cur = select_sql(style, table), list_sql(style, table), conn.cursor()
+
+    def floor_read(user: str, session: str) -> object:
+        row = cur.execute(select, (APP, user, session, stamp())).fetchone()
+        assert row is not None
+        return json.loads(row[0])
+
+    def floor_list(user: str) -> object:
+        return cur.execute(page, (APP, user, stamp(), PAGE + 1)).fetchall()
+
+    try:
+        yield Point(n, users, store, floor_read, floor_list, load)
+    finally:
+        store.close()
+        conn.close()
+
+
+@contextmanager
 def _pg_point(url: str, n: int, settings: Settings) -> Iterator[Point]:
     import psycopg
 
@@ -118,23 +142,8 @@ def _pg_point(url: str, n: int, settings: Settings) -> Iterator[Point]:
     conn.execute(f"VACUUM ANALYZE {table}")
     conn.execute("CHECKPOINT")  # write the load out now, not during the measurements
     load = time.perf_counter() - start
-    cur = conn.cursor()
-    select, page = select_sql("format", table), list_sql("format", table)
-
-    def floor_read(user: str, session: str) -> object:
-        row = cur.execute(select, (APP, user, session, utcnow())).fetchone()
-        assert row is not None
-        return json.loads(row[0])
-
-    def floor_list(user: str) -> object:
-        return cur.execute(page, (APP, user, utcnow(), PAGE + 1)).fetchall()
-
-    store = SqlSession(url, app_name=APP, schema=schema)
-    try:
-        yield Point(n, users, store, floor_read, floor_list, load)
-    finally:
-        store.close()
-        conn.close()
+    with _point(n, users, SqlSession(url, app_name=APP, schema=schema), conn, table, load) as p:
+        yield p
 
 
 @contextmanager
@@ -156,40 +165,29 @@ def _sqlite_point(folder: Path, n: int, settings: Settings) -> Iterator[Point]:
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     load = time.perf_counter() - start
-    cur = conn.cursor()
-    select, page = select_sql("qmark"), list_sql("qmark")
-
-    def floor_read(user: str, session: str) -> object:
-        row = cur.execute(select, (APP, user, session, sqlite_stamp(utcnow()))).fetchone()
-        assert row is not None
-        return json.loads(row[0])
-
-    def floor_list(user: str) -> object:
-        return cur.execute(page, (APP, user, sqlite_stamp(utcnow()), PAGE + 1)).fetchall()
-
-    store = SqlSession(f"sqlite:///{path}", app_name=APP)
-    try:
-        yield Point(n, users, store, floor_read, floor_list, load)
-    finally:
-        store.close()
-        conn.close()
+    with _point(n, users, SqlSession(f"sqlite:///{path}", app_name=APP), conn, TABLE, load) as p:
+        yield p
 
 
 # --------------------------------------------------------------------------- scenario
 
 
-def run(db: str, url: str | None, folder: Path | None, settings: Settings, report: Report) -> None:
-    """Load each N of ``settings.scale_points``; measure it against the smallest and the floor."""
+def run(db: str, url: str, settings: Settings, report: Report) -> None:
+    """Load each N of ``settings.scale_points``; measure it against the smallest and the floor.
+
+    On PostgreSQL each N gets a schema in ``url``'s database, on SQLite a file
+    beside ``url``'s.
+    """
+    folder = Path(url.removeprefix("sqlite:///")).parent
     with ExitStack() as stack:
-        points: list[Point] = []
-        for n in settings.scale_points:
-            if db == "postgresql":
-                assert url is not None
-                point = stack.enter_context(_pg_point(url, n, settings))
-            else:
-                assert folder is not None
-                point = stack.enter_context(_sqlite_point(folder, n, settings))
-            points.append(point)
+        points = [
+            stack.enter_context(
+                _pg_point(url, n, settings)
+                if db == "postgresql"
+                else _sqlite_point(folder, n, settings)
+            )
+            for n in settings.scale_points
+        ]
         smallest = points[0]
         small_calls = smallest.calls(seed=1)
         for point in points:
@@ -220,8 +218,3 @@ def run(db: str, url: str | None, folder: Path | None, settings: Settings, repor
                         "vs_smallest": vs_small.ratio,
                     }
                 report(row)
-
-
-def sqlite_version() -> str:
-    """The SQLite library's version."""
-    return sqlite3.sqlite_version
