@@ -33,7 +33,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(dist: str) -> str:
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or ``not installed``."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -52,10 +53,10 @@ def machine(postgres_version: str | None) -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "postgresql": postgres_version or "not measured",
         "statekeeper": getattr(statekeeper, "__version__", "?"),
-        "sqlalchemy": _version("sqlalchemy"),
-        "psycopg": _version("psycopg"),
-        "aiosqlite": _version("aiosqlite"),
-        "orjson": _version("orjson"),
+        "sqlalchemy": version("sqlalchemy"),
+        "psycopg": version("psycopg"),
+        "aiosqlite": version("aiosqlite"),
+        "orjson": version("orjson"),
     }
 
 

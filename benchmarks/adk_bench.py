@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import gc
 import json
 import os
 import platform
@@ -40,17 +38,27 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+import _report
 import sqlalchemy as sa
-from _common import REPO, Settings
+from _common import REPO, Settings, fmt_us
 
-DOC_BEGIN = "<!-- begin:adk -->"
-DOC_END = "<!-- end:adk -->"
+#: The packages whose versions the report names.
+VERSIONS = (
+    "statekeeper",
+    "google-adk",
+    "sqlalchemy",
+    "pydantic",
+    "psycopg",
+    "asyncpg",
+    "aiosqlite",
+)
 TEXT = ("The agent looked the order up, found the refund pending and explained why. " * 26)[:1900]
 
 # (scenario, target speed-up over ADK, or None when the target is relative)
@@ -95,50 +103,50 @@ async def _fill(service: Any, app: str, user: str, n: int, first: int = 0) -> An
     return session
 
 
+def _older_events(session: Any, n: int) -> Iterator[list[Any]]:
+    """``n`` events older than ``session``'s, in chunks of 2 000."""
+    start = session.last_update_time - 10 * n
+    for chunk in range(0, n, 2_000):
+        events = [make_event(i) for i in range(chunk, min(n, chunk + 2_000))]
+        for i, event in enumerate(events, chunk):
+            event.timestamp = start + i * 0.001
+        yield events
+
+
 async def _bulk_adk_events(adk: Any, session: Any, n: int) -> None:
     """Put ``n`` events older than ``session``'s under it, through ADK's own table model."""
     from google.adk.sessions.schemas.v1 import StorageEvent
 
-    start = session.last_update_time - 10 * n
+    columns = StorageEvent.__table__.columns
     async with adk.db_engine.begin() as conn:
-        for chunk in range(0, n, 2_000):
-            rows = []
-            for i in range(chunk, min(n, chunk + 2_000)):
-                event = make_event(i)
-                event.timestamp = start + i * 0.001
-                stored = StorageEvent.from_event(session, event)
-                rows.append({c.key: getattr(stored, c.key) for c in StorageEvent.__table__.columns})
+        for events in _older_events(session, n):
+            stored = [StorageEvent.from_event(session, event) for event in events]
+            rows = [{c.key: getattr(row, c.key) for c in columns} for row in stored]
             await conn.execute(sa.insert(StorageEvent.__table__), rows)
 
 
-async def _bulk_adk_sqlite_events(adk: Any, path: Path, session: Any, n: int) -> None:
+def _bulk_adk_sqlite_events(path: Path, session: Any, n: int) -> None:
     """Put ``n`` events older than ``session``'s under it in ``SqliteSessionService``'s table."""
     import sqlite3
 
-    start = session.last_update_time - 10 * n
     conn = sqlite3.connect(path)
+    key = (session.app_name, session.user_id, session.id)
     try:
         with conn:
-            for chunk in range(0, n, 2_000):
-                rows = []
-                for i in range(chunk, min(n, chunk + 2_000)):
-                    event = make_event(i)
-                    event.timestamp = start + i * 0.001
-                    rows.append(
-                        (
-                            event.id,
-                            session.app_name,
-                            session.user_id,
-                            session.id,
-                            event.invocation_id,
-                            event.timestamp,
-                            event.model_dump_json(exclude_none=True),
-                        )
-                    )
+            for events in _older_events(session, n):
                 conn.executemany(
                     "INSERT INTO events (id, app_name, user_id, session_id, invocation_id, "
                     "timestamp, event_data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    [
+                        (
+                            e.id,
+                            *key,
+                            e.invocation_id,
+                            e.timestamp,
+                            e.model_dump_json(exclude_none=True),
+                        )
+                        for e in events
+                    ],
                 )
     finally:
         conn.close()
@@ -189,35 +197,18 @@ async def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int
 async def measure_pair(a: Any, b: Any, settings: Settings) -> dict[str, Any]:
     """Time ``a`` (statekeeper) and ``b`` (ADK) in alternating batches, wall and CPU time.
 
-    Like ``_common.ameasure_pair`` (a warm-up and calibration batch, then
-    ``rounds`` batches per side, the order flipping every round), and it also
+    ``_common.ameasure_pair`` (a warm-up and calibration batch, then
+    ``rounds`` batches per side, the order flipping every round), which also
     keeps this process's CPU time per op (``time.process_time``: every
     thread, the event loop's, aiosqlite's and the worker threads', not the
     PostgreSQL server's). On a busy machine the wall time includes waiting
     for a core; the CPU time is what each client stack itself spends.
     """
-
-    async def batch(fn: Any, n: int) -> tuple[float, float]:
-        gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await fn()
-        return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
-
-    warm = settings.warmup_ops
-    per_op = max((await batch(a, warm))[0], (await batch(b, warm))[0])
-    n = max(settings.min_ops, min(settings.max_ops, round(settings.batch_seconds / per_op)))
-    sides: dict[str, list[tuple[float, float]]] = {"statekeeper": [], "adk": []}
-    for r in range(settings.rounds):
-        order = [("statekeeper", a), ("adk", b)] if r % 2 == 0 else [("adk", b), ("statekeeper", a)]
-        for side, fn in order:
-            sides[side].append(await batch(fn, n))
-    out: dict[str, Any] = {"ops_per_batch": n}
-    for side, batches in sides.items():
-        out[f"{side}_s"] = statistics.median(w for w, _ in batches)
-        out[f"{side}_cpu_s"] = statistics.median(c for _, c in batches)
-        out[f"{side}_batches_s"] = [w for w, _ in batches]
-        out[f"{side}_batches_cpu_s"] = [c for _, c in batches]
+    pair = await _common.ameasure_pair(a, b, settings)
+    out: dict[str, Any] = {"ops_per_batch": pair.ops_per_batch}
+    for side, wall, cpu in (("statekeeper", pair.a, pair.a_cpu), ("adk", pair.b, pair.b_cpu)):
+        out[f"{side}_s"], out[f"{side}_cpu_s"] = statistics.median(wall), statistics.median(cpu)
+        out[f"{side}_batches_s"], out[f"{side}_batches_cpu_s"] = wall, cpu
     return out
 
 
@@ -325,7 +316,7 @@ async def _backend(
         t0 = time.perf_counter()
         b_big = await _fill(adk, "b-big", user, 10, first=big)
         if against == "SqliteSessionService":
-            await _bulk_adk_sqlite_events(adk, Path(adk_target), b_big, big - 10)
+            _bulk_adk_sqlite_events(Path(adk_target), b_big, big - 10)
         else:
             await _bulk_adk_events(adk, b_big, big - 10)
         out["big_fill_adk_s"] = time.perf_counter() - t0
@@ -369,27 +360,6 @@ async def _backend(
     return out
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    names = [
-        "statekeeper",
-        "google-adk",
-        "sqlalchemy",
-        "pydantic",
-        "psycopg",
-        "asyncpg",
-        "aiosqlite",
-    ]
-    found = {}
-    for n in names:
-        try:
-            found[n] = version(n)
-        except Exception:
-            found[n] = "-"
-    return found
-
-
 def _adk_url(pg: str, driver: str) -> str:
     return sa.make_url(pg).set(drivername=driver).render_as_string(hide_password=False)
 
@@ -401,12 +371,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     results: dict[str, Any] = {
         "meta": {
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": _common.now_text(),
             "quick": args.quick,
             "python": platform.python_version(),
             "machine": platform.platform(),
             "cores": os.cpu_count(),
-            "versions": _versions(),
+            "versions": {n: _report.version(n) for n in VERSIONS},
             "statekeeper_drivers": {
                 "sqlite": "aiosqlite",
                 "postgresql": "psycopg (async)",
@@ -428,10 +398,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results["backends"].setdefault(db, {})[against] = asyncio.run(
                 _backend(db, url, against, target, settings, big)
             )
-    reason = None if args.no_postgres else _common.postgres_reason(args.pg_url)
-    if args.no_postgres:
-        reason = "--no-postgres"
-    if reason is None:
+    if (reason := _common.postgres_skipped(args)) is None:
         drivers = {
             "DatabaseSessionService, asyncpg": "postgresql+asyncpg",
             "DatabaseSessionService, psycopg": "postgresql+psycopg",
@@ -447,7 +414,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 )
     else:
         results["meta"]["postgresql_skipped"] = reason
-        print("PostgreSQL skipped:", reason, flush=True)
     results["meta"]["seconds"] = round(time.time() - started)
     results["meta"]["load_average_end"] = os.getloadavg()
     return results
@@ -471,14 +437,6 @@ def _pairs(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def _us(seconds: float) -> str:
-    if seconds >= 0.01:
-        return f"{seconds * 1e3:.1f} ms"
-    if seconds >= 0.001:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.0f} µs"
 
 
 def _load(meta: dict[str, Any]) -> str:
@@ -548,7 +506,6 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     meta = results["meta"]
     v = meta["versions"]
     lines = [
-        DOC_BEGIN,
         "## Beside Google ADK's session services",
         "",
         "<!-- Generated by `python benchmarks/adk_bench.py --write-docs` from "
@@ -589,8 +546,8 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
             speed = r["adk_s"] / r["statekeeper_s"]
             cpu = r["adk_cpu_s"] / r["statekeeper_cpu_s"]
             lines.append(
-                f"| {db} | {against} | {label} | {_us(r['statekeeper_s'])} | {_us(r['adk_s'])} "
-                f"| {speed:.2f}x | {cpu:.2f}x |"
+                f"| {db} | {against} | {label} | {fmt_us(r['statekeeper_s'])} "
+                f"| {fmt_us(r['adk_s'])} | {speed:.2f}x | {cpu:.2f}x |"
             )
     lines += [
         "",
@@ -605,23 +562,7 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     notes = Path(__file__).with_name("adk_analysis.md")
     if notes.exists():
         lines += ["", notes.read_text().strip()]
-    lines += ["", DOC_END]
     return "\n".join(lines) + "\n"
-
-
-def write_docs(results: dict[str, Any], chart: str | None) -> Path:
-    """Put (or replace) the ADK section at the end of docs/performance.md."""
-    doc = REPO / "docs" / "performance.md"
-    text = doc.read_text() if doc.exists() else "# Performance\n"
-    section = markdown(results, chart)
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text)
-    return doc
 
 
 def draw(results: dict[str, Any], path: Path) -> bool:
@@ -668,23 +609,14 @@ def draw(results: dict[str, Any], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/adk_bench.py", description=__doc__.split("\n")[0]
+    p = _common.parser(
+        __doc__,
+        *("quick", "out", "chart", "no-chart", "write-docs", "from-json", "pg-url", "no-postgres"),
+        quick={"help": "smoke run: tiny batches, 2 000-event log"},
+        out={"help": "results JSON (default benchmarks/results/adk[-quick].json)"},
+        chart={"default": REPO / "docs" / "performance-adk.png"},
+        write_docs={"help": "update docs/performance.md's ADK section"},
     )
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny batches, 2 000-event log")
-    p.add_argument(
-        "--out", type=Path, default=None, help="results JSON (default benchmarks/results/adk.json)"
-    )
-    p.add_argument("--chart", type=Path, default=REPO / "docs" / "performance-adk.png")
-    p.add_argument("--no-chart", action="store_true")
-    p.add_argument(
-        "--write-docs", action="store_true", help="update docs/performance.md's ADK section"
-    )
-    p.add_argument("--from-json", type=Path, default=None, help="no run: report existing results")
-    p.add_argument(
-        "--pg-url", default=os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
-    )
-    p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args(argv)
     # A terminated run still drops its throwaway database (the finally blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -692,9 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.from_json.read_text())
     else:
         results = measure(args)
-        out = args.out or _common.RESULTS / ("adk-quick.json" if args.quick else "adk.json")
-        out.write_text(json.dumps(results, indent=1) + "\n")
-        print("wrote", out)
+        print("wrote", _common.save(results, "adk", args.out, quick=args.quick))
     for t in targets(results):
         print(
             f"{t['db']:<10} {t['against']:<34} {t['target']:<70} "
@@ -706,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         chart = args.chart.name if args.chart.parent == REPO / "docs" else str(args.chart)
         print("chart", args.chart)
     if args.write_docs:
-        print("wrote", write_docs(results, chart))
+        _common.put_block(_report.PAGE, "adk", markdown(results, chart))
+        print("wrote", _report.PAGE)
     return 0
 
 
