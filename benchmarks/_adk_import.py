@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import sys
 import tempfile
 import time
 import uuid
@@ -130,11 +129,6 @@ def _fill(sync_url: str, adk_url: str, sessions: int, events: int) -> None:
     engine.dispose()
 
 
-def _measure(adk_url: str, target: str) -> _common.Imported:
-    """``statekeeper import adk-database`` of ``adk_url`` into ``target`` (no failure allowed)."""
-    return _common.import_command("adk-database", adk_url, "--to", target)
-
-
 def _same_as_adk(adk_url: str, target: str, sessions: int) -> None:
     """A few sessions read through ADK and through statekeeper's adapter are equal."""
 
@@ -155,8 +149,11 @@ def _same_as_adk(adk_url: str, target: str, sessions: int) -> None:
     asyncio.run(check())
 
 
-def run_adk(sessions: int, events: int, pg_url: str) -> None:
-    """Build the sources, import each into a fresh statekeeper database, print sessions/s."""
+def run_adk(sessions: int, events: int, pg_url: str | None) -> None:
+    """Build the sources, import each into a fresh statekeeper database, print sessions/s.
+
+    ``pg_url``: the PostgreSQL server for two throwaway databases, or ``None`` (SQLite only).
+    """
     with tempfile.TemporaryDirectory(prefix="statekeeper-adk-import-") as tmp, ExitStack() as stack:
         # (label, source as ADK names it, the same for plain SQL, target)
         runs = [
@@ -167,7 +164,7 @@ def run_adk(sessions: int, events: int, pg_url: str) -> None:
                 f"sqlite:///{Path(tmp) / 'statekeeper.db'}",
             )
         ]
-        try:
+        if pg_url is not None:
             src, dst = (
                 sa.make_url(stack.enter_context(_common.postgres_database(pg_url)))
                 for _ in range(2)
@@ -180,8 +177,6 @@ def run_adk(sessions: int, events: int, pg_url: str) -> None:
                     dst.render_as_string(False),
                 )
             )
-        except Exception as exc:  # no server: SQLite only
-            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
         for label, adk_url, sync_url, target in runs:
             t0 = time.perf_counter()
             _fill(sync_url, adk_url, sessions, events)
@@ -190,15 +185,6 @@ def run_adk(sessions: int, events: int, pg_url: str) -> None:
                 f"written in {time.perf_counter() - t0:.1f} s"
             )
             migrations.upgrade(target)
-            first = _measure(adk_url, target)
-            assert first.imported == sessions, first.output[-2000:]
-            print(
-                f"{label:10} {sessions} sessions ({sessions * events} events) in "
-                f"{first.seconds:6.1f} s: {sessions / first.seconds:7.0f} sessions/s, "
-                f"{sessions * events / first.seconds:7.0f} events/s (read-back check included)"
-            )
-            again = _measure(adk_url, target)
-            assert again.unchanged == sessions
-            rate = sessions / again.seconds
-            print(f"{label:10} second run (nothing to write): {rate:7.0f} sessions/s")
+            command = ("adk-database", adk_url, "--to", target)
+            _common.import_twice(label, sessions, *command, events=events)
             _same_as_adk(adk_url, target, sessions)

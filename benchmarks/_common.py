@@ -731,3 +731,17 @@ def import_command(*args: str) -> Imported:
         raise RuntimeError(f"statekeeper import {' '.join(args)} failed:\n{done.output[-2000:]}")
     imported, unchanged, skipped, failed = (int(n) for n in found[-1])
     return Imported(seconds, imported, unchanged, skipped, failed, done.output)
+
+
+def import_twice(label: str, sessions: int, *args: str, events: int = 0) -> None:
+    """``statekeeper import ARGS`` of ``sessions``, then again (nothing to write); print rates."""
+    first = import_command(*args)
+    assert first.imported == sessions, first.output[-2000:]
+    what, rates = f"{sessions} sessions", f"{sessions / first.seconds:7.0f} sessions/s"
+    if events:
+        what += f" ({sessions * events} events)"
+        rates += f", {sessions * events / first.seconds:7.0f} events/s"
+    print(f"{label:10} {what} in {first.seconds:6.1f} s: {rates} (read-back check included)")
+    again = import_command(*args)
+    assert again.unchanged == sessions, again.output[-2000:]
+    print(f"{label:10} second run (nothing to write): {sessions / again.seconds:7.0f} sessions/s")

@@ -22,7 +22,6 @@ prepares off, the only way that works there.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 import sqlalchemy as sa
-from _common import DEFAULT_PG_URL, Settings, measure_pair
+from _common import Settings, measure_pair
 from service import APP, EVENT, USER, Sql, drive, floor_append
 
 from statekeeper import SessionService, SqlSession
@@ -144,16 +143,13 @@ def _route(url: str, prepares: bool, settings: Settings) -> dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every route and print one line per call."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser = _common.parser(
+        __doc__, "pg-url", "quick", "out", out={"help": "write the results as JSON"}
+    )
     parser.add_argument("--pgbouncer-url", help="an existing PgBouncer (transaction mode)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     settings = Settings.make(quick=args.quick, million=False)
-    reason = _common.postgres_reason(args.pg_url)
-    if reason is not None:
-        print(f"PostgreSQL skipped: {reason}")
+    if _common.postgres_skipped(args) is not None:
         return 0
     data: dict[str, Any] = {"meta": {"quick": args.quick, "rounds": settings.rounds}}
     with _common.postgres_database(args.pg_url, durable=False) as url:
@@ -185,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         cost = off[call]["statekeeper_s"] / on[call]["statekeeper_s"]
         print(f"prepares off on the direct connection, {call}: {cost:.2f}x the time")
     if args.out:
-        args.out.write_text(json.dumps(data, indent=1))
+        _common.save(data, "pooler", args.out)
     return 0
 
 
