@@ -235,11 +235,12 @@ async def _backend(
     out: dict[str, Any] = {}
     try:
         counter = iter(range(10**9))
-        user = "bench-user"
+        user, both = "bench-user", (sk, adk)
 
-        async def run(key: str, a: Any, b: Any) -> None:
-            r = await measure_pair(a, b, settings)
-            out[key] = r
+        async def run(key: str, call: Any, sessions: tuple[Any, Any] = (None, None)) -> None:
+            """Measure ``call(service, its session)`` on statekeeper's service and on ADK's."""
+            a, b = (lambda: call(sk, sessions[0])), (lambda: call(adk, sessions[1]))
+            r = out[key] = await measure_pair(a, b, settings)
             print(
                 f"  {name:<10} {against:<34} {key:<11} "
                 f"statekeeper {r['statekeeper_s'] * 1e6:9.0f} µs   "
@@ -249,25 +250,15 @@ async def _backend(
                 flush=True,
             )
 
-        # create_session
+        state = {"topic": "x", "user:lang": "fr"}
         await run(
             "create",
-            lambda: sk.create_session(
-                app_name="b-create", user_id=user, state={"topic": "x", "user:lang": "fr"}
-            ),
-            lambda: adk.create_session(
-                app_name="b-create", user_id=user, state={"topic": "x", "user:lang": "fr"}
-            ),
+            lambda svc, _: svc.create_session(app_name="b-create", user_id=user, state=state),
         )
 
         # append_event
-        sk_s = await sk.create_session(app_name="b-append", user_id=user)
-        adk_s = await adk.create_session(app_name="b-append", user_id=user)
-        await run(
-            "append",
-            lambda: sk.append_event(sk_s, make_event(next(counter))),
-            lambda: adk.append_event(adk_s, make_event(next(counter))),
-        )
+        pair = tuple([await svc.create_session(app_name="b-append", user_id=user) for svc in both])
+        await run("append", lambda svc, s: svc.append_event(s, make_event(next(counter))), pair)
         t0 = time.perf_counter()
         for i in range(200):
             make_event(i)
@@ -276,26 +267,15 @@ async def _backend(
         # get_session of 10 and of 1 000 events; last 10 of 1 000
         last10 = GetSessionConfig(num_recent_events=10)
         for n, key in ((10, "get10"), (1_000 if not settings.quick else 100, "get1000")):
-            a_s = await _fill(sk, f"b-get{n}", user, n)
-            b_s = await _fill(adk, f"b-get{n}", user, n)
-            await run(
-                key,
-                lambda a_s=a_s, n=n: sk.get_session(
-                    app_name=f"b-get{n}", user_id=user, session_id=a_s.id
-                ),
-                lambda b_s=b_s, n=n: adk.get_session(
-                    app_name=f"b-get{n}", user_id=user, session_id=b_s.id
-                ),
-            )
+            app = f"b-get{n}"
+            pair = (await _fill(sk, app, user, n), await _fill(adk, app, user, n))
+            get = {"app_name": app, "user_id": user}
+            await run(key, lambda svc, s, get=get: svc.get_session(**get, session_id=s.id), pair)
             if key == "get1000":
                 await run(
                     "recent1000",
-                    lambda a_s=a_s, n=n: sk.get_session(
-                        app_name=f"b-get{n}", user_id=user, session_id=a_s.id, config=last10
-                    ),
-                    lambda b_s=b_s, n=n: adk.get_session(
-                        app_name=f"b-get{n}", user_id=user, session_id=b_s.id, config=last10
-                    ),
+                    lambda svc, s, get=get: svc.get_session(**get, session_id=s.id, config=last10),
+                    pair,
                 )
 
         # last 10 of 100 000 events
@@ -303,11 +283,9 @@ async def _backend(
         t0 = time.perf_counter()
         a_new = await sk.create_session(app_name="b-big", user_id=user)
         await _bulk_sk_events(sk_url, "b-big", user, a_new.id, big - 10)
+        big_key = {"app_name": "b-big", "user_id": user}
         a_big = await sk.get_session(
-            app_name="b-big",
-            user_id=user,
-            session_id=a_new.id,
-            config=GetSessionConfig(num_recent_events=0),
+            **big_key, session_id=a_new.id, config=GetSessionConfig(num_recent_events=0)
         )
         assert a_big is not None
         for i in range(big - 10, big):
@@ -321,39 +299,24 @@ async def _backend(
             await _bulk_adk_events(adk, b_big, big - 10)
         out["big_fill_adk_s"] = time.perf_counter() - t0
         out["big_events"] = big
-        check_a = await sk.get_session(
-            app_name="b-big", user_id=user, session_id=a_big.id, config=last10
-        )
-        check_b = await adk.get_session(
-            app_name="b-big", user_id=user, session_id=b_big.id, config=last10
-        )
-        assert check_a is not None
-        assert check_b is not None
-        assert [e.id for e in check_a.events] == [e.id for e in a_big.events]
-        assert [e.id for e in check_b.events] == [e.id for e in b_big.events]
+        for svc, s in ((sk, a_big), (adk, b_big)):  # the last 10 are the ones appended for real
+            check = await svc.get_session(**big_key, session_id=s.id, config=last10)
+            assert check is not None
+            assert [e.id for e in check.events] == [e.id for e in s.events]
         await run(
             "recent100k",
-            lambda: sk.get_session(
-                app_name="b-big", user_id=user, session_id=a_big.id, config=last10
-            ),
-            lambda: adk.get_session(
-                app_name="b-big", user_id=user, session_id=b_big.id, config=last10
-            ),
+            lambda svc, s: svc.get_session(**big_key, session_id=s.id, config=last10),
+            (a_big, b_big),
         )
 
         # list_sessions of a user with 1 000 sessions
         many = 1_000 if not settings.quick else 50
         for i in range(many):
-            await sk.create_session(app_name="b-list", user_id=user, state={"i": i})
-            await adk.create_session(app_name="b-list", user_id=user, state={"i": i})
-        got_a = await sk.list_sessions(app_name="b-list", user_id=user)
-        got_b = await adk.list_sessions(app_name="b-list", user_id=user)
-        assert len(got_a.sessions) == len(got_b.sessions) == many
-        await run(
-            "list1000",
-            lambda: sk.list_sessions(app_name="b-list", user_id=user),
-            lambda: adk.list_sessions(app_name="b-list", user_id=user),
-        )
+            for svc in both:
+                await svc.create_session(app_name="b-list", user_id=user, state={"i": i})
+        for svc in both:
+            assert len((await svc.list_sessions(app_name="b-list", user_id=user)).sessions) == many
+        await run("list1000", lambda svc, _: svc.list_sessions(app_name="b-list", user_id=user))
     finally:
         await sk.close()
         await adk.close()
