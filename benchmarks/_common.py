@@ -375,18 +375,6 @@ def sqlite_connect(path: Path) -> Any:
     return conn
 
 
-async def aiosqlite_connect(path: Path) -> Any:
-    """An ``aiosqlite`` connection in autocommit with the pragmas statekeeper's store sets."""
-    import aiosqlite
-
-    conn = await aiosqlite.connect(
-        path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
-    )
-    for pragma in SQLITE_PRAGMAS:
-        await conn.execute(pragma)
-    return conn
-
-
 def _sqlite_path(url: str) -> Path | None:
     parsed = sa.make_url(url)
     return Path(parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
@@ -402,9 +390,15 @@ def connect(url: str) -> Any:
 
 
 async def aconnect(url: str) -> Any:
-    """:func:`connect` for asyncio: aiosqlite or psycopg's ``AsyncConnection``."""
+    """:func:`connect` for asyncio: aiosqlite (same pragmas) or psycopg's ``AsyncConnection``."""
     if (path := _sqlite_path(url)) is not None:
-        return await aiosqlite_connect(path)
+        import aiosqlite
+
+        timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=timeout)
+        for pragma in SQLITE_PRAGMAS:
+            await conn.execute(pragma)
+        return conn
     import psycopg
 
     return await psycopg.AsyncConnection.connect(url, autocommit=True)
@@ -498,6 +492,42 @@ def postgres_database(admin_url: str, *, durable: bool = True) -> Iterator[str]:
     finally:
         with psycopg.connect(libpq_url(admin), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bulk_events(engine: sa.Engine, key: tuple[str, str, str], n: int, doc: str, t0: float) -> None:
+    """Give the new session ``key`` (app, user, id) ``n`` events in one ``INSERT ... SELECT``.
+
+    Not through the API: this writes statekeeper's tables directly. The events
+    get ``seq`` 1..n, timestamps from ``t0`` a millisecond apart and ``doc``
+    with ``__ID__`` (if any) replaced by ``bulk-<seq>``; the session row the
+    ``event_count``, ``version`` and ``update_time`` that ``n`` appends leave.
+    """
+    pg = engine.dialect.name == "postgresql"
+    series = (
+        "generate_series(1, :n) AS g(i)"
+        if pg
+        else "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+        "SELECT i FROM s) AS g"
+    )
+    event = "replace(:doc, '__ID__', 'bulk-' || i)" + ("::json" if pg else "")
+    where = "WHERE app_name = :a AND user_id = :u AND session_id = :s"
+    params = {"a": key[0], "u": key[1], "s": key[2], "n": n, "t": t0, "doc": doc}
+    params["end"] = t0 + n * 0.001
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, "
+                f"event) SELECT :a, :u, :s, i, :t + i * 0.001, {event} FROM {series}"
+            ),
+            params,
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE statekeeper_sessions SET event_count = :n, version = version + :n, "
+                f"update_time = :end {where}"
+            ),
+            params,
+        )
 
 
 def _filesystem(path: Path) -> str:
@@ -600,15 +630,10 @@ def upgrade(url: str, schema: str | None = None) -> None:
     sk_upgrade(url, schema=schema)
 
 
-def doc_block(name: str, text: str) -> str:
-    """``text`` between the markers of block ``name`` (see :func:`keep_blocks`)."""
-    return f"<!-- begin:{name} -->\n{text.rstrip()}\n<!-- end:{name} -->\n"
-
-
 def put_block(path: Path, name: str, text: str) -> None:
     """Replace block ``name`` of the Markdown file ``path`` with ``text``, or append it."""
     old = path.read_text() if path.exists() else ""
-    block = doc_block(name, text)
+    block = f"<!-- begin:{name} -->\n{text.rstrip()}\n<!-- end:{name} -->\n"
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->\n"
     if begin in old and end in old:
         start = old.index(begin)
@@ -659,16 +684,38 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def parser(doc: str, *names: str, **changed: dict[str, Any]) -> argparse.ArgumentParser:
+def parser(
+    doc: str, *names: str, only: tuple[str, ...] = (), **changed: dict[str, Any]
+) -> argparse.ArgumentParser:
     """A parser described by the first line of ``doc``, with the shared options ``names``.
 
     ``changed`` amends an option's settings, by its name with underscores:
-    ``out={"help": "..."}``.
+    ``out={"help": "..."}``. ``only``: the sections ``--only`` may pick (a set).
     """
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     for name in names:
         p.add_argument(f"--{name}", **(_OPTIONS[name] | changed.get(name.replace("-", "_"), {})))
+    if only:
+
+        def sections(text: str) -> set[str]:
+            chosen = {s.strip() for s in text.split(",") if s.strip()}
+            if not chosen <= set(only):
+                raise argparse.ArgumentTypeError(f"choose from {','.join(only)}")
+            return chosen
+
+        p.add_argument("--only", type=sections, default=set(only), help=f"some of {','.join(only)}")
     return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``p.parse_args(argv)``, refusing ``--no-fsync`` with ``--write-docs``."""
+    args = p.parse_args(argv)
+    if getattr(args, "no_fsync", False) and getattr(args, "write_docs", False):
+        p.error(
+            "--no-fsync is not the setup users run: its figures go beside the default ones "
+            "(--out), never into the docs instead of them; drop --write-docs"
+        )
+    return args
 
 
 def postgres_skipped(args: argparse.Namespace) -> str | None:

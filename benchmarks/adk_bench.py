@@ -42,8 +42,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _common
 import _report
 import sqlalchemy as sa
@@ -152,44 +150,21 @@ def _bulk_adk_sqlite_events(path: Path, session: Any, n: int) -> None:
         conn.close()
 
 
-async def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int) -> None:
+def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int) -> None:
     """Give a new session ``n`` ~2 KB events in one ``INSERT ... SELECT`` (not through the API).
 
-    Like the scale benchmark, this writes statekeeper's tables directly: the
-    events get ``seq`` 1..n and the session row the matching ``event_count``
-    and ``version``, as ``n`` appends would leave them. The benchmark checks
-    afterwards that the last 10 events read back are the ones appended for real.
+    Like the scale benchmark, this writes statekeeper's tables directly
+    (``_common.bulk_events``), as ``n`` appends would leave them. The benchmark
+    checks afterwards that the last 10 events read back are the ones appended for real.
     """
     document = make_event(0).model_dump(mode="json", exclude_none=True)
     document["id"] = "__ID__"
     text = json.dumps(document, separators=(",", ":"))
-    start = time.time() - 10 * n
     parsed = sa.make_url(url)
-    key = {"a": app, "u": user, "s": session_id}
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed.set(drivername="sqlite"))
-        series = (
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-            "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
-            "SELECT :a, :u, :s, i, :t + i * 0.001, replace(:doc, '__ID__', 'bulk-' || i) FROM s"
-        )
-    else:
-        engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg"))
-        series = (
-            "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
-            "SELECT :a, :u, :s, i, :t + i * 0.001, replace(:doc, '__ID__', 'bulk-' || i)::json "
-            "FROM generate_series(1, :n) AS i"
-        )
+    sqlite = parsed.get_backend_name() == "sqlite"
+    engine = sa.create_engine(parsed.set(drivername="sqlite" if sqlite else "postgresql+psycopg"))
     try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(series), {**key, "n": n, "t": start, "doc": text})
-            conn.execute(
-                sa.text(
-                    "UPDATE statekeeper_sessions SET event_count = :n, version = version + :n, "
-                    "update_time = :t WHERE app_name = :a AND user_id = :u AND session_id = :s"
-                ),
-                {**key, "n": n, "t": start + n * 0.001},
-            )
+        _common.bulk_events(engine, (app, user, session_id), n, text, time.time() - 10 * n)
     finally:
         engine.dispose()
 
@@ -282,7 +257,7 @@ async def _backend(
         # (statekeeper orders by insertion: the bulk goes first; ADK by time: older stamps)
         t0 = time.perf_counter()
         a_new = await sk.create_session(app_name="b-big", user_id=user)
-        await _bulk_sk_events(sk_url, "b-big", user, a_new.id, big - 10)
+        _bulk_sk_events(sk_url, "b-big", user, a_new.id, big - 10)
         big_key = {"app_name": "b-big", "user_id": user}
         a_big = await sk.get_session(
             **big_key, session_id=a_new.id, config=GetSessionConfig(num_recent_events=0)

@@ -35,8 +35,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _common
 import sqlalchemy as sa
 from _common import Settings, measure_pair

@@ -31,15 +31,12 @@ import argparse
 import asyncio
 import functools
 import json
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 from _common import SIZES, Module, agent_modules

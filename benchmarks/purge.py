@@ -26,12 +26,9 @@ import json
 import multiprocessing as mp
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 import _report
@@ -44,6 +41,7 @@ STATE = {"agent": {"name": "Friday", "turns": 3}, "memory": {"content": ["hello"
 BASELINE_SECONDS = 2.0
 #: The writer's pause between two writes (about 100 writes a second).
 WRITER_PAUSE = 0.01
+WAITS = ("max_s", "p99_s")
 
 
 def _caller(url: str, kind: str, started: Any, stop: Any, out: Any) -> None:
@@ -213,31 +211,24 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "the purge as it was before batching (one `DELETE ... RETURNING` of the whole backlog), "
         "for comparison. SQLite on disk (WAL, fsync on); PostgreSQL on the same machine.",
         "",
-        "| db | purge | total time | sessions/s | reader calls | reader max wait "
-        "| reader p99 | writer max wait | writer p99 |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in results:
         for name in ("baseline", "batched", "one statement"):
-            row = r[name]
-            seconds = row.get("seconds")
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        r["database"],
-                        name,
-                        "-" if seconds is None else f"{seconds:.2f} s",
-                        "-" if seconds is None else f"{r['sessions'] / seconds:,.0f}",
-                        f"{row['reader']['calls']:,}",
-                        _ms(row["reader"]["max_s"]),
-                        _ms(row["reader"]["p99_s"]),
-                        _ms(row["writer"]["max_s"]),
-                        _ms(row["writer"]["p99_s"]),
-                    ]
-                )
-                + " |"
+            row, seconds = r[name], r[name].get("seconds")
+            rows.append(
+                [
+                    r["database"],
+                    name,
+                    "-" if seconds is None else f"{seconds:.2f} s",
+                    "-" if seconds is None else f"{r['sessions'] / seconds:,.0f}",
+                    f"{row['reader']['calls']:,}",
+                    *(_ms(row[kind][key]) for kind in ("reader", "writer") for key in WAITS),
+                ]
             )
+    heads = ["db", "purge", "total time", "sessions/s", "reader calls", "reader max wait"]
+    heads += ["reader p99", "writer max wait", "writer p99"]
+    lines += [_report.md_table(heads, rows)]
     lines.append("")
     by_db = {r["database"]: r for r in results}
     if "SQLite" in by_db:
@@ -282,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with _common.scratch_dir() as tmp:  # on disk, as users have it
         url = f"sqlite:///{Path(tmp) / 'purge.db'}"
         migrations.upgrade(url)
         results.append(measure(url, "SQLite", args.sessions))

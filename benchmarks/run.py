@@ -34,8 +34,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _common
 import _report
 from _common import REPO, Settings
@@ -62,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "Benchmark statekeeper against the raw database drivers.",
         *("quick", "out", "chart", "no-chart", "write-docs", "from-json", "pg-url"),
         *("no-fsync", "no-postgres"),
+        only=SECTIONS,
         out={"help": "results JSON (default benchmarks/results/stores[-quick].json)"},
         chart={"help": "chart PNG (default docs/performance.png; beside --out with --quick)"},
         from_json={"help": "do not run: report, chart and docs from an existing results JSON"},
@@ -72,11 +71,6 @@ def _parser() -> argparse.ArgumentParser:
         "--million",
         action="store_true",
         help="also measure the scale scenario at 1 000 000 sessions",
-    )
-    p.add_argument(
-        "--only",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections to run (default: {','.join(SECTIONS)})",
     )
     return p
 
@@ -153,10 +147,7 @@ def _sections(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected sections on SQLite and PostgreSQL; return the results."""
     settings = Settings.make(quick=args.quick, million=args.million, durable=not args.no_fsync)
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    only = args.only
     results: dict[str, Any] = {
         "latency": [],
         "concurrency": None,
@@ -194,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUITES:
         return int(importlib.import_module(SUITES[argv[0]]).main(argv[1:]) or 0)
-    args = _parser().parse_args(argv)
-    if args.no_fsync and args.write_docs:
-        raise SystemExit(
-            "--no-fsync is not the setup users run: its figures go beside the default ones "
-            "(--out), never into the docs instead of them; drop --write-docs"
-        )
+    args = _common.parse(_parser(), argv)
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
         out = None

@@ -37,8 +37,6 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _common
 import sqlalchemy as sa
 from _common import Settings
@@ -285,7 +283,7 @@ def load(url: str, settings: Settings) -> dict[str, int]:
         engine = svc.engine
         for name in ("log1k", "log100k"):
             svc.create_session(name, USER, state={"topic": "weather"})
-            _bulk_events(engine, name, sizes[name])
+            _common.bulk_events(engine, (APP, USER, name), sizes[name], _EVENT_TEXT, 1e9)
         _bulk_sessions(engine, 1_000 if not settings.quick else 100)
     return sizes
 
@@ -297,27 +295,6 @@ def _series(engine: sa.Engine, n: int) -> str:
         "(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
         f"WHERE n < {int(n)}) SELECT n FROM s) AS g"
     )
-
-
-def _bulk_events(engine: sa.Engine, session_id: str, n: int) -> None:
-    doc = "CAST(:doc AS json)" if engine.dialect.name == "postgresql" else ":doc"
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO statekeeper_events "
-                "(app_name, user_id, session_id, seq, timestamp, event) "
-                f"SELECT :app, :user, :session, n, 1000000000.0 + n, {doc} "
-                f"FROM {_series(engine, n)}"
-            ),
-            {"app": APP, "user": USER, "session": session_id, "doc": _EVENT_TEXT},
-        )
-        conn.execute(
-            sa.text(
-                "UPDATE statekeeper_sessions SET event_count = :n, version = :n + 1 "
-                "WHERE app_name = :app AND user_id = :user AND session_id = :session"
-            ),
-            {"n": n, "app": APP, "user": USER, "session": session_id},
-        )
 
 
 def _bulk_sessions(engine: sa.Engine, n: int) -> None:
@@ -543,15 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     p = _common.parser(
         __doc__,
         *("quick", "no-fsync", "no-postgres", "pg-url", "write-docs", "from-json", "out"),
+        only=SECTIONS,
         out={"help": "results JSON (default benchmarks/results/service[-quick].json)"},
     )
-    p.add_argument("--only", default="sync,async", help="sync, async or both")
-    args = p.parse_args(argv)
-    if args.no_fsync and args.write_docs:
-        p.error("--no-fsync figures go beside the default ones (--out), never into the docs")
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if not only <= set(SECTIONS):
-        p.error(f"--only takes {', '.join(SECTIONS)}")
+    args = _common.parse(p, argv)
+    only = args.only
     if args.from_json is not None:
         _write_docs(json.loads(args.from_json.read_text()))
         return 0

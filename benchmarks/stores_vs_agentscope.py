@@ -36,8 +36,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import _common
 from _common import Module
 
