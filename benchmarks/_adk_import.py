@@ -65,67 +65,34 @@ def _fill(sync_url: str, adk_url: str, sessions: int, events: int) -> None:
     js = "CAST(:{} AS JSONB)" if pg else ":{}"
     session_rows, event_rows = [], []
     for i in range(sessions):
-        app, user, sid = APPS[i % len(APPS)], f"user{i % USERS}", f"session-{i}"
+        key = {"a": APPS[i % len(APPS)], "u": f"user{i % USERS}", "s": f"session-{i}"}
         stamps = [T0 + i + k * 0.25 for k in range(events)]
         state = {"topic": "billing", "turn": events - 1, "order": {"id": i, "items": [1, 2, 3]}}
         update = stamps[-1] if stamps else T0 + i
-        session_rows.append(
-            {
-                "a": app,
-                "u": user,
-                "s": sid,
-                "state": json.dumps(state),
-                "c": _naive(T0 + i),
-                "t": _naive(update),
-            }
-        )
+        times = {"c": _naive(T0 + i), "t": _naive(update)}
+        session_rows.append({**key, **times, "state": json.dumps(state)})
         for k, stamp in enumerate(stamps):
-            document = _event(i, k, stamp)
-            event_rows.append(
-                {
-                    "id": document["id"],
-                    "a": app,
-                    "u": user,
-                    "s": sid,
-                    "inv": document["invocation_id"],
-                    "t": _naive(stamp),
-                    "data": json.dumps(document),
-                }
-            )
-    now = _naive(time.time())
+            doc = _event(i, k, stamp)
+            row = {"id": doc["id"], "inv": doc["invocation_id"], "t": _naive(stamp)}
+            event_rows.append({**key, **row, "data": json.dumps(doc)})
+    now, state, data = _naive(time.time()), js.format("state"), js.format("data")
+    inserts = {
+        "sessions (app_name, user_id, id, state, create_time, update_time) "
+        f"VALUES (:a, :u, :s, {state}, :c, :t)": session_rows,
+        "events (id, app_name, user_id, session_id, invocation_id, timestamp, event_data) "
+        f"VALUES (:id, :a, :u, :s, :inv, :t, {data})": event_rows,
+        f"app_states (app_name, state, update_time) VALUES (:a, {state}, :t)": [
+            {"a": a, "state": json.dumps({"model": "gemini-2.5-flash"}), "t": now} for a in APPS
+        ],
+        f"user_states (app_name, user_id, state, update_time) VALUES (:a, :u, {state}, :t)": [
+            {"a": app, "u": f"user{u}", "state": json.dumps({"last_seen": T0 + u}), "t": now}
+            for app in APPS
+            for u in range(USERS)
+        ],
+    }
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO sessions (app_name, user_id, id, state, create_time, update_time) "
-                f"VALUES (:a, :u, :s, {js.format('state')}, :c, :t)"
-            ),
-            session_rows,
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO events (id, app_name, user_id, session_id, invocation_id, "
-                f"timestamp, event_data) VALUES (:id, :a, :u, :s, :inv, :t, {js.format('data')})"
-            ),
-            event_rows,
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO app_states (app_name, state, update_time) "
-                f"VALUES (:a, {js.format('state')}, :t)"
-            ),
-            [{"a": a, "state": json.dumps({"model": "gemini-2.5-flash"}), "t": now} for a in APPS],
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO user_states (app_name, user_id, state, update_time) "
-                f"VALUES (:a, :u, {js.format('state')}, :t)"
-            ),
-            [
-                {"a": app, "u": f"user{u}", "state": json.dumps({"last_seen": T0 + u}), "t": now}
-                for app in APPS
-                for u in range(USERS)
-            ],
-        )
+        for into, rows in inserts.items():
+            conn.execute(sa.text(f"INSERT INTO {into}"), rows)
     engine.dispose()
 
 

@@ -466,20 +466,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     if memory:
         labels = [f"{DB_NAMES[r['db']]} {r['op'].split('(')[-1].rstrip(')')}" for r in memory]
         ys = range(len(memory))
-        extra[2].barh(
-            [y - 0.2 for y in ys],
-            [r["statekeeper_multiple"] for r in memory],
-            0.4,
-            label="statekeeper",
-            color="tab:blue",
-        )
-        extra[2].barh(
-            [y + 0.2 for y in ys],
-            [r["floor_multiple"] for r in memory],
-            0.4,
-            label="floor",
-            color="tab:gray",
-        )
+        for shift, side, color in ((-0.2, "statekeeper", "tab:blue"), (0.2, "floor", "tab:gray")):
+            widths = [r[f"{side}_multiple"] for r in memory]
+            extra[2].barh([y + shift for y in ys], widths, 0.4, label=side, color=color)
         extra[2].set_yticks(list(ys), labels, fontsize=7)
         extra[2].invert_yaxis()
         extra[2].axvline(MEMORY_LIMIT, color="red", ls=":", lw=1, label=f"target {MEMORY_LIMIT}x")

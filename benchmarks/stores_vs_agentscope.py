@@ -197,14 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 a, b = interleaved(ours, theirs, rounds)
                 case = f"{name} {label}"
-                rows.append(
-                    {
-                        "case": case,
-                        "statekeeper_ms": a * 1e3,
-                        "agentscope_ms": b * 1e3,
-                        "ratio": a / b,
-                    }
-                )
+                row = {"case": case, "statekeeper_ms": a * 1e3, "agentscope_ms": b * 1e3}
+                rows.append({**row, "ratio": a / b})
                 print(
                     f"{case:34} statekeeper {a * 1e3:8.3f} ms   "
                     f"AgentScope {b * 1e3:8.3f} ms   ratio {a / b:5.2f}"
