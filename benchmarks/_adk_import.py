@@ -132,16 +132,13 @@ def run_adk(sessions: int, events: int, pg_url: str | None) -> None:
             )
         ]
         if pg_url is not None:
-            src, dst = (
-                sa.make_url(stack.enter_context(_common.postgres_database(pg_url)))
-                for _ in range(2)
-            )
+            src, dst = (stack.enter_context(_common.postgres_database(pg_url)) for _ in range(2))
             runs.append(
                 (
                     "postgresql",
-                    src.set(drivername="postgresql+asyncpg").render_as_string(False),
-                    src.set(drivername="postgresql+psycopg").render_as_string(False),
-                    dst.render_as_string(False),
+                    _common.libpq_url(src, "postgresql+asyncpg"),
+                    _common.libpq_url(src, "postgresql+psycopg"),
+                    dst,
                 )
             )
         for label, adk_url, sync_url, target in runs:

@@ -465,9 +465,9 @@ async def afloor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
 # --------------------------------------------------------------------------- databases
 
 
-def libpq_url(url: sa.URL) -> str:
-    """A URL psycopg understands (no ``+driver``), password included."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+def libpq_url(url: str | sa.URL, driver: str = "postgresql") -> str:
+    """``url`` with the driver ``driver`` (by default none, as psycopg takes it), password in."""
+    return sa.make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
 @contextmanager
@@ -600,26 +600,12 @@ def storage(folder: str | Path) -> str:
     return f"{Path(folder).parent} ({_filesystem(Path(folder))})"
 
 
-def postgres_reason(admin_url: str) -> str | None:
-    """``None`` if PostgreSQL answers at ``admin_url``, else why not."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed: pip install 'statekeeper[postgres]'"
-    try:
-        with psycopg.connect(libpq_url(sa.make_url(admin_url)), connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # any connection failure means: skip PostgreSQL
-        return f"PostgreSQL not reachable at {admin_url}: {exc}".strip()
-    return None
-
-
-def server_version(url: str) -> str:
-    """PostgreSQL's ``server_version``."""
+def server_setting(url: str, name: str = "server_version") -> str:
+    """The PostgreSQL setting ``name`` at ``url`` (by default the server's version)."""
     import psycopg
 
     with psycopg.connect(url) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
+        row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
     return str(row[0]) if row else "?"
 
 
@@ -722,9 +708,18 @@ def postgres_skipped(args: argparse.Namespace) -> str | None:
     """Why this run leaves PostgreSQL out (``--no-postgres``, no server; printed), or ``None``."""
     if getattr(args, "no_postgres", False):
         return "--no-postgres"
-    reason = postgres_reason(args.pg_url)
-    if reason is not None:
-        print(f"PostgreSQL skipped: {reason}", file=sys.stderr, flush=True)
+    try:
+        import psycopg
+    except ImportError:
+        reason = "psycopg is not installed: pip install 'statekeeper[postgres]'"
+    else:
+        try:
+            with psycopg.connect(libpq_url(args.pg_url), connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return None
+        except Exception as exc:  # any connection failure means: skip PostgreSQL
+            reason = f"PostgreSQL not reachable at {args.pg_url}: {exc}".strip()
+    print(f"PostgreSQL skipped: {reason}", file=sys.stderr, flush=True)
     return reason
 
 

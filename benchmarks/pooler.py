@@ -98,13 +98,15 @@ def pgbouncer(server: sa.URL) -> Iterator[int]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _route(url: str, prepares: bool, settings: Settings) -> dict[str, dict[str, Any]]:
-    """Measure the three calls on ``url`` against the raw driver with the same prepares."""
+def _route(url: str, prepares: bool, sql: Sql, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Measure the three calls on ``url`` against the raw driver with the same prepares.
+
+    ``sql``: the service's statements, recorded on the direct connection.
+    """
     import psycopg
 
     options = None if prepares else OFF
     threshold = 5 if prepares else None  # psycopg's default, or never
-    sql = Sql("postgresql")
     select, upsert = _common.select_sql("format"), _common.upsert_sql("format")
     text = json.dumps(STATE)
     results: dict[str, dict[str, Any]] = {}
@@ -150,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     if _common.postgres_skipped(args) is not None:
         return 0
     data: dict[str, Any] = {"meta": {"quick": args.quick, "rounds": settings.rounds}}
-    with _common.postgres_database(args.pg_url, durable=False) as url:
+    with _common.postgres_database(args.pg_url) as url:  # default settings, as users run
         _common.upgrade(url)  # migrations on the direct connection
+        sql = Sql(url)
         parsed = sa.make_url(url)
         with (
             contextlib.nullcontext(None)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 "PgBouncer, prepares off": (_common.libpq_url(pooled), False),
             }
             for route, (target, prepares) in routes.items():
-                data[route] = _route(target, prepares, settings)
+                data[route] = _route(target, prepares, sql, settings)
     print(f"{'route':<26} {'call':<13} {'statekeeper':>12} {'floor':>10} {'ratio':>6}")
     for route in routes:
         for call, row in data[route].items():

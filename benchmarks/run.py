@@ -76,28 +76,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _progress(kind: str, row: dict[str, Any]) -> None:
+    time, ratio = _report.fmt_time, _report.fmt_ratio
     if kind == "latency":
-        text = (
-            f"{row['db']} {row['api']} {row['op']} {row['size']}: "
-            f"{_report.fmt_time(row['statekeeper_s'])} vs {_report.fmt_time(row['floor_s'])} "
-            f"({_report.fmt_ratio(row['ratio'])})"
-        )
+        text = f"{row['db']} {row['api']} {row['op']} {row['size']}: "
+        text += f"{time(row['statekeeper_s'])} vs {time(row['floor_s'])} ({ratio(row['ratio'])})"
     elif kind == "scale":
-        text = (
-            f"{row['db']} {row['op']} at {row['sessions']:,}: "
-            f"{_report.fmt_time(row['statekeeper_s'])} "
-            f"({_report.fmt_ratio(row['vs_smallest'])} of the smallest)"
-        )
+        text = f"{row['db']} {row['op']} at {row['sessions']:,}: {time(row['statekeeper_s'])} "
+        text += f"({ratio(row['vs_smallest'])} of the smallest)"
     elif kind == "memory":
-        text = (
-            f"{row['db']} {row['op']}: {row['statekeeper_multiple']:.2f}x JSON "
-            f"(floor {row['floor_multiple']:.2f}x)"
-        )
+        text = f"{row['db']} {row['op']}: {row['statekeeper_multiple']:.2f}x JSON "
+        text += f"(floor {row['floor_multiple']:.2f}x)"
     else:
-        text = (
-            f"{row['statekeeper_ops_s']:,.0f} vs {row['floor_ops_s']:,.0f} writes/s "
-            f"({_report.fmt_ratio(row['ratio'])})"
-        )
+        text = f"{row['statekeeper_ops_s']:,.0f} vs {row['floor_ops_s']:,.0f} writes/s "
+        text += f"({ratio(row['ratio'])})"
     print(f"  [{kind}] {text}", file=sys.stderr, flush=True)
 
 
@@ -167,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         with _common.postgres_database(args.pg_url, durable=settings.durable) as url:
             print(f"PostgreSQL (throwaway database {url.rsplit('/', 1)[-1]})", file=sys.stderr)
-            pg_version = _common.server_version(url)
+            pg_version = _common.server_setting(url)
             _sections(results, "postgresql", url, settings, only)
     results["meta"] = {
         "command": "python benchmarks/run.py " + shlex.join(sys.argv[1:]),
