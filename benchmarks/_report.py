@@ -143,6 +143,11 @@ def _limit(row: dict[str, Any]) -> str:
 def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report as (title, headers, rows) tables, shared by the console and Markdown."""
     out: list[tuple[str, list[str], list[list[str]]]] = []
+
+    def add(title: str, headers: list[str], rows: list[list[str]]) -> None:
+        if rows:
+            out.append((title, headers, rows))
+
     rows = [
         [
             DB_NAMES[r["db"]],
@@ -156,29 +161,24 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for r in results.get("latency", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Latency per operation (median of batches; floor = raw driver, same SQL work)",
-                ["db", "api", "op", "state", "statekeeper", "floor", "floor driver", "ratio"],
-                rows,
-            )
-        )
+    add(
+        "Latency per operation (median of batches; floor = raw driver, same SQL work)",
+        ["db", "api", "op", "state", "statekeeper", "floor", "floor driver", "ratio"],
+        rows,
+    )
     conc = results.get("concurrency")
     if conc:
-        out.append(
-            (
-                f"Throughput, {conc['writers']} concurrent async writers on PostgreSQL, "
-                f"pool of {conc['pool_size']}, {conc['state_bytes'] // 1000} KB states",
-                ["statekeeper", "floor (psycopg_pool)", "ratio"],
+        add(
+            f"Throughput, {conc['writers']} concurrent async writers on PostgreSQL, "
+            f"pool of {conc['pool_size']}, {conc['state_bytes'] // 1000} KB states",
+            ["statekeeper", "floor (psycopg_pool)", "ratio"],
+            [
                 [
-                    [
-                        f"{conc['statekeeper_ops_s']:,.0f} writes/s",
-                        f"{conc['floor_ops_s']:,.0f} writes/s",
-                        fmt_ratio(conc["ratio"]),
-                    ]
-                ],
-            )
+                    f"{conc['statekeeper_ops_s']:,.0f} writes/s",
+                    f"{conc['floor_ops_s']:,.0f} writes/s",
+                    fmt_ratio(conc["ratio"]),
+                ]
+            ],
         )
     rows = [
         [
@@ -192,14 +192,11 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for r in results.get("scale", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Scale: point read and a 50-row list_sessions page as the table grows",
-                ["db", "op", "sessions", "statekeeper", "vs smallest", "floor", "vs floor"],
-                rows,
-            )
-        )
+    add(
+        "Scale: point read and a 50-row list_sessions page as the table grows",
+        ["db", "op", "sessions", "statekeeper", "vs smallest", "floor", "vs floor"],
+        rows,
+    )
     rows = [
         [
             DB_NAMES[r["db"]],
@@ -213,24 +210,20 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for r in results.get("memory", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Peak Python memory (tracemalloc) of one call, "
-                "as a multiple of the state's JSON size",
-                [
-                    "db",
-                    "op",
-                    "JSON",
-                    "statekeeper peak",
-                    "x JSON",
-                    "floor peak",
-                    "floor x JSON",
-                    "of which the returned dict",
-                ],
-                rows,
-            )
-        )
+    add(
+        "Peak Python memory (tracemalloc) of one call, as a multiple of the state's JSON size",
+        [
+            "db",
+            "op",
+            "JSON",
+            "statekeeper peak",
+            "x JSON",
+            "floor peak",
+            "floor x JSON",
+            "of which the returned dict",
+        ],
+        rows,
+    )
     rows = [
         [
             t["target"],
@@ -241,14 +234,11 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for t in results.get("targets", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Targets (ratios to the floor unless said otherwise)",
-                ["target", "measured", "limit", "", "note"],
-                rows,
-            )
-        )
+    add(
+        "Targets (ratios to the floor unless said otherwise)",
+        ["target", "measured", "limit", "", "note"],
+        rows,
+    )
     return out
 
 
