@@ -76,12 +76,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _progress(kind: str, row: dict[str, Any]) -> None:
-    time, ratio = _report.fmt_time, _report.fmt_ratio
+    fmt, ratio = _report.fmt_time, _report.fmt_ratio
     if kind == "latency":
         text = f"{row['db']} {row['api']} {row['op']} {row['size']}: "
-        text += f"{time(row['statekeeper_s'])} vs {time(row['floor_s'])} ({ratio(row['ratio'])})"
+        text += f"{fmt(row['statekeeper_s'])} vs {fmt(row['floor_s'])} ({ratio(row['ratio'])})"
     elif kind == "scale":
-        text = f"{row['db']} {row['op']} at {row['sessions']:,}: {time(row['statekeeper_s'])} "
+        text = f"{row['db']} {row['op']} at {row['sessions']:,}: {fmt(row['statekeeper_s'])} "
         text += f"({ratio(row['vs_smallest'])} of the smallest)"
     elif kind == "memory":
         text = f"{row['db']} {row['op']}: {row['statekeeper_multiple']:.2f}x JSON "
