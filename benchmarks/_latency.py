@@ -13,22 +13,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from _common import (
-    SIZES,
-    Module,
-    Read,
-    Settings,
-    Write,
-    aconnect,
-    afloor,
-    agent_modules,
-    ameasure_pair,
-    connect,
-    floor,
-    json_size,
-    measure_pair,
-    rotating,
-)
+import _common
+from _common import Module, Read, Settings, Write
 
 from statekeeper import AsyncSqlSession, SqlSession
 
@@ -50,9 +36,9 @@ Report = Callable[[dict[str, Any]], None]
 
 def _cases() -> Iterator[tuple[str, int, str, dict[str, Any], list[str]]]:
     """Each (size, JSON bytes, op, state, session ids) to measure."""
-    for size, target in SIZES.items():
-        modules = agent_modules(target)
-        nbytes = json_size(modules)
+    for size, target in _common.SIZES.items():
+        modules = _common.agent_modules(target)
+        nbytes = _common.json_size(modules)
         for op in OPS:
             yield size, nbytes, op, modules, [f"{op}-{size}-{i}" for i in range(SESSIONS_PER_CASE)]
 
@@ -65,7 +51,7 @@ def _calls(
     On the async store and floor each call returns the coroutine to await.
     """
     agent, memory = Module(modules["agent"]), Module(modules["memory"])
-    sk_key, floor_key = rotating(keys), rotating(keys)
+    sk_key, floor_key = _common.rotating(keys), _common.rotating(keys)
     sk = {
         "write": lambda: store.set_state(sk_key(), modules, user_id=USER),
         "merge": lambda: store.save_session_state(sk_key(), USER, agent=agent, memory=memory),
@@ -83,14 +69,14 @@ def _row(db: str, api: str, op: str, size: str, nbytes: int) -> dict[str, Any]:
 
 def run_sync(db: str, url: str, settings: Settings, report: Report) -> None:
     """Measure every op and size with ``SqlSession`` against ``sqlite3`` / psycopg."""
-    store, conn = SqlSession(url, app_name=SK_APP), connect(url)
-    fwrite, fread = floor(conn, FLOOR_APP, USER)
+    store, conn = SqlSession(url, app_name=SK_APP), _common.connect(url)
+    fwrite, fread = _common.floor(conn, FLOOR_APP, USER)
     try:
         for size, nbytes, op, modules, keys in _cases():
             for key in keys:  # every session exists: writes are updates, reads hit
                 store.set_state(key, modules, user_id=USER)
                 fwrite(key, json.dumps(modules))
-            pair = measure_pair(*_calls(store, fwrite, fread, op, modules, keys), settings)
+            pair = _common.measure_pair(*_calls(store, fwrite, fread, op, modules, keys), settings)
             report(_row(db, "sync", op, size, nbytes) | pair.summary())
     finally:
         conn.close()
@@ -99,14 +85,16 @@ def run_sync(db: str, url: str, settings: Settings, report: Report) -> None:
 
 async def run_async(db: str, url: str, settings: Settings, report: Report) -> None:
     """Measure every op and size with ``AsyncSqlSession`` against aiosqlite / psycopg async."""
-    store, conn = AsyncSqlSession(url, app_name=SK_APP), await aconnect(url)
-    fwrite, fread = await afloor(conn, FLOOR_APP, USER)
+    store, conn = AsyncSqlSession(url, app_name=SK_APP), await _common.aconnect(url)
+    fwrite, fread = await _common.afloor(conn, FLOOR_APP, USER)
     try:
         for size, nbytes, op, modules, keys in _cases():
             for key in keys:
                 await store.set_state(key, modules, user_id=USER)
                 await fwrite(key, json.dumps(modules))
-            pair = await ameasure_pair(*_calls(store, fwrite, fread, op, modules, keys), settings)
+            pair = await _common.ameasure_pair(
+                *_calls(store, fwrite, fread, op, modules, keys), settings
+            )
             report(_row(db, "async", op, size, nbytes) | pair.summary())
     finally:
         await conn.close()

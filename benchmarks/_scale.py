@@ -19,20 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    COLUMNS,
-    TABLE,
-    Settings,
-    agent_modules,
-    list_sql,
-    measure_pair,
-    rotating,
-    select_sql,
-    sqlite_connect,
-    sqlite_now,
-    upgrade,
-    utcnow,
-)
+import _common
+from _common import COLUMNS, TABLE, Settings, sqlite_now, utcnow
 
 from statekeeper import SqlSession
 
@@ -58,8 +46,8 @@ class Point:
         """Per measured op, the statekeeper call and its raw floor, on random keys."""
         rng = random.Random(seed)
         ids = [rng.randrange(self.n) for _ in range(SAMPLE_KEYS)]
-        sessions = rotating([f"{i % self.users}:{i}" for i in ids])
-        users = rotating([f"u{rng.randrange(self.users)}" for _ in range(SAMPLE_KEYS)])
+        sessions = _common.rotating([f"{i % self.users}:{i}" for i in ids])
+        users = _common.rotating([f"u{rng.randrange(self.users)}" for _ in range(SAMPLE_KEYS)])
 
         def key() -> tuple[str, str]:
             user, session = sessions().split(":")
@@ -92,7 +80,7 @@ class Point:
 
 
 def _state_text() -> str:
-    return json.dumps(agent_modules(1_000), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(_common.agent_modules(1_000), ensure_ascii=False, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- loaders
@@ -105,7 +93,8 @@ def _point(
     """The loaded table's :class:`Point`: the floor's read and page on ``conn``'s cursor."""
     sqlite = isinstance(conn, sqlite3.Connection)
     style, stamp = ("qmark", sqlite_now) if sqlite else ("format", utcnow)
-    select, page, cur = select_sql(style, table), list_sql(style, table), conn.cursor()
+    select, page = _common.select_sql(style, table), _common.list_sql(style, table)
+    cur = conn.cursor()
 
     def floor_read(user: str, session: str) -> object:
         row = cur.execute(select, (APP, user, session, stamp())).fetchone()
@@ -128,7 +117,7 @@ def _pg_point(url: str, n: int, settings: Settings) -> Iterator[Point]:
 
     schema = f"scale_{n}"
     users = max(1, n // settings.sessions_per_user)
-    upgrade(url, schema=schema)
+    _common.upgrade(url, schema=schema)
     table = f"{schema}.{TABLE}"
     start = time.perf_counter()
     conn = psycopg.connect(url, autocommit=True)
@@ -150,9 +139,9 @@ def _pg_point(url: str, n: int, settings: Settings) -> Iterator[Point]:
 def _sqlite_point(folder: Path, n: int, settings: Settings) -> Iterator[Point]:
     path = folder / f"scale_{n}.db"
     users = max(1, n // settings.sessions_per_user)
-    upgrade(f"sqlite:///{path}")
+    _common.upgrade(f"sqlite:///{path}")
     start = time.perf_counter()
-    conn = sqlite_connect(path)
+    conn = _common.sqlite_connect(path)
     base = utcnow().timestamp()
     conn.execute(
         f"WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?) "
@@ -203,15 +192,15 @@ def run(db: str, url: str, settings: Settings, report: Report) -> None:
                 }
                 own: float | None = None
                 if op != "list_all":  # the floor has no all-users page
-                    vs_floor = measure_pair(sk, floor, settings)
+                    vs_floor = _common.measure_pair(sk, floor, settings)
                     own = vs_floor.a_median
                     row |= {"floor_s": vs_floor.b_median, "floor_ratio": vs_floor.ratio}
                 if point is smallest:
                     if own is None:
-                        own = measure_pair(sk, sk, settings).a_median
+                        own = _common.measure_pair(sk, sk, settings).a_median
                     row |= {"statekeeper_s": own, "vs_smallest": 1.0}
                 else:
-                    vs_small = measure_pair(sk, small_calls[op][0], settings)
+                    vs_small = _common.measure_pair(sk, small_calls[op][0], settings)
                     row |= {
                         "statekeeper_s": vs_small.a_median,
                         "smallest_s": vs_small.b_median,
