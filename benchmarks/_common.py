@@ -416,6 +416,7 @@ def _floor_sql(conn: Any) -> tuple[str, str, Callable[[], Any]]:
     return upsert_sql("format"), select_sql("format"), utcnow
 
 
+Report = Callable[[dict[str, Any]], None]  # a section's sink for each result row
 Write = Callable[[str, str], Any]  # (session id, state JSON text) -> the new version's row
 Read = Callable[[str], Any]  # session id -> the state
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import _common
-from _common import Module, Read, Settings, Write
+from _common import Module, Read, Report, Settings, Write
 
 from statekeeper import AsyncSqlSession, SqlSession
 
@@ -30,8 +30,6 @@ DRIVERS = {
     ("sqlite", "async"): "aiosqlite",
     ("postgresql", "async"): "psycopg async",
 }
-
-Report = Callable[[dict[str, Any]], None]
 
 
 def _cases() -> Iterator[tuple[str, int, str, dict[str, Any], list[str]]]:

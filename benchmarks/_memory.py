@@ -12,9 +12,8 @@ import gc
 import json
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
 
-from _common import Module, Settings, agent_modules, connect, floor, json_size
+from _common import Module, Report, Settings, agent_modules, connect, floor, json_size
 
 from statekeeper import SqlSession
 
@@ -22,8 +21,6 @@ SK_APP = "bench_mem"
 FLOOR_APP = "bench_mem_floor"
 USER = "alice"
 KEY = "big"
-
-Report = Callable[[dict[str, Any]], None]
 
 
 def peak_bytes(fn: Callable[[], object]) -> tuple[int, int]:

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _common import COLUMNS, TABLE, Settings, sqlite_now, utcnow
+from _common import COLUMNS, TABLE, Report, Settings, sqlite_now, utcnow
 
 from statekeeper import SqlSession
 
 APP = "scale"
 PAGE = 50
 SAMPLE_KEYS = 512
-
-Report = Callable[[dict[str, Any]], None]
 
 
 @dataclass
