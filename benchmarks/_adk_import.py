@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import sys
 import tempfile
 import time
 import uuid
@@ -66,73 +65,35 @@ def _fill(sync_url: str, adk_url: str, sessions: int, events: int) -> None:
     js = "CAST(:{} AS JSONB)" if pg else ":{}"
     session_rows, event_rows = [], []
     for i in range(sessions):
-        app, user, sid = APPS[i % len(APPS)], f"user{i % USERS}", f"session-{i}"
+        key = {"a": APPS[i % len(APPS)], "u": f"user{i % USERS}", "s": f"session-{i}"}
         stamps = [T0 + i + k * 0.25 for k in range(events)]
         state = {"topic": "billing", "turn": events - 1, "order": {"id": i, "items": [1, 2, 3]}}
         update = stamps[-1] if stamps else T0 + i
-        session_rows.append(
-            {
-                "a": app,
-                "u": user,
-                "s": sid,
-                "state": json.dumps(state),
-                "c": _naive(T0 + i),
-                "t": _naive(update),
-            }
-        )
+        times = {"c": _naive(T0 + i), "t": _naive(update)}
+        session_rows.append({**key, **times, "state": json.dumps(state)})
         for k, stamp in enumerate(stamps):
-            document = _event(i, k, stamp)
-            event_rows.append(
-                {
-                    "id": document["id"],
-                    "a": app,
-                    "u": user,
-                    "s": sid,
-                    "inv": document["invocation_id"],
-                    "t": _naive(stamp),
-                    "data": json.dumps(document),
-                }
-            )
-    now = _naive(time.time())
+            doc = _event(i, k, stamp)
+            row = {"id": doc["id"], "inv": doc["invocation_id"], "t": _naive(stamp)}
+            event_rows.append({**key, **row, "data": json.dumps(doc)})
+    now, state, data = _naive(time.time()), js.format("state"), js.format("data")
+    inserts = {
+        "sessions (app_name, user_id, id, state, create_time, update_time) "
+        f"VALUES (:a, :u, :s, {state}, :c, :t)": session_rows,
+        "events (id, app_name, user_id, session_id, invocation_id, timestamp, event_data) "
+        f"VALUES (:id, :a, :u, :s, :inv, :t, {data})": event_rows,
+        f"app_states (app_name, state, update_time) VALUES (:a, {state}, :t)": [
+            {"a": a, "state": json.dumps({"model": "gemini-2.5-flash"}), "t": now} for a in APPS
+        ],
+        f"user_states (app_name, user_id, state, update_time) VALUES (:a, :u, {state}, :t)": [
+            {"a": app, "u": f"user{u}", "state": json.dumps({"last_seen": T0 + u}), "t": now}
+            for app in APPS
+            for u in range(USERS)
+        ],
+    }
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO sessions (app_name, user_id, id, state, create_time, update_time) "
-                f"VALUES (:a, :u, :s, {js.format('state')}, :c, :t)"
-            ),
-            session_rows,
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO events (id, app_name, user_id, session_id, invocation_id, "
-                f"timestamp, event_data) VALUES (:id, :a, :u, :s, :inv, :t, {js.format('data')})"
-            ),
-            event_rows,
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO app_states (app_name, state, update_time) "
-                f"VALUES (:a, {js.format('state')}, :t)"
-            ),
-            [{"a": a, "state": json.dumps({"model": "gemini-2.5-flash"}), "t": now} for a in APPS],
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO user_states (app_name, user_id, state, update_time) "
-                f"VALUES (:a, :u, {js.format('state')}, :t)"
-            ),
-            [
-                {"a": app, "u": f"user{u}", "state": json.dumps({"last_seen": T0 + u}), "t": now}
-                for app in APPS
-                for u in range(USERS)
-            ],
-        )
+        for into, rows in inserts.items():
+            conn.execute(sa.text(f"INSERT INTO {into}"), rows)
     engine.dispose()
-
-
-def _measure(adk_url: str, target: str) -> _common.Imported:
-    """``statekeeper import adk-database`` of ``adk_url`` into ``target`` (no failure allowed)."""
-    return _common.import_command("adk-database", adk_url, "--to", target)
 
 
 def _same_as_adk(adk_url: str, target: str, sessions: int) -> None:
@@ -155,8 +116,11 @@ def _same_as_adk(adk_url: str, target: str, sessions: int) -> None:
     asyncio.run(check())
 
 
-def run_adk(sessions: int, events: int, pg_url: str) -> None:
-    """Build the sources, import each into a fresh statekeeper database, print sessions/s."""
+def run_adk(sessions: int, events: int, pg_url: str | None) -> None:
+    """Build the sources, import each into a fresh statekeeper database, print sessions/s.
+
+    ``pg_url``: the PostgreSQL server for two throwaway databases, or ``None`` (SQLite only).
+    """
     with tempfile.TemporaryDirectory(prefix="statekeeper-adk-import-") as tmp, ExitStack() as stack:
         # (label, source as ADK names it, the same for plain SQL, target)
         runs = [
@@ -167,21 +131,16 @@ def run_adk(sessions: int, events: int, pg_url: str) -> None:
                 f"sqlite:///{Path(tmp) / 'statekeeper.db'}",
             )
         ]
-        try:
-            src, dst = (
-                sa.make_url(stack.enter_context(_common.postgres_database(pg_url)))
-                for _ in range(2)
-            )
+        if pg_url is not None:
+            src, dst = (stack.enter_context(_common.postgres_database(pg_url)) for _ in range(2))
             runs.append(
                 (
                     "postgresql",
-                    src.set(drivername="postgresql+asyncpg").render_as_string(False),
-                    src.set(drivername="postgresql+psycopg").render_as_string(False),
-                    dst.render_as_string(False),
+                    _common.libpq_url(src, "postgresql+asyncpg"),
+                    _common.libpq_url(src, "postgresql+psycopg"),
+                    dst,
                 )
             )
-        except Exception as exc:  # no server: SQLite only
-            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
         for label, adk_url, sync_url, target in runs:
             t0 = time.perf_counter()
             _fill(sync_url, adk_url, sessions, events)
@@ -190,15 +149,6 @@ def run_adk(sessions: int, events: int, pg_url: str) -> None:
                 f"written in {time.perf_counter() - t0:.1f} s"
             )
             migrations.upgrade(target)
-            first = _measure(adk_url, target)
-            assert first.imported == sessions, first.output[-2000:]
-            print(
-                f"{label:10} {sessions} sessions ({sessions * events} events) in "
-                f"{first.seconds:6.1f} s: {sessions / first.seconds:7.0f} sessions/s, "
-                f"{sessions * events / first.seconds:7.0f} events/s (read-back check included)"
-            )
-            again = _measure(adk_url, target)
-            assert again.unchanged == sessions
-            rate = sessions / again.seconds
-            print(f"{label:10} second run (nothing to write): {rate:7.0f} sessions/s")
+            command = ("adk-database", adk_url, "--to", target)
+            _common.import_twice(label, sessions, *command, events=events)
             _same_as_adk(adk_url, target, sessions)

@@ -6,9 +6,10 @@ only through its public names and ``statekeeper.migrations.upgrade``.
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import datetime as dt
 import gc
+import inspect
 import json
 import os
 import random
@@ -20,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,54 +104,12 @@ class Settings:
 
 # --------------------------------------------------------------------------- states
 
-_WORDS = (
-    "the",
-    "agent",
-    "should",
-    "call",
-    "search",
-    "tool",
-    "with",
-    "query",
-    "results",
-    "summary",
-    "user",
-    "asked",
-    "about",
-    "weather",
-    "plan",
-    "step",
-    "observation",
-    "thought",
-    "answer",
-    "because",
-    "therefore",
-    "file",
-    "code",
-    "error",
-    "retry",
-    "context",
-    "token",
-    "budget",
-    "memory",
-    "note",
-    "task",
-    "done",
-    "next",
-    "review",
-    "function",
-    "argument",
-    "value",
-    "returned",
-    "list",
-    "café",
-    "naïve",
-    "東京",
-    "データ",
-    "ünïcödé",
-    "émoji",
-    "🚀",
-)
+_WORDS = (  # noqa: SIM905 (as a literal, one line a word)
+    "the agent should call search tool with query results summary user asked about weather "
+    "plan step observation thought answer because therefore file code error retry context token "
+    "budget memory note task done next review function argument value returned list café naïve "
+    "東京 データ ünïcödé émoji 🚀"
+).split()
 
 
 def _message(rng: random.Random, index: int, words: int) -> dict[str, Any]:
@@ -216,8 +175,8 @@ def json_size(value: Any) -> int:
 class Module:
     """A minimal state module: anything with ``state_dict`` / ``load_state_dict``."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.state = {} if state is None else state
 
     def state_dict(self) -> dict[str, Any]:
         """Return the module's state."""
@@ -233,11 +192,17 @@ class Module:
 
 @dataclass
 class Pair:
-    """Two sides of one comparison measured in alternating batches; times are seconds per op."""
+    """Two sides of one comparison measured in alternating batches; times are seconds per op.
+
+    ``a`` / ``b`` hold each batch's wall time, ``a_cpu`` / ``b_cpu`` this process's CPU time
+    (``time.process_time``: every thread of the client, not a database server's).
+    """
 
     a: list[float] = field(default_factory=list)
     b: list[float] = field(default_factory=list)
     ops_per_batch: int = 0
+    a_cpu: list[float] = field(default_factory=list)
+    b_cpu: list[float] = field(default_factory=list)
 
     @property
     def a_median(self) -> float:
@@ -253,6 +218,11 @@ class Pair:
     def ratio(self) -> float:
         """A / B of the medians."""
         return self.a_median / self.b_median
+
+    def add(self, side: int, wall: float, cpu: float) -> None:
+        """Keep one batch of side 0 (A) or 1 (B)."""
+        (self.b if side else self.a).append(wall)
+        (self.b_cpu if side else self.a_cpu).append(cpu)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers: medians, ratio, spread of the batches."""
@@ -273,6 +243,27 @@ def _ops_for(settings: Settings, per_op: float) -> int:
     return max(settings.min_ops, min(settings.max_ops, round(settings.batch_seconds / per_op)))
 
 
+def _sides(settings: Settings) -> list[int]:
+    """The side of each timed batch: A B, B A, A B, ... (``rounds`` batches per side)."""
+    return [s for r in range(settings.rounds) for s in ((0, 1) if r % 2 == 0 else (1, 0))]
+
+
+def _batch(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+async def _abatch(fn: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        await fn()
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
 def measure_pair(a: Callable[[], object], b: Callable[[], object], settings: Settings) -> Pair:
     """Time ``a`` and ``b`` in alternating batches (A B B A A B ...), the same op count each.
 
@@ -280,23 +271,10 @@ def measure_pair(a: Callable[[], object], b: Callable[[], object], settings: Set
     then run ``rounds`` batches, the order flipping every round so neither
     always goes first.
     """
-
-    def batch(fn: Callable[[], object], n: int) -> float:
-        gc.collect()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
-
-    warm = settings.warmup_ops
-    per_op = max(batch(a, warm), batch(b, warm))
-    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
-    for r in range(settings.rounds):
-        first, second = (a, b) if r % 2 == 0 else (b, a)
-        t1 = batch(first, pair.ops_per_batch)
-        t2 = batch(second, pair.ops_per_batch)
-        pair.a.append(t1 if first is a else t2)
-        pair.b.append(t2 if first is a else t1)
+    fns, warm = (a, b), settings.warmup_ops
+    pair = Pair(ops_per_batch=_ops_for(settings, max(_batch(a, warm)[0], _batch(b, warm)[0])))
+    for side in _sides(settings):
+        pair.add(side, *_batch(fns[side], pair.ops_per_batch))
     return pair
 
 
@@ -304,24 +282,23 @@ async def ameasure_pair(
     a: Callable[[], Awaitable[object]], b: Callable[[], Awaitable[object]], settings: Settings
 ) -> Pair:
     """:func:`measure_pair` for coroutine functions, on the running event loop."""
+    fns, warm = (a, b), settings.warmup_ops
+    per_op = max((await _abatch(a, warm))[0], (await _abatch(b, warm))[0])
+    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
+    for side in _sides(settings):
+        pair.add(side, *(await _abatch(fns[side], pair.ops_per_batch)))
+    return pair
 
-    async def batch(fn: Callable[[], Awaitable[object]], n: int) -> float:
-        gc.collect()
+
+def median_per_call(fn: Callable[[], object], n: int, rounds: int = 5) -> float:
+    """Median over ``rounds`` runs of ``n`` calls of the seconds per call (no floor beside it)."""
+    runs = []
+    for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(n):
-            await fn()
-        return (time.perf_counter() - start) / n
-
-    warm = settings.warmup_ops
-    per_op = max(await batch(a, warm), await batch(b, warm))
-    pair = Pair(ops_per_batch=_ops_for(settings, per_op))
-    for r in range(settings.rounds):
-        first, second = (a, b) if r % 2 == 0 else (b, a)
-        t1 = await batch(first, pair.ops_per_batch)
-        t2 = await batch(second, pair.ops_per_batch)
-        pair.a.append(t1 if first is a else t2)
-        pair.b.append(t2 if first is a else t1)
-    return pair
+            fn()
+        runs.append((time.perf_counter() - start) / n)
+    return statistics.median(runs)
 
 
 def rotating(keys: list[str]) -> Callable[[], str]:
@@ -398,24 +375,100 @@ def sqlite_connect(path: Path) -> Any:
     return conn
 
 
-async def aiosqlite_connect(path: Path) -> Any:
-    """An ``aiosqlite`` connection in autocommit with the pragmas statekeeper's store sets."""
-    import aiosqlite
+def _sqlite_path(url: str) -> Path | None:
+    parsed = sa.make_url(url)
+    return Path(parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
 
-    conn = await aiosqlite.connect(
-        path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
-    )
-    for pragma in SQLITE_PRAGMAS:
-        await conn.execute(pragma)
-    return conn
+
+def connect(url: str) -> Any:
+    """The floor's connection to ``url``: ``sqlite3`` (:func:`sqlite_connect`) or psycopg."""
+    if (path := _sqlite_path(url)) is not None:
+        return sqlite_connect(path)
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+async def aconnect(url: str) -> Any:
+    """:func:`connect` for asyncio: aiosqlite (same pragmas) or psycopg's ``AsyncConnection``."""
+    if (path := _sqlite_path(url)) is not None:
+        import aiosqlite
+
+        timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=timeout)
+        for pragma in SQLITE_PRAGMAS:
+            await conn.execute(pragma)
+        return conn
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+
+def sqlite_now() -> str:
+    """The current time as statekeeper stores it in SQLite."""
+    return sqlite_stamp(utcnow())
+
+
+def _floor_sql(conn: Any) -> tuple[str, str, Callable[[], Any]]:
+    """The upsert, the select and the clock of the floor on ``conn`` (SQLite or psycopg)."""
+    if type(conn).__module__.split(".")[0] in ("sqlite3", "aiosqlite"):
+        return upsert_sql("qmark"), select_sql("qmark"), sqlite_now
+    return upsert_sql("format"), select_sql("format"), utcnow
+
+
+Report = Callable[[dict[str, Any]], None]  # a section's sink for each result row
+Write = Callable[[str, str], Any]  # (session id, state JSON text) -> the new version's row
+Read = Callable[[str], Any]  # session id -> the state
+
+
+def floor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
+    """The floor's write and read on a sync connection: one cursor, autocommit.
+
+    Write: one upsert of the JSON text (:func:`upsert_sql`); read: one point
+    select (:func:`select_sql`) and ``json.loads``.
+    """
+    upsert, select, stamp = _floor_sql(conn)
+    cur = conn.cursor()
+
+    def write(key: str, text: str) -> Any:
+        now = stamp()
+        return cur.execute(upsert, (app, user, key, text, now, now)).fetchone()
+
+    def read(key: str) -> Any:
+        row = cur.execute(select, (app, user, key, stamp())).fetchone()
+        assert row is not None
+        return json.loads(row[0])
+
+    return write, read
+
+
+async def afloor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
+    """:func:`floor` on an async connection (aiosqlite or psycopg); its calls are coroutines."""
+    upsert, select, stamp = _floor_sql(conn)
+    cur = conn.cursor()
+    if inspect.isawaitable(cur):  # aiosqlite's cursor() is a coroutine, psycopg's is not
+        cur = await cur
+
+    async def write(key: str, text: str) -> Any:
+        now = stamp()
+        await cur.execute(upsert, (app, user, key, text, now, now))
+        return await cur.fetchone()
+
+    async def read(key: str) -> Any:
+        await cur.execute(select, (app, user, key, stamp()))
+        row = await cur.fetchone()
+        assert row is not None
+        return json.loads(row[0])
+
+    return write, read
 
 
 # --------------------------------------------------------------------------- databases
 
 
-def libpq_url(url: sa.URL) -> str:
-    """A URL psycopg understands (no ``+driver``), password included."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+def libpq_url(url: str | sa.URL, driver: str = "postgresql") -> str:
+    """``url`` with the driver ``driver`` (by default none, as psycopg takes it), password in."""
+    return sa.make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
 @contextmanager
@@ -440,6 +493,42 @@ def postgres_database(admin_url: str, *, durable: bool = True) -> Iterator[str]:
     finally:
         with psycopg.connect(libpq_url(admin), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bulk_events(engine: sa.Engine, key: tuple[str, str, str], n: int, doc: str, t0: float) -> None:
+    """Give the new session ``key`` (app, user, id) ``n`` events in one ``INSERT ... SELECT``.
+
+    Not through the API: this writes statekeeper's tables directly. The events
+    get ``seq`` 1..n, timestamps from ``t0`` a millisecond apart and ``doc``
+    with ``__ID__`` (if any) replaced by ``bulk-<seq>``; the session row the
+    ``event_count``, ``version`` and ``update_time`` that ``n`` appends leave.
+    """
+    pg = engine.dialect.name == "postgresql"
+    series = (
+        "generate_series(1, :n) AS g(i)"
+        if pg
+        else "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+        "SELECT i FROM s) AS g"
+    )
+    event = "replace(:doc, '__ID__', 'bulk-' || i)" + ("::json" if pg else "")
+    where = "WHERE app_name = :a AND user_id = :u AND session_id = :s"
+    params = {"a": key[0], "u": key[1], "s": key[2], "n": n, "t": t0, "doc": doc}
+    params["end"] = t0 + n * 0.001
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, "
+                f"event) SELECT :a, :u, :s, i, :t + i * 0.001, {event} FROM {series}"
+            ),
+            params,
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE statekeeper_sessions SET event_count = :n, version = version + :n, "
+                f"update_time = :end {where}"
+            ),
+            params,
+        )
 
 
 def _filesystem(path: Path) -> str:
@@ -512,26 +601,12 @@ def storage(folder: str | Path) -> str:
     return f"{Path(folder).parent} ({_filesystem(Path(folder))})"
 
 
-def postgres_reason(admin_url: str) -> str | None:
-    """``None`` if PostgreSQL answers at ``admin_url``, else why not."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed: pip install 'statekeeper[postgres]'"
-    try:
-        with psycopg.connect(libpq_url(sa.make_url(admin_url)), connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # any connection failure means: skip PostgreSQL
-        return f"PostgreSQL not reachable at {admin_url}: {exc}".strip()
-    return None
-
-
-def server_version(url: str) -> str:
-    """PostgreSQL's ``server_version``."""
+def server_setting(url: str, name: str = "server_version") -> str:
+    """The PostgreSQL setting ``name`` at ``url`` (by default the server's version)."""
     import psycopg
 
     with psycopg.connect(url) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
+        row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
     return str(row[0]) if row else "?"
 
 
@@ -539,35 +614,13 @@ def upgrade(url: str, schema: str | None = None) -> None:
     """Create statekeeper's tables with its own migrations."""
     from statekeeper.migrations import upgrade as sk_upgrade
 
-    if schema is None:
-        sk_upgrade(url)
-    else:
-        sk_upgrade(url, schema=schema)
-
-
-def run_async(coro: Awaitable[Any]) -> Any:
-    """Run a coroutine on a fresh event loop."""
-
-    async def main() -> Any:
-        return await coro
-
-    return asyncio.run(main())
-
-
-def to_json(value: Any) -> Any:
-    """Dataclasses to dicts, for the results JSON."""
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
-
-
-def doc_block(name: str, text: str) -> str:
-    """``text`` between the markers of block ``name`` (see :func:`keep_blocks`)."""
-    return f"<!-- begin:{name} -->\n{text.rstrip()}\n<!-- end:{name} -->\n"
+    sk_upgrade(url, schema=schema)
 
 
 def put_block(path: Path, name: str, text: str) -> None:
     """Replace block ``name`` of the Markdown file ``path`` with ``text``, or append it."""
     old = path.read_text() if path.exists() else ""
-    block = doc_block(name, text)
+    block = f"<!-- begin:{name} -->\n{text.rstrip()}\n<!-- end:{name} -->\n"
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->\n"
     if begin in old and end in old:
         start = old.index(begin)
@@ -584,8 +637,6 @@ def keep_blocks(path: Path, new: str) -> str:
     into ``docs/performance.md`` between ``<!-- begin:NAME -->`` and
     ``<!-- end:NAME -->``; regenerating the page keeps them.
     """
-    import re
-
     old = path.read_text() if path.exists() else ""
     kept = [
         m.group(0)
@@ -593,6 +644,102 @@ def keep_blocks(path: Path, new: str) -> str:
         if m.group(0).split("\n", 1)[0] not in new
     ]
     return new.rstrip("\n") + "\n" + "".join("\n" + block for block in kept)
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+#: The options several benchmarks share; :func:`parser` adds those it is given.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "quick": {"action": "store_true", "help": "smoke run: tiny batches and cases (noisy numbers)"},
+    "out": {"type": Path, "help": "results JSON (default: benchmarks/results/, see the README)"},
+    "chart": {"type": Path, "help": "chart PNG"},
+    "no-chart": {"action": "store_true", "help": "do not draw the chart"},
+    "write-docs": {"action": "store_true", "help": "put the results into docs/performance.md"},
+    "from-json": {"type": Path, "metavar": "RESULTS", "help": "no run: report these results"},
+    "pg-url": {
+        "default": os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", DEFAULT_PG_URL),
+        "help": "PostgreSQL server for a throwaway database (default: %(default)s)",
+    },
+    "no-postgres": {"action": "store_true", "help": "SQLite only"},
+    "no-fsync": {
+        "action": "store_true",
+        "help": "not the setup users run: SQLite files in /dev/shm and PostgreSQL's "
+        "synchronous_commit off, for a figure shown beside the default one (never with "
+        "--write-docs: the docs show the default setup)",
+    },
+}
+
+
+def parser(
+    doc: str, *names: str, only: tuple[str, ...] = (), **changed: dict[str, Any]
+) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc``, with the shared options ``names``.
+
+    ``changed`` amends an option's settings, by its name with underscores:
+    ``out={"help": "..."}``. ``only``: the sections ``--only`` may pick (a set).
+    """
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    for name in names:
+        p.add_argument(f"--{name}", **(_OPTIONS[name] | changed.get(name.replace("-", "_"), {})))
+    if only:
+
+        def sections(text: str) -> set[str]:
+            chosen = {s.strip() for s in text.split(",") if s.strip()}
+            if not chosen <= set(only):
+                raise argparse.ArgumentTypeError(f"choose from {','.join(only)}")
+            return chosen
+
+        p.add_argument("--only", type=sections, default=set(only), help=f"some of {','.join(only)}")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``p.parse_args(argv)``, refusing ``--no-fsync`` with ``--write-docs``."""
+    args = p.parse_args(argv)
+    if getattr(args, "no_fsync", False) and getattr(args, "write_docs", False):
+        p.error(
+            "--no-fsync is not the setup users run: its figures go beside the default ones "
+            "(--out), never into the docs instead of them; drop --write-docs"
+        )
+    return args
+
+
+def postgres_skipped(args: argparse.Namespace) -> str | None:
+    """Why this run leaves PostgreSQL out (``--no-postgres``, no server; printed), or ``None``."""
+    if getattr(args, "no_postgres", False):
+        return "--no-postgres"
+    try:
+        import psycopg
+    except ImportError:
+        reason = "psycopg is not installed: pip install 'statekeeper[postgres]'"
+    else:
+        try:
+            with psycopg.connect(libpq_url(args.pg_url), connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return None
+        except Exception as exc:  # any connection failure means: skip PostgreSQL
+            reason = f"PostgreSQL not reachable at {args.pg_url}: {exc}".strip()
+    print(f"PostgreSQL skipped: {reason}", file=sys.stderr, flush=True)
+    return reason
+
+
+def save(data: Any, name: str, out: Path | None = None, *, quick: bool = False) -> Path:
+    """Write ``data`` as JSON to ``out``, by default ``results/NAME.json`` (``NAME-quick``)."""
+    path = out or RESULTS / f"{name}{'-quick' if quick else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def now_text() -> str:
+    """The current UTC time to the minute, as the reports state a run's date."""
+    return utcnow().strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_us(seconds: float) -> str:
+    """Seconds as ``123 µs`` below a millisecond, else ``1.23 ms``."""
+    return f"{seconds * 1e6:.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
 
 
 # --------------------------------------------------------------------------- the command
@@ -627,3 +774,17 @@ def import_command(*args: str) -> Imported:
         raise RuntimeError(f"statekeeper import {' '.join(args)} failed:\n{done.output[-2000:]}")
     imported, unchanged, skipped, failed = (int(n) for n in found[-1])
     return Imported(seconds, imported, unchanged, skipped, failed, done.output)
+
+
+def import_twice(label: str, sessions: int, *args: str, events: int = 0) -> None:
+    """``statekeeper import ARGS`` of ``sessions``, then again (nothing to write); print rates."""
+    first = import_command(*args)
+    assert first.imported == sessions, first.output[-2000:]
+    what, rates = f"{sessions} sessions", f"{sessions / first.seconds:7.0f} sessions/s"
+    if events:
+        what += f" ({sessions * events} events)"
+        rates += f", {sessions * events / first.seconds:7.0f} events/s"
+    print(f"{label:10} {what} in {first.seconds:6.1f} s: {rates} (read-back check included)")
+    again = import_command(*args)
+    assert again.unchanged == sessions, again.output[-2000:]
+    print(f"{label:10} second run (nothing to write): {sessions / again.seconds:7.0f} sessions/s")

@@ -12,20 +12,8 @@ import gc
 import json
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from _common import (
-    Module,
-    Settings,
-    agent_modules,
-    json_size,
-    select_sql,
-    sqlite_connect,
-    sqlite_stamp,
-    upsert_sql,
-    utcnow,
-)
+from _common import Module, Report, Settings, agent_modules, connect, floor, json_size
 
 from statekeeper import SqlSession
 
@@ -33,8 +21,6 @@ SK_APP = "bench_mem"
 FLOOR_APP = "bench_mem_floor"
 USER = "alice"
 KEY = "big"
-
-Report = Callable[[dict[str, Any]], None]
 
 
 def peak_bytes(fn: Callable[[], object]) -> tuple[int, int]:
@@ -52,50 +38,30 @@ def peak_bytes(fn: Callable[[], object]) -> tuple[int, int]:
     return peak - base, held - base
 
 
-def run(db: str, url: str, sqlite_path: Path | None, settings: Settings, report: Report) -> None:
+def run(db: str, url: str, settings: Settings, report: Report) -> None:
     """Save (``set_state``, ``save_session_state``) and load (``get_state``) one big state."""
     state = agent_modules(settings.memory_bytes)
     nbytes = json_size(state)
     agent, memory = Module(state["agent"]), Module(state["memory"])
-    store = SqlSession(url, app_name=SK_APP)
-    if db == "sqlite":
-        assert sqlite_path is not None
-        conn: Any = sqlite_connect(sqlite_path)
-        params = "qmark"
-
-        def stamp() -> Any:
-            return sqlite_stamp(utcnow())
-    else:
-        import psycopg
-
-        conn = psycopg.connect(url, autocommit=True)
-        params = "format"
-        stamp = utcnow
-    cur = conn.cursor()
-    upsert, select = upsert_sql(params), select_sql(params)
-
-    def floor_save() -> object:
-        now = stamp()
-        return cur.execute(upsert, (FLOOR_APP, USER, KEY, json.dumps(state), now, now)).fetchone()
-
-    def floor_load() -> object:
-        row = cur.execute(select, (FLOOR_APP, USER, KEY, stamp())).fetchone()
-        return json.loads(row[0])
-
+    store, conn = SqlSession(url, app_name=SK_APP), connect(url)
+    fwrite, fread = floor(conn, FLOOR_APP, USER)
     cases: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
-        "save (set_state)": (lambda: store.set_state(KEY, state, user_id=USER), floor_save),
+        "save (set_state)": (
+            lambda: store.set_state(KEY, state, user_id=USER),
+            lambda: fwrite(KEY, json.dumps(state)),
+        ),
         "save (save_session_state)": (
             lambda: store.save_session_state(KEY, USER, agent=agent, memory=memory),
-            floor_save,
+            lambda: fwrite(KEY, json.dumps(state)),
         ),
-        "load (get_state)": (lambda: store.get_state(KEY, user_id=USER), floor_load),
+        "load (get_state)": (lambda: store.get_state(KEY, user_id=USER), lambda: fread(KEY)),
     }
     try:
-        for sk, floor in cases.values():  # warm up: compile statements, open connections
+        for sk, floor_call in cases.values():  # warm up: compile statements, open connections
             sk()
-            floor()
-        for name, (sk, floor) in cases.items():
-            (sk_peak, sk_held), (floor_peak, floor_held) = peak_bytes(sk), peak_bytes(floor)
+            floor_call()
+        for name, (sk, floor_call) in cases.items():
+            (sk_peak, sk_held), (floor_peak, floor_held) = peak_bytes(sk), peak_bytes(floor_call)
             report(
                 {
                     "db": db,
@@ -111,6 +77,5 @@ def run(db: str, url: str, sqlite_path: Path | None, settings: Settings, report:
                 }
             )
     finally:
-        cur.close()
         conn.close()
         store.close()

@@ -16,6 +16,7 @@ import _common
 SYNC_LIMIT, ASYNC_LIMIT, MERGE_LIMIT, BIG_LIMIT = 1.3, 1.5, 1.5, 1.1
 CONCURRENCY_MIN, SCALE_LIMIT, MEMORY_LIMIT = 0.8, 1.2, 3.0
 DB_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+PAGE = _common.REPO / "docs" / "performance.md"
 
 
 # --------------------------------------------------------------------------- machine
@@ -32,7 +33,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(dist: str) -> str:
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or ``not installed``."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -51,10 +53,10 @@ def machine(postgres_version: str | None) -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "postgresql": postgres_version or "not measured",
         "statekeeper": getattr(statekeeper, "__version__", "?"),
-        "sqlalchemy": _version("sqlalchemy"),
-        "psycopg": _version("psycopg"),
-        "aiosqlite": _version("aiosqlite"),
-        "orjson": _version("orjson"),
+        "sqlalchemy": version("sqlalchemy"),
+        "psycopg": version("psycopg"),
+        "aiosqlite": version("aiosqlite"),
+        "orjson": version("orjson"),
     }
 
 
@@ -141,6 +143,11 @@ def _limit(row: dict[str, Any]) -> str:
 def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report as (title, headers, rows) tables, shared by the console and Markdown."""
     out: list[tuple[str, list[str], list[list[str]]]] = []
+
+    def add(title: str, headers: list[str], rows: list[list[str]]) -> None:
+        if rows:
+            out.append((title, headers, rows))
+
     rows = [
         [
             DB_NAMES[r["db"]],
@@ -154,29 +161,24 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for r in results.get("latency", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Latency per operation (median of batches; floor = raw driver, same SQL work)",
-                ["db", "api", "op", "state", "statekeeper", "floor", "floor driver", "ratio"],
-                rows,
-            )
-        )
+    add(
+        "Latency per operation (median of batches; floor = raw driver, same SQL work)",
+        ["db", "api", "op", "state", "statekeeper", "floor", "floor driver", "ratio"],
+        rows,
+    )
     conc = results.get("concurrency")
     if conc:
-        out.append(
-            (
-                f"Throughput, {conc['writers']} concurrent async writers on PostgreSQL, "
-                f"pool of {conc['pool_size']}, {conc['state_bytes'] // 1000} KB states",
-                ["statekeeper", "floor (psycopg_pool)", "ratio"],
+        add(
+            f"Throughput, {conc['writers']} concurrent async writers on PostgreSQL, "
+            f"pool of {conc['pool_size']}, {conc['state_bytes'] // 1000} KB states",
+            ["statekeeper", "floor (psycopg_pool)", "ratio"],
+            [
                 [
-                    [
-                        f"{conc['statekeeper_ops_s']:,.0f} writes/s",
-                        f"{conc['floor_ops_s']:,.0f} writes/s",
-                        fmt_ratio(conc["ratio"]),
-                    ]
-                ],
-            )
+                    f"{conc['statekeeper_ops_s']:,.0f} writes/s",
+                    f"{conc['floor_ops_s']:,.0f} writes/s",
+                    fmt_ratio(conc["ratio"]),
+                ]
+            ],
         )
     rows = [
         [
@@ -190,14 +192,11 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for r in results.get("scale", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Scale: point read and a 50-row list_sessions page as the table grows",
-                ["db", "op", "sessions", "statekeeper", "vs smallest", "floor", "vs floor"],
-                rows,
-            )
-        )
+    add(
+        "Scale: point read and a 50-row list_sessions page as the table grows",
+        ["db", "op", "sessions", "statekeeper", "vs smallest", "floor", "vs floor"],
+        rows,
+    )
     rows = [
         [
             DB_NAMES[r["db"]],
@@ -211,24 +210,20 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for r in results.get("memory", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Peak Python memory (tracemalloc) of one call, "
-                "as a multiple of the state's JSON size",
-                [
-                    "db",
-                    "op",
-                    "JSON",
-                    "statekeeper peak",
-                    "x JSON",
-                    "floor peak",
-                    "floor x JSON",
-                    "of which the returned dict",
-                ],
-                rows,
-            )
-        )
+    add(
+        "Peak Python memory (tracemalloc) of one call, as a multiple of the state's JSON size",
+        [
+            "db",
+            "op",
+            "JSON",
+            "statekeeper peak",
+            "x JSON",
+            "floor peak",
+            "floor x JSON",
+            "of which the returned dict",
+        ],
+        rows,
+    )
     rows = [
         [
             t["target"],
@@ -239,14 +234,11 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ]
         for t in results.get("targets", [])
     ]
-    if rows:
-        out.append(
-            (
-                "Targets (ratios to the floor unless said otherwise)",
-                ["target", "measured", "limit", "", "note"],
-                rows,
-            )
-        )
+    add(
+        "Targets (ratios to the floor unless said otherwise)",
+        ["target", "measured", "limit", "", "note"],
+        rows,
+    )
     return out
 
 
@@ -372,6 +364,12 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     return "\n".join(lines)
 
 
+def write_page(results: dict[str, Any], chart: str | None) -> Path:
+    """Regenerate ``docs/performance.md``, keeping the other benchmarks' marked sections."""
+    PAGE.write_text(_common.keep_blocks(PAGE, markdown(results, chart)))
+    return PAGE
+
+
 # --------------------------------------------------------------------------- chart
 
 
@@ -458,20 +456,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     if memory:
         labels = [f"{DB_NAMES[r['db']]} {r['op'].split('(')[-1].rstrip(')')}" for r in memory]
         ys = range(len(memory))
-        extra[2].barh(
-            [y - 0.2 for y in ys],
-            [r["statekeeper_multiple"] for r in memory],
-            0.4,
-            label="statekeeper",
-            color="tab:blue",
-        )
-        extra[2].barh(
-            [y + 0.2 for y in ys],
-            [r["floor_multiple"] for r in memory],
-            0.4,
-            label="floor",
-            color="tab:gray",
-        )
+        for shift, side, color in ((-0.2, "statekeeper", "tab:blue"), (0.2, "floor", "tab:gray")):
+            widths = [r[f"{side}_multiple"] for r in memory]
+            extra[2].barh([y + shift for y in ys], widths, 0.4, label=side, color=color)
         extra[2].set_yticks(list(ys), labels, fontsize=7)
         extra[2].invert_yaxis()
         extra[2].axvline(MEMORY_LIMIT, color="red", ls=":", lw=1, label=f"target {MEMORY_LIMIT}x")

@@ -19,28 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    COLUMNS,
-    TABLE,
-    Settings,
-    agent_modules,
-    list_sql,
-    measure_pair,
-    rotating,
-    select_sql,
-    sqlite_connect,
-    sqlite_stamp,
-    upgrade,
-    utcnow,
-)
+import _common
+from _common import COLUMNS, TABLE, Report, Settings, sqlite_now, utcnow
 
 from statekeeper import SqlSession
 
 APP = "scale"
 PAGE = 50
 SAMPLE_KEYS = 512
-
-Report = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -58,8 +44,8 @@ class Point:
         """Per measured op, the statekeeper call and its raw floor, on random keys."""
         rng = random.Random(seed)
         ids = [rng.randrange(self.n) for _ in range(SAMPLE_KEYS)]
-        sessions = rotating([f"{i % self.users}:{i}" for i in ids])
-        users = rotating([f"u{rng.randrange(self.users)}" for _ in range(SAMPLE_KEYS)])
+        sessions = _common.rotating([f"{i % self.users}:{i}" for i in ids])
+        users = _common.rotating([f"u{rng.randrange(self.users)}" for _ in range(SAMPLE_KEYS)])
 
         def key() -> tuple[str, str]:
             user, session = sessions().split(":")
@@ -92,10 +78,35 @@ class Point:
 
 
 def _state_text() -> str:
-    return json.dumps(agent_modules(1_000), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(_common.agent_modules(1_000), ensure_ascii=False, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- loaders
+
+
+@contextmanager
+def _point(
+    n: int, users: int, store: SqlSession, conn: Any, table: str, load: float
+) -> Iterator[Point]:
+    """The loaded table's :class:`Point`: the floor's read and page on ``conn``'s cursor."""
+    sqlite = isinstance(conn, sqlite3.Connection)
+    style, stamp = ("qmark", sqlite_now) if sqlite else ("format", utcnow)
+    select, page = _common.select_sql(style, table), _common.list_sql(style, table)
+    cur = conn.cursor()
+
+    def floor_read(user: str, session: str) -> object:
+        row = cur.execute(select, (APP, user, session, stamp())).fetchone()
+        assert row is not None
+        return json.loads(row[0])
+
+    def floor_list(user: str) -> object:
+        return cur.execute(page, (APP, user, stamp(), PAGE + 1)).fetchall()
+
+    try:
+        yield Point(n, users, store, floor_read, floor_list, load)
+    finally:
+        store.close()
+        conn.close()
 
 
 @contextmanager
@@ -104,7 +115,7 @@ def _pg_point(url: str, n: int, settings: Settings) -> Iterator[Point]:
 
     schema = f"scale_{n}"
     users = max(1, n // settings.sessions_per_user)
-    upgrade(url, schema=schema)
+    _common.upgrade(url, schema=schema)
     table = f"{schema}.{TABLE}"
     start = time.perf_counter()
     conn = psycopg.connect(url, autocommit=True)
@@ -118,32 +129,17 @@ def _pg_point(url: str, n: int, settings: Settings) -> Iterator[Point]:
     conn.execute(f"VACUUM ANALYZE {table}")
     conn.execute("CHECKPOINT")  # write the load out now, not during the measurements
     load = time.perf_counter() - start
-    cur = conn.cursor()
-    select, page = select_sql("format", table), list_sql("format", table)
-
-    def floor_read(user: str, session: str) -> object:
-        row = cur.execute(select, (APP, user, session, utcnow())).fetchone()
-        assert row is not None
-        return json.loads(row[0])
-
-    def floor_list(user: str) -> object:
-        return cur.execute(page, (APP, user, utcnow(), PAGE + 1)).fetchall()
-
-    store = SqlSession(url, app_name=APP, schema=schema)
-    try:
-        yield Point(n, users, store, floor_read, floor_list, load)
-    finally:
-        store.close()
-        conn.close()
+    with _point(n, users, SqlSession(url, app_name=APP, schema=schema), conn, table, load) as p:
+        yield p
 
 
 @contextmanager
 def _sqlite_point(folder: Path, n: int, settings: Settings) -> Iterator[Point]:
     path = folder / f"scale_{n}.db"
     users = max(1, n // settings.sessions_per_user)
-    upgrade(f"sqlite:///{path}")
+    _common.upgrade(f"sqlite:///{path}")
     start = time.perf_counter()
-    conn = sqlite_connect(path)
+    conn = _common.sqlite_connect(path)
     base = utcnow().timestamp()
     conn.execute(
         f"WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?) "
@@ -156,40 +152,29 @@ def _sqlite_point(folder: Path, n: int, settings: Settings) -> Iterator[Point]:
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     load = time.perf_counter() - start
-    cur = conn.cursor()
-    select, page = select_sql("qmark"), list_sql("qmark")
-
-    def floor_read(user: str, session: str) -> object:
-        row = cur.execute(select, (APP, user, session, sqlite_stamp(utcnow()))).fetchone()
-        assert row is not None
-        return json.loads(row[0])
-
-    def floor_list(user: str) -> object:
-        return cur.execute(page, (APP, user, sqlite_stamp(utcnow()), PAGE + 1)).fetchall()
-
-    store = SqlSession(f"sqlite:///{path}", app_name=APP)
-    try:
-        yield Point(n, users, store, floor_read, floor_list, load)
-    finally:
-        store.close()
-        conn.close()
+    with _point(n, users, SqlSession(f"sqlite:///{path}", app_name=APP), conn, TABLE, load) as p:
+        yield p
 
 
 # --------------------------------------------------------------------------- scenario
 
 
-def run(db: str, url: str | None, folder: Path | None, settings: Settings, report: Report) -> None:
-    """Load each N of ``settings.scale_points``; measure it against the smallest and the floor."""
+def run(db: str, url: str, settings: Settings, report: Report) -> None:
+    """Load each N of ``settings.scale_points``; measure it against the smallest and the floor.
+
+    On PostgreSQL each N gets a schema in ``url``'s database, on SQLite a file
+    beside ``url``'s.
+    """
+    folder = Path(url.removeprefix("sqlite:///")).parent
     with ExitStack() as stack:
-        points: list[Point] = []
-        for n in settings.scale_points:
-            if db == "postgresql":
-                assert url is not None
-                point = stack.enter_context(_pg_point(url, n, settings))
-            else:
-                assert folder is not None
-                point = stack.enter_context(_sqlite_point(folder, n, settings))
-            points.append(point)
+        points = [
+            stack.enter_context(
+                _pg_point(url, n, settings)
+                if db == "postgresql"
+                else _sqlite_point(folder, n, settings)
+            )
+            for n in settings.scale_points
+        ]
         smallest = points[0]
         small_calls = smallest.calls(seed=1)
         for point in points:
@@ -205,23 +190,18 @@ def run(db: str, url: str | None, folder: Path | None, settings: Settings, repor
                 }
                 own: float | None = None
                 if op != "list_all":  # the floor has no all-users page
-                    vs_floor = measure_pair(sk, floor, settings)
+                    vs_floor = _common.measure_pair(sk, floor, settings)
                     own = vs_floor.a_median
                     row |= {"floor_s": vs_floor.b_median, "floor_ratio": vs_floor.ratio}
                 if point is smallest:
                     if own is None:
-                        own = measure_pair(sk, sk, settings).a_median
+                        own = _common.measure_pair(sk, sk, settings).a_median
                     row |= {"statekeeper_s": own, "vs_smallest": 1.0}
                 else:
-                    vs_small = measure_pair(sk, small_calls[op][0], settings)
+                    vs_small = _common.measure_pair(sk, small_calls[op][0], settings)
                     row |= {
                         "statekeeper_s": vs_small.a_median,
                         "smallest_s": vs_small.b_median,
                         "vs_smallest": vs_small.ratio,
                     }
                 report(row)
-
-
-def sqlite_version() -> str:
-    """The SQLite library's version."""
-    return sqlite3.sqlite_version

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import gc
 import json
 import os
 import platform
@@ -40,17 +38,25 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _common
+import _report
 import sqlalchemy as sa
-from _common import REPO, Settings
+from _common import REPO, Settings, fmt_us
 
-DOC_BEGIN = "<!-- begin:adk -->"
-DOC_END = "<!-- end:adk -->"
+#: The packages whose versions the report names.
+VERSIONS = (
+    "statekeeper",
+    "google-adk",
+    "sqlalchemy",
+    "pydantic",
+    "psycopg",
+    "asyncpg",
+    "aiosqlite",
+)
 TEXT = ("The agent looked the order up, found the refund pending and explained why. " * 26)[:1900]
 
 # (scenario, target speed-up over ADK, or None when the target is relative)
@@ -64,6 +70,8 @@ SCENARIOS: list[tuple[str, str, float | None]] = [
     ("list1000", "list_sessions, user with 1 000 sessions", 5.0),
 ]
 
+
+SIDES = ("_s", "_cpu_s")  # the wall and the CPU time of a scenario's side
 
 # (database, ADK service as the tables name it, what it runs on)
 PAIRS: list[tuple[str, str]] = [
@@ -95,93 +103,70 @@ async def _fill(service: Any, app: str, user: str, n: int, first: int = 0) -> An
     return session
 
 
+def _older_events(session: Any, n: int) -> Iterator[list[Any]]:
+    """``n`` events older than ``session``'s, in chunks of 2 000."""
+    start = session.last_update_time - 10 * n
+    for chunk in range(0, n, 2_000):
+        events = [make_event(i) for i in range(chunk, min(n, chunk + 2_000))]
+        for i, event in enumerate(events, chunk):
+            event.timestamp = start + i * 0.001
+        yield events
+
+
 async def _bulk_adk_events(adk: Any, session: Any, n: int) -> None:
     """Put ``n`` events older than ``session``'s under it, through ADK's own table model."""
     from google.adk.sessions.schemas.v1 import StorageEvent
 
-    start = session.last_update_time - 10 * n
+    columns = StorageEvent.__table__.columns
     async with adk.db_engine.begin() as conn:
-        for chunk in range(0, n, 2_000):
-            rows = []
-            for i in range(chunk, min(n, chunk + 2_000)):
-                event = make_event(i)
-                event.timestamp = start + i * 0.001
-                stored = StorageEvent.from_event(session, event)
-                rows.append({c.key: getattr(stored, c.key) for c in StorageEvent.__table__.columns})
+        for events in _older_events(session, n):
+            stored = [StorageEvent.from_event(session, event) for event in events]
+            rows = [{c.key: getattr(row, c.key) for c in columns} for row in stored]
             await conn.execute(sa.insert(StorageEvent.__table__), rows)
 
 
-async def _bulk_adk_sqlite_events(adk: Any, path: Path, session: Any, n: int) -> None:
+def _bulk_adk_sqlite_events(path: Path, session: Any, n: int) -> None:
     """Put ``n`` events older than ``session``'s under it in ``SqliteSessionService``'s table."""
     import sqlite3
 
-    start = session.last_update_time - 10 * n
     conn = sqlite3.connect(path)
+    key = (session.app_name, session.user_id, session.id)
     try:
         with conn:
-            for chunk in range(0, n, 2_000):
-                rows = []
-                for i in range(chunk, min(n, chunk + 2_000)):
-                    event = make_event(i)
-                    event.timestamp = start + i * 0.001
-                    rows.append(
-                        (
-                            event.id,
-                            session.app_name,
-                            session.user_id,
-                            session.id,
-                            event.invocation_id,
-                            event.timestamp,
-                            event.model_dump_json(exclude_none=True),
-                        )
-                    )
+            for events in _older_events(session, n):
                 conn.executemany(
                     "INSERT INTO events (id, app_name, user_id, session_id, invocation_id, "
                     "timestamp, event_data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    [
+                        (
+                            e.id,
+                            *key,
+                            e.invocation_id,
+                            e.timestamp,
+                            e.model_dump_json(exclude_none=True),
+                        )
+                        for e in events
+                    ],
                 )
     finally:
         conn.close()
 
 
-async def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int) -> None:
+def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int) -> None:
     """Give a new session ``n`` ~2 KB events in one ``INSERT ... SELECT`` (not through the API).
 
-    Like the scale benchmark, this writes statekeeper's tables directly: the
-    events get ``seq`` 1..n and the session row the matching ``event_count``
-    and ``version``, as ``n`` appends would leave them. The benchmark checks
-    afterwards that the last 10 events read back are the ones appended for real.
+    Like the scale benchmark, this writes statekeeper's tables directly
+    (``_common.bulk_events``), as ``n`` appends would leave them. The benchmark
+    checks afterwards that the last 10 events read back are the ones appended for real.
     """
     document = make_event(0).model_dump(mode="json", exclude_none=True)
     document["id"] = "__ID__"
     text = json.dumps(document, separators=(",", ":"))
-    start = time.time() - 10 * n
     parsed = sa.make_url(url)
-    key = {"a": app, "u": user, "s": session_id}
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed.set(drivername="sqlite"))
-        series = (
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-            "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
-            "SELECT :a, :u, :s, i, :t + i * 0.001, replace(:doc, '__ID__', 'bulk-' || i) FROM s"
-        )
-    else:
-        engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg"))
-        series = (
-            "INSERT INTO statekeeper_events (app_name, user_id, session_id, seq, timestamp, event) "
-            "SELECT :a, :u, :s, i, :t + i * 0.001, replace(:doc, '__ID__', 'bulk-' || i)::json "
-            "FROM generate_series(1, :n) AS i"
-        )
+    sqlite = parsed.get_backend_name() == "sqlite"
+    engine = sa.create_engine(parsed.set(drivername="sqlite" if sqlite else "postgresql+psycopg"))
     try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(series), {**key, "n": n, "t": start, "doc": text})
-            conn.execute(
-                sa.text(
-                    "UPDATE statekeeper_sessions SET event_count = :n, version = version + :n, "
-                    "update_time = :t WHERE app_name = :a AND user_id = :u AND session_id = :s"
-                ),
-                {**key, "n": n, "t": start + n * 0.001},
-            )
+        _common.bulk_events(engine, (app, user, session_id), n, text, time.time() - 10 * n)
     finally:
         engine.dispose()
 
@@ -189,35 +174,18 @@ async def _bulk_sk_events(url: str, app: str, user: str, session_id: str, n: int
 async def measure_pair(a: Any, b: Any, settings: Settings) -> dict[str, Any]:
     """Time ``a`` (statekeeper) and ``b`` (ADK) in alternating batches, wall and CPU time.
 
-    Like ``_common.ameasure_pair`` (a warm-up and calibration batch, then
-    ``rounds`` batches per side, the order flipping every round), and it also
+    ``_common.ameasure_pair`` (a warm-up and calibration batch, then
+    ``rounds`` batches per side, the order flipping every round), which also
     keeps this process's CPU time per op (``time.process_time``: every
     thread, the event loop's, aiosqlite's and the worker threads', not the
     PostgreSQL server's). On a busy machine the wall time includes waiting
     for a core; the CPU time is what each client stack itself spends.
     """
-
-    async def batch(fn: Any, n: int) -> tuple[float, float]:
-        gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await fn()
-        return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
-
-    warm = settings.warmup_ops
-    per_op = max((await batch(a, warm))[0], (await batch(b, warm))[0])
-    n = max(settings.min_ops, min(settings.max_ops, round(settings.batch_seconds / per_op)))
-    sides: dict[str, list[tuple[float, float]]] = {"statekeeper": [], "adk": []}
-    for r in range(settings.rounds):
-        order = [("statekeeper", a), ("adk", b)] if r % 2 == 0 else [("adk", b), ("statekeeper", a)]
-        for side, fn in order:
-            sides[side].append(await batch(fn, n))
-    out: dict[str, Any] = {"ops_per_batch": n}
-    for side, batches in sides.items():
-        out[f"{side}_s"] = statistics.median(w for w, _ in batches)
-        out[f"{side}_cpu_s"] = statistics.median(c for _, c in batches)
-        out[f"{side}_batches_s"] = [w for w, _ in batches]
-        out[f"{side}_batches_cpu_s"] = [c for _, c in batches]
+    pair = await _common.ameasure_pair(a, b, settings)
+    out: dict[str, Any] = {"ops_per_batch": pair.ops_per_batch}
+    for side, wall, cpu in (("statekeeper", pair.a, pair.a_cpu), ("adk", pair.b, pair.b_cpu)):
+        out[f"{side}_s"], out[f"{side}_cpu_s"] = statistics.median(wall), statistics.median(cpu)
+        out[f"{side}_batches_s"], out[f"{side}_batches_cpu_s"] = wall, cpu
     return out
 
 
@@ -244,11 +212,12 @@ async def _backend(
     out: dict[str, Any] = {}
     try:
         counter = iter(range(10**9))
-        user = "bench-user"
+        user, both = "bench-user", (sk, adk)
 
-        async def run(key: str, a: Any, b: Any) -> None:
-            r = await measure_pair(a, b, settings)
-            out[key] = r
+        async def run(key: str, call: Any, sessions: tuple[Any, Any] = (None, None)) -> None:
+            """Measure ``call(service, its session)`` on statekeeper's service and on ADK's."""
+            a, b = (lambda: call(sk, sessions[0])), (lambda: call(adk, sessions[1]))
+            r = out[key] = await measure_pair(a, b, settings)
             print(
                 f"  {name:<10} {against:<34} {key:<11} "
                 f"statekeeper {r['statekeeper_s'] * 1e6:9.0f} µs   "
@@ -258,25 +227,15 @@ async def _backend(
                 flush=True,
             )
 
-        # create_session
+        state = {"topic": "x", "user:lang": "fr"}
         await run(
             "create",
-            lambda: sk.create_session(
-                app_name="b-create", user_id=user, state={"topic": "x", "user:lang": "fr"}
-            ),
-            lambda: adk.create_session(
-                app_name="b-create", user_id=user, state={"topic": "x", "user:lang": "fr"}
-            ),
+            lambda svc, _: svc.create_session(app_name="b-create", user_id=user, state=state),
         )
 
         # append_event
-        sk_s = await sk.create_session(app_name="b-append", user_id=user)
-        adk_s = await adk.create_session(app_name="b-append", user_id=user)
-        await run(
-            "append",
-            lambda: sk.append_event(sk_s, make_event(next(counter))),
-            lambda: adk.append_event(adk_s, make_event(next(counter))),
-        )
+        pair = tuple([await svc.create_session(app_name="b-append", user_id=user) for svc in both])
+        await run("append", lambda svc, s: svc.append_event(s, make_event(next(counter))), pair)
         t0 = time.perf_counter()
         for i in range(200):
             make_event(i)
@@ -285,38 +244,25 @@ async def _backend(
         # get_session of 10 and of 1 000 events; last 10 of 1 000
         last10 = GetSessionConfig(num_recent_events=10)
         for n, key in ((10, "get10"), (1_000 if not settings.quick else 100, "get1000")):
-            a_s = await _fill(sk, f"b-get{n}", user, n)
-            b_s = await _fill(adk, f"b-get{n}", user, n)
-            await run(
-                key,
-                lambda a_s=a_s, n=n: sk.get_session(
-                    app_name=f"b-get{n}", user_id=user, session_id=a_s.id
-                ),
-                lambda b_s=b_s, n=n: adk.get_session(
-                    app_name=f"b-get{n}", user_id=user, session_id=b_s.id
-                ),
-            )
+            app = f"b-get{n}"
+            pair = (await _fill(sk, app, user, n), await _fill(adk, app, user, n))
+            get = {"app_name": app, "user_id": user}
+            await run(key, lambda svc, s, get=get: svc.get_session(**get, session_id=s.id), pair)
             if key == "get1000":
                 await run(
                     "recent1000",
-                    lambda a_s=a_s, n=n: sk.get_session(
-                        app_name=f"b-get{n}", user_id=user, session_id=a_s.id, config=last10
-                    ),
-                    lambda b_s=b_s, n=n: adk.get_session(
-                        app_name=f"b-get{n}", user_id=user, session_id=b_s.id, config=last10
-                    ),
+                    lambda svc, s, get=get: svc.get_session(**get, session_id=s.id, config=last10),
+                    pair,
                 )
 
         # last 10 of 100 000 events
         # (statekeeper orders by insertion: the bulk goes first; ADK by time: older stamps)
         t0 = time.perf_counter()
         a_new = await sk.create_session(app_name="b-big", user_id=user)
-        await _bulk_sk_events(sk_url, "b-big", user, a_new.id, big - 10)
+        _bulk_sk_events(sk_url, "b-big", user, a_new.id, big - 10)
+        big_key = {"app_name": "b-big", "user_id": user}
         a_big = await sk.get_session(
-            app_name="b-big",
-            user_id=user,
-            session_id=a_new.id,
-            config=GetSessionConfig(num_recent_events=0),
+            **big_key, session_id=a_new.id, config=GetSessionConfig(num_recent_events=0)
         )
         assert a_big is not None
         for i in range(big - 10, big):
@@ -325,73 +271,33 @@ async def _backend(
         t0 = time.perf_counter()
         b_big = await _fill(adk, "b-big", user, 10, first=big)
         if against == "SqliteSessionService":
-            await _bulk_adk_sqlite_events(adk, Path(adk_target), b_big, big - 10)
+            _bulk_adk_sqlite_events(Path(adk_target), b_big, big - 10)
         else:
             await _bulk_adk_events(adk, b_big, big - 10)
         out["big_fill_adk_s"] = time.perf_counter() - t0
         out["big_events"] = big
-        check_a = await sk.get_session(
-            app_name="b-big", user_id=user, session_id=a_big.id, config=last10
-        )
-        check_b = await adk.get_session(
-            app_name="b-big", user_id=user, session_id=b_big.id, config=last10
-        )
-        assert check_a is not None
-        assert check_b is not None
-        assert [e.id for e in check_a.events] == [e.id for e in a_big.events]
-        assert [e.id for e in check_b.events] == [e.id for e in b_big.events]
+        for svc, s in ((sk, a_big), (adk, b_big)):  # the last 10 are the ones appended for real
+            check = await svc.get_session(**big_key, session_id=s.id, config=last10)
+            assert check is not None
+            assert [e.id for e in check.events] == [e.id for e in s.events]
         await run(
             "recent100k",
-            lambda: sk.get_session(
-                app_name="b-big", user_id=user, session_id=a_big.id, config=last10
-            ),
-            lambda: adk.get_session(
-                app_name="b-big", user_id=user, session_id=b_big.id, config=last10
-            ),
+            lambda svc, s: svc.get_session(**big_key, session_id=s.id, config=last10),
+            (a_big, b_big),
         )
 
         # list_sessions of a user with 1 000 sessions
         many = 1_000 if not settings.quick else 50
         for i in range(many):
-            await sk.create_session(app_name="b-list", user_id=user, state={"i": i})
-            await adk.create_session(app_name="b-list", user_id=user, state={"i": i})
-        got_a = await sk.list_sessions(app_name="b-list", user_id=user)
-        got_b = await adk.list_sessions(app_name="b-list", user_id=user)
-        assert len(got_a.sessions) == len(got_b.sessions) == many
-        await run(
-            "list1000",
-            lambda: sk.list_sessions(app_name="b-list", user_id=user),
-            lambda: adk.list_sessions(app_name="b-list", user_id=user),
-        )
+            for svc in both:
+                await svc.create_session(app_name="b-list", user_id=user, state={"i": i})
+        for svc in both:
+            assert len((await svc.list_sessions(app_name="b-list", user_id=user)).sessions) == many
+        await run("list1000", lambda svc, _: svc.list_sessions(app_name="b-list", user_id=user))
     finally:
         await sk.close()
         await adk.close()
     return out
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    names = [
-        "statekeeper",
-        "google-adk",
-        "sqlalchemy",
-        "pydantic",
-        "psycopg",
-        "asyncpg",
-        "aiosqlite",
-    ]
-    found = {}
-    for n in names:
-        try:
-            found[n] = version(n)
-        except Exception:
-            found[n] = "-"
-    return found
-
-
-def _adk_url(pg: str, driver: str) -> str:
-    return sa.make_url(pg).set(drivername=driver).render_as_string(hide_password=False)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -401,12 +307,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     results: dict[str, Any] = {
         "meta": {
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": _common.now_text(),
             "quick": args.quick,
             "python": platform.python_version(),
             "machine": platform.platform(),
             "cores": os.cpu_count(),
-            "versions": _versions(),
+            "versions": {n: _report.version(n) for n in VERSIONS},
             "statekeeper_drivers": {
                 "sqlite": "aiosqlite",
                 "postgresql": "psycopg (async)",
@@ -428,10 +334,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results["backends"].setdefault(db, {})[against] = asyncio.run(
                 _backend(db, url, against, target, settings, big)
             )
-    reason = None if args.no_postgres else _common.postgres_reason(args.pg_url)
-    if args.no_postgres:
-        reason = "--no-postgres"
-    if reason is None:
+    if (reason := _common.postgres_skipped(args)) is None:
         drivers = {
             "DatabaseSessionService, asyncpg": "postgresql+asyncpg",
             "DatabaseSessionService, psycopg": "postgresql+psycopg",
@@ -439,26 +342,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for db, against in (p for p in PAIRS if p[0] == "PostgreSQL"):
             with _common.postgres_database(args.pg_url) as pg:
                 _common.upgrade(pg)
-                results["meta"]["postgresql"] = _common.server_version(pg)
-                results["meta"]["synchronous_commit"] = _pg_setting(pg, "synchronous_commit")
+                results["meta"]["postgresql"] = _common.server_setting(pg)
+                results["meta"]["synchronous_commit"] = _common.server_setting(
+                    pg, "synchronous_commit"
+                )
                 print(f"PostgreSQL, against {against}:", flush=True)
                 results["backends"].setdefault(db, {})[against] = asyncio.run(
-                    _backend(db, pg, against, _adk_url(pg, drivers[against]), settings, big)
+                    _backend(
+                        db, pg, against, _common.libpq_url(pg, drivers[against]), settings, big
+                    )
                 )
     else:
         results["meta"]["postgresql_skipped"] = reason
-        print("PostgreSQL skipped:", reason, flush=True)
     results["meta"]["seconds"] = round(time.time() - started)
     results["meta"]["load_average_end"] = os.getloadavg()
     return results
-
-
-def _pg_setting(url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
-    return str(row[0]) if row else "?"
 
 
 def _pairs(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -473,14 +371,6 @@ def _pairs(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 # --------------------------------------------------------------------------- report
 
 
-def _us(seconds: float) -> str:
-    if seconds >= 0.01:
-        return f"{seconds * 1e3:.1f} ms"
-    if seconds >= 0.001:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
-
 def _load(meta: dict[str, Any]) -> str:
     start, end = meta.get("load_average_start"), meta.get("load_average_end")
     if not start or not end:
@@ -492,37 +382,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target, its value and whether it is met, per pair."""
     rows = []
     for db, against, data in _pairs(results):
+        pair = {"db": db, "against": against}
         for key, label, goal in SCENARIOS:
-            if key not in data:
-                continue
-            speedup = data[key]["adk_s"] / data[key]["statekeeper_s"]
-            cpu = data[key]["adk_cpu_s"] / data[key]["statekeeper_cpu_s"]
-            if goal is not None:
-                rows.append(
-                    {
-                        "db": db,
-                        "against": against,
-                        "target": f"{label}: ≥ {goal:g}x faster than ADK",
-                        "value": speedup,
-                        "cpu_value": cpu,
-                        "met": speedup >= goal,
-                    }
-                )
+            if key in data and goal is not None:
+                wall, cpu = (data[key][f"adk{s}"] / data[key][f"statekeeper{s}"] for s in SIDES)
+                target = f"{label}: ≥ {goal:g}x faster than ADK"
+                rows.append({**pair, "target": target, "value": wall, "cpu_value": cpu})
+                rows[-1]["met"] = wall >= goal
         if "recent100k" in data and "recent1000" in data:
-            growth = data["recent100k"]["statekeeper_s"] / data["recent1000"]["statekeeper_s"]
-            cpu_growth = (
-                data["recent100k"]["statekeeper_cpu_s"] / data["recent1000"]["statekeeper_cpu_s"]
-            )
-            rows.append(
-                {
-                    "db": db,
-                    "against": against,
-                    "target": "last 10 of 100 000 events as fast as of 1 000 (≤ 1.2x)",
-                    "value": growth,
-                    "cpu_value": cpu_growth,
-                    "met": growth <= 1.2,
-                }
-            )
+            big, small = data["recent100k"], data["recent1000"]
+            wall, cpu = (big[f"statekeeper{s}"] / small[f"statekeeper{s}"] for s in SIDES)
+            target = "last 10 of 100 000 events as fast as of 1 000 (≤ 1.2x)"
+            rows.append({**pair, "target": target, "value": wall, "cpu_value": cpu})
+            rows[-1]["met"] = wall <= 1.2
     return rows
 
 
@@ -548,7 +420,6 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     meta = results["meta"]
     v = meta["versions"]
     lines = [
-        DOC_BEGIN,
         "## Beside Google ADK's session services",
         "",
         "<!-- Generated by `python benchmarks/adk_bench.py --write-docs` from "
@@ -589,8 +460,8 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
             speed = r["adk_s"] / r["statekeeper_s"]
             cpu = r["adk_cpu_s"] / r["statekeeper_cpu_s"]
             lines.append(
-                f"| {db} | {against} | {label} | {_us(r['statekeeper_s'])} | {_us(r['adk_s'])} "
-                f"| {speed:.2f}x | {cpu:.2f}x |"
+                f"| {db} | {against} | {label} | {fmt_us(r['statekeeper_s'])} "
+                f"| {fmt_us(r['adk_s'])} | {speed:.2f}x | {cpu:.2f}x |"
             )
     lines += [
         "",
@@ -605,23 +476,7 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
     notes = Path(__file__).with_name("adk_analysis.md")
     if notes.exists():
         lines += ["", notes.read_text().strip()]
-    lines += ["", DOC_END]
     return "\n".join(lines) + "\n"
-
-
-def write_docs(results: dict[str, Any], chart: str | None) -> Path:
-    """Put (or replace) the ADK section at the end of docs/performance.md."""
-    doc = REPO / "docs" / "performance.md"
-    text = doc.read_text() if doc.exists() else "# Performance\n"
-    section = markdown(results, chart)
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text)
-    return doc
 
 
 def draw(results: dict[str, Any], path: Path) -> bool:
@@ -668,23 +523,14 @@ def draw(results: dict[str, Any], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/adk_bench.py", description=__doc__.split("\n")[0]
+    p = _common.parser(
+        __doc__,
+        *("quick", "out", "chart", "no-chart", "write-docs", "from-json", "pg-url", "no-postgres"),
+        quick={"help": "smoke run: tiny batches, 2 000-event log"},
+        out={"help": "results JSON (default benchmarks/results/adk[-quick].json)"},
+        chart={"default": REPO / "docs" / "performance-adk.png"},
+        write_docs={"help": "update docs/performance.md's ADK section"},
     )
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny batches, 2 000-event log")
-    p.add_argument(
-        "--out", type=Path, default=None, help="results JSON (default benchmarks/results/adk.json)"
-    )
-    p.add_argument("--chart", type=Path, default=REPO / "docs" / "performance-adk.png")
-    p.add_argument("--no-chart", action="store_true")
-    p.add_argument(
-        "--write-docs", action="store_true", help="update docs/performance.md's ADK section"
-    )
-    p.add_argument("--from-json", type=Path, default=None, help="no run: report existing results")
-    p.add_argument(
-        "--pg-url", default=os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
-    )
-    p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args(argv)
     # A terminated run still drops its throwaway database (the finally blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -692,9 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.from_json.read_text())
     else:
         results = measure(args)
-        out = args.out or _common.RESULTS / ("adk-quick.json" if args.quick else "adk.json")
-        out.write_text(json.dumps(results, indent=1) + "\n")
-        print("wrote", out)
+        print("wrote", _common.save(results, "adk", args.out, quick=args.quick))
     for t in targets(results):
         print(
             f"{t['db']:<10} {t['against']:<34} {t['target']:<70} "
@@ -706,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         chart = args.chart.name if args.chart.parent == REPO / "docs" else str(args.chart)
         print("chart", args.chart)
     if args.write_docs:
-        print("wrote", write_docs(results, chart))
+        _common.put_block(_report.PAGE, "adk", markdown(results, chart))
+        print("wrote", _report.PAGE)
     return 0
 
 

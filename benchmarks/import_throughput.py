@@ -24,16 +24,13 @@ same code, read-back check included) goes into a fresh statekeeper database
 on the same backend; a few sessions are then read through ADK and through
 ``statekeeper.adk.SqlSessionService`` and must be equal.
 
-PostgreSQL is skipped when it does not answer at ``--pg-url``.
+PostgreSQL is skipped when it does not answer at ``--pg-url`` (or with ``--no-postgres``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,8 +38,6 @@ from pathlib import Path
 import _common
 
 from statekeeper import migrations
-
-DEFAULT_PG_URL = os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
 
 
 def _state(i: int) -> dict[str, object]:
@@ -64,53 +59,34 @@ def write_folder(folder: Path, sessions: int) -> None:
             json.dump(_state(i), file, ensure_ascii=False)
 
 
-def measure(folder: Path, url: str) -> _common.Imported:
-    """Import the folder into ``url`` with ``statekeeper import``; what it did, how long."""
-    return _common.import_command(
-        "agentscope-json", str(folder), "--split-user", "--to", url, "--app", "import-bench"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the import benchmark (``--adk``: ADK's tables); print sessions per second."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__, "pg-url", "no-postgres")
     parser.add_argument("--adk", action="store_true", help="import ADK's tables instead")
     parser.add_argument("--sessions", type=int, default=None)
     parser.add_argument("--events", type=int, default=10, help="events per ADK session")
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args(argv)
+    use_pg = _common.postgres_skipped(args) is None
     if args.adk:
         from _adk_import import run_adk
 
-        run_adk(args.sessions or 2_000, args.events, args.pg_url)
+        run_adk(args.sessions or 2_000, args.events, args.pg_url if use_pg else None)
         return 0
-    args.sessions = args.sessions or 100_000
-    with tempfile.TemporaryDirectory(prefix="statekeeper-import-") as tmp:
+    sessions = args.sessions or 100_000
+    with (
+        tempfile.TemporaryDirectory(prefix="statekeeper-import-") as tmp,
+        _common.postgres_database(args.pg_url) if use_pg else contextlib.nullcontext() as pg,
+    ):
         folder = Path(tmp) / "agentscope"
         folder.mkdir()
         t0 = time.perf_counter()
-        write_folder(folder, args.sessions)
-        print(f"wrote {args.sessions} AgentScope files in {time.perf_counter() - t0:.1f} s")
-
-        with contextlib.ExitStack() as stack:
-            targets = [("sqlite", f"sqlite:///{tmp}/import.db")]
-            try:
-                pg = stack.enter_context(_common.postgres_database(args.pg_url))
-                targets.append(("postgresql", pg))
-            except Exception as exc:  # no server: SQLite only
-                print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
-            for label, url in targets:
-                migrations.upgrade(url)
-                first = measure(folder, url)
-                assert first.imported == args.sessions, first.output[-2000:]
-                print(
-                    f"{label:10} {args.sessions} sessions in {first.seconds:6.1f} s: "
-                    f"{args.sessions / first.seconds:7.0f} sessions/s (read-back check included)"
-                )
-                again = measure(folder, url)
-                assert again.unchanged == args.sessions
-                rate = args.sessions / again.seconds
-                print(f"{label:10} second run (nothing to write): {rate:7.0f} sessions/s")
+        write_folder(folder, sessions)
+        print(f"wrote {sessions} AgentScope files in {time.perf_counter() - t0:.1f} s")
+        targets = [("sqlite", f"sqlite:///{tmp}/import.db")]
+        for label, url in targets + ([("postgresql", pg)] if pg else []):
+            migrations.upgrade(url)
+            command = ("agentscope-json", str(folder), "--split-user", "--to", url)
+            _common.import_twice(label, sessions, *command, "--app", "import-bench")
     return 0
 
 

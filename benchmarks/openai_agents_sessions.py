@@ -9,7 +9,7 @@ only. Four operations, medians of repeated calls:
 * ``all 1,000`` -- ``get_items()`` of that conversation;
 * ``pop`` -- ``pop_item()`` on it.
 
-    python benchmarks/openai_agents_sessions.py [--repeat 50] [--out FILE]
+    python benchmarks/run.py openai-agents [--repeat 50] [--out FILE]
 
 Prints a Markdown table and writes the figures as JSON (default:
 benchmarks/results/openai_agents.json). Needs ``statekeeper[openai-agents]``.
@@ -17,9 +17,7 @@ benchmarks/results/openai_agents.json). Needs ``statekeeper[openai-agents]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import platform
 import statistics
 import subprocess
@@ -29,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import _common
 import agents
 from agents import SQLiteSession
 from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
@@ -87,42 +86,34 @@ async def _measure(make: Callable[[str], Any], repeat: int) -> dict[str, float]:
     return {"add 1": add, "last 10 of 1,000": last, "all 1,000": whole, "pop": pop}
 
 
-def _format(seconds: float) -> str:
-    return f"{seconds * 1e6:.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "results" / "openai_agents.json")
+def main(argv: list[str] | None = None) -> int:
+    """Measure every backend; print the table and write the JSON."""
+    parser = _common.parser(
+        __doc__, "out", out={"help": "results JSON (default benchmarks/results/openai_agents.json)"}
     )
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=50, help="calls per operation")
+    args = parser.parse_args(argv)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, make in _backends(Path(folder)).items():
-            results[name] = await _measure(make, args.repeat)
+            results[name] = asyncio.run(_measure(make, args.repeat))
     ops = list(next(iter(results.values())))
     print(f"openai-agents {agents.__version__}, Python {platform.python_version()}, {load}")
     print("| backend | " + " | ".join(ops) + " |")
     print("|---|" + "---|" * len(ops))
     for name, figures in results.items():
-        print(f"| {name} | " + " | ".join(_format(figures[op]) for op in ops) + " |")
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "openai_agents": agents.__version__,
-                "python": platform.python_version(),
-                "uptime": load,
-                "repeat": args.repeat,
-                "seconds": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+        print(f"| {name} | " + " | ".join(_common.fmt_us(figures[op]) for op in ops) + " |")
+    data = {
+        "openai_agents": agents.__version__,
+        "python": platform.python_version(),
+        "uptime": load,
+        "repeat": args.repeat,
+        "seconds": results,
+    }
+    _common.save(data, "openai_agents", args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(main())

@@ -17,7 +17,6 @@ Three ways to read a 1 KB session, each timed as the median of batches:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import statistics
@@ -25,33 +24,29 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
 
-from _common import DEFAULT_PG_URL, postgres_database, postgres_reason, upgrade
+import _common
 
 from statekeeper import AsyncSqlSession, SqlSession
 
 STATE = {"memory": {"content": ["x" * 100] * 9}}
 
 
-def _median_us(fn: Callable[[], object], n: int, rounds: int = 5) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        times.append((time.perf_counter() - start) / n)
-    return statistics.median(times) * 1e6
-
-
-async def _amedian_us(fn: Callable[[], Awaitable[object]], n: int, rounds: int = 5) -> float:
+async def _amedian_per_call(fn: Callable[[], Awaitable[object]], n: int, rounds: int = 5) -> float:
+    """``_common.median_per_call`` of a coroutine function."""
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(n):
             await fn()
         times.append((time.perf_counter() - start) / n)
-    return statistics.median(times) * 1e6
+    return statistics.median(times)
+
+
+def _row(long_lived: float, shared: float, alone: float) -> dict[str, float]:
+    """The three ways' medians, in µs."""
+    seconds = {"long-lived": long_lived, "per request, shared": shared, "per request, alone": alone}
+    return {name: value * 1e6 for name, value in seconds.items()}
 
 
 def _sync_case(url: str, n: int) -> dict[str, float]:
@@ -62,10 +57,9 @@ def _sync_case(url: str, n: int) -> dict[str, float]:
             with SqlSession(url, app_name="per-request") as store:
                 return store.get_state("s")
 
-        long_lived = _median_us(lambda: keeper.get_state("s"), n)
-        shared = _median_us(per_request, n)
-    alone = _median_us(per_request, max(n // 10, 20))
-    return {"long-lived": long_lived, "per request, shared": shared, "per request, alone": alone}
+        long_lived = _common.median_per_call(lambda: keeper.get_state("s"), n)
+        shared = _common.median_per_call(per_request, n)
+    return _row(long_lived, shared, _common.median_per_call(per_request, max(n // 10, 20)))
 
 
 async def _async_case(url: str, n: int) -> dict[str, float]:
@@ -76,10 +70,9 @@ async def _async_case(url: str, n: int) -> dict[str, float]:
             async with AsyncSqlSession(url, app_name="per-request") as store:
                 return await store.get_state("s")
 
-        long_lived = await _amedian_us(lambda: keeper.get_state("s"), n)
-        shared = await _amedian_us(per_request, n)
-    alone = await _amedian_us(per_request, max(n // 10, 20))
-    return {"long-lived": long_lived, "per request, shared": shared, "per request, alone": alone}
+        long_lived = await _amedian_per_call(lambda: keeper.get_state("s"), n)
+        shared = await _amedian_per_call(per_request, n)
+    return _row(long_lived, shared, await _amedian_per_call(per_request, max(n // 10, 20)))
 
 
 def _print(db: str, api: str, row: dict[str, float]) -> None:
@@ -90,25 +83,20 @@ def _print(db: str, api: str, row: dict[str, float]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and print one line per database and facade."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    parser.add_argument("--no-postgres", action="store_true")
+    parser = _common.parser(__doc__, "pg-url", "no-postgres")
     parser.add_argument("-n", type=int, default=300, help="calls per batch")
     args = parser.parse_args(argv)
-
-    with TemporaryDirectory() as folder:
-        urls: list[tuple[str, Any]] = [("SQLite", f"sqlite:///{Path(folder) / 'r.db'}")]
-        reason = None if args.no_postgres else postgres_reason(args.pg_url)
-        use_pg = reason is None and not args.no_postgres
-        with postgres_database(args.pg_url) if use_pg else contextlib.nullcontext() as pg_url:
-            if pg_url is not None:
-                urls.append(("PostgreSQL", pg_url))
-            if reason is not None and not args.no_postgres:
-                print(f"PostgreSQL skipped: {reason}")
-            for db, url in urls:
-                upgrade(url)
-                _print(db, "sync", _sync_case(url, args.n))
-                _print(db, "async", asyncio.run(_async_case(url, args.n)))
+    use_pg = _common.postgres_skipped(args) is None
+    with (
+        TemporaryDirectory() as folder,
+        _common.postgres_database(args.pg_url) if use_pg else contextlib.nullcontext() as pg_url,
+    ):
+        urls = [("SQLite", f"sqlite:///{Path(folder) / 'r.db'}")]
+        urls += [("PostgreSQL", pg_url)] if pg_url is not None else []
+        for db, url in urls:
+            _common.upgrade(url)
+            _print(db, "sync", _sync_case(url, args.n))
+            _print(db, "async", asyncio.run(_async_case(url, args.n)))
     return 0
 
 

@@ -22,7 +22,6 @@ prepares off, the only way that works there.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -36,11 +35,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _common
 import sqlalchemy as sa
-from _common import DEFAULT_PG_URL, Settings, measure_pair
+from _common import Settings, measure_pair
 from service import APP, EVENT, USER, Sql, drive, floor_append
 
 from statekeeper import SessionService, SqlSession
@@ -101,13 +98,15 @@ def pgbouncer(server: sa.URL) -> Iterator[int]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _route(url: str, prepares: bool, settings: Settings) -> dict[str, dict[str, Any]]:
-    """Measure the three calls on ``url`` against the raw driver with the same prepares."""
+def _route(url: str, prepares: bool, sql: Sql, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Measure the three calls on ``url`` against the raw driver with the same prepares.
+
+    ``sql``: the service's statements, recorded on the direct connection.
+    """
     import psycopg
 
     options = None if prepares else OFF
     threshold = 5 if prepares else None  # psycopg's default, or never
-    sql = Sql("postgresql")
     select, upsert = _common.select_sql("format"), _common.upsert_sql("format")
     text = json.dumps(STATE)
     results: dict[str, dict[str, Any]] = {}
@@ -144,20 +143,18 @@ def _route(url: str, prepares: bool, settings: Settings) -> dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every route and print one line per call."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser = _common.parser(
+        __doc__, "pg-url", "quick", "out", out={"help": "write the results as JSON"}
+    )
     parser.add_argument("--pgbouncer-url", help="an existing PgBouncer (transaction mode)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     settings = Settings.make(quick=args.quick, million=False)
-    reason = _common.postgres_reason(args.pg_url)
-    if reason is not None:
-        print(f"PostgreSQL skipped: {reason}")
+    if _common.postgres_skipped(args) is not None:
         return 0
     data: dict[str, Any] = {"meta": {"quick": args.quick, "rounds": settings.rounds}}
-    with _common.postgres_database(args.pg_url, durable=False) as url:
+    with _common.postgres_database(args.pg_url) as url:  # default settings, as users run
         _common.upgrade(url)  # migrations on the direct connection
+        sql = Sql(url)
         parsed = sa.make_url(url)
         with (
             contextlib.nullcontext(None)
@@ -172,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 "PgBouncer, prepares off": (_common.libpq_url(pooled), False),
             }
             for route, (target, prepares) in routes.items():
-                data[route] = _route(target, prepares, settings)
+                data[route] = _route(target, prepares, sql, settings)
     print(f"{'route':<26} {'call':<13} {'statekeeper':>12} {'floor':>10} {'ratio':>6}")
     for route in routes:
         for call, row in data[route].items():
@@ -185,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         cost = off[call]["statekeeper_s"] / on[call]["statekeeper_s"]
         print(f"prepares off on the direct connection, {call}: {cost:.2f}x the time")
     if args.out:
-        args.out.write_text(json.dumps(data, indent=1))
+        _common.save(data, "pooler", args.out)
     return 0
 
 

@@ -31,16 +31,12 @@ import argparse
 import asyncio
 import functools
 import json
-import statistics
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 from _common import SIZES, Module, agent_modules
@@ -131,21 +127,9 @@ def _database(db: str, pg_url: str) -> Iterator[str]:
             yield url
 
 
-def _sync_call(store: SqlSession, op: str, state: dict[str, Any]) -> Callable[[], object]:
+def _call(store: Any, op: str, state: dict[str, Any]) -> Callable[[], Any]:
+    """The call of ``op`` on ``store`` (async: it returns the coroutine to await)."""
     agent, memory = Module(state["agent"]), Module(state["memory"])
-    store.set_state("p", state, user_id=USER)
-    if op == "write":
-        return lambda: store.set_state("p", state, user_id=USER)
-    if op == "merge":
-        return lambda: store.save_session_state("p", USER, agent=agent, memory=memory)
-    return lambda: store.get_state("p", user_id=USER)
-
-
-async def _async_call(
-    store: AsyncSqlSession, op: str, state: dict[str, Any]
-) -> Callable[[], Awaitable[object]]:
-    agent, memory = Module(state["agent"]), Module(state["memory"])
-    await store.set_state("p", state, user_id=USER)
     if op == "write":
         return lambda: store.set_state("p", state, user_id=USER)
     if op == "merge":
@@ -163,37 +147,36 @@ def profile_case(
     tree: bool,
     label: str,
 ) -> dict[str, Any]:
-    """Profile ``ops`` calls of one op; return per-op seconds per layer."""
+    """Profile ``ops`` calls of one op (after 50 unprofiled); return per-op seconds per layer."""
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0001, async_mode="enabled" if api == "async" else "disabled")
     if api == "sync":
-        store = SqlSession(url, app_name="profile")
-        call = _sync_call(store, op, state)
-        for _ in range(50):
-            call()
-        start = time.perf_counter()
-        profiler.start()
-        for _ in range(ops):
-            call()
-        profiler.stop()
-        wall = time.perf_counter() - start
-        store.close()
+        with SqlSession(url, app_name="profile") as store:
+            store.set_state("p", state, user_id=USER)
+            call = _call(store, op, state)
+            for _ in range(50):
+                call()
+            start = time.perf_counter()
+            profiler.start()
+            for _ in range(ops):
+                call()
+            profiler.stop()
+            wall = time.perf_counter() - start
     else:
 
         async def main() -> float:
-            astore = AsyncSqlSession(url, app_name="profile")
-            acall = await _async_call(astore, op, state)
-            for _ in range(50):
-                await acall()
-            begin = time.perf_counter()
-            profiler.start()
-            for _ in range(ops):
-                await acall()
-            profiler.stop()
-            took = time.perf_counter() - begin
-            await astore.close()
-            return took
+            async with AsyncSqlSession(url, app_name="profile") as store:
+                await store.set_state("p", state, user_id=USER)
+                call = _call(store, op, state)
+                for _ in range(50):
+                    await call()
+                begin = time.perf_counter()
+                profiler.start()
+                for _ in range(ops):
+                    await call()
+                profiler.stop()
+                return time.perf_counter() - begin
 
         wall = asyncio.run(main())
     session = profiler.last_session
@@ -210,15 +193,7 @@ def profile_case(
 # --------------------------------------------------------------------------- micro
 
 
-def _best(fn: Callable[[], object], n: int, repeat: int = 5) -> float:
-    """Median over ``repeat`` runs of the per-call time of ``n`` calls."""
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        runs.append((time.perf_counter() - start) / n)
-    return statistics.median(runs)
+_best = _common.median_per_call
 
 
 def micro(size: str, pg_url: str | None) -> list[tuple[str, float]]:
@@ -240,12 +215,10 @@ def micro(size: str, pg_url: str | None) -> list[tuple[str, float]]:
         pass
     else:
         out.append((f"orjson.loads alone ({size})", _best(lambda: orjson.loads(text), n)))
-    urls = []
     with _common.scratch_dir() as folder:
-        urls.append(("SQLite", f"sqlite:///{Path(folder) / 'micro.db'}"))
-        for name, url in urls:
-            _common.upgrade(url)
-            out += _micro_store(name, url, state, size)
+        url = f"sqlite:///{Path(folder) / 'micro.db'}"
+        _common.upgrade(url)
+        out += _micro_store("SQLite", url, state, size)
     if pg_url is not None:
         with _common.postgres_database(pg_url) as url:
             _common.upgrade(url)
@@ -293,11 +266,8 @@ def _micro_store(name: str, url: str, state: dict[str, Any], size: str) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     """Profile the selected cases and print each one's layers."""
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/profile_ops.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _common.parser(__doc__, "pg-url")
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--api", default="sync,async")
     p.add_argument("--op", default="write,read,merge")
@@ -306,13 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", action="store_true", help="print pyinstrument's call tree")
     p.add_argument("--html", type=Path, default=None, help="save HTML profiles in this folder")
     p.add_argument("--micro", action="store_true", help="also time single pieces (no profiler)")
-    p.add_argument("--pg-url", default=_common.DEFAULT_PG_URL)
     args = p.parse_args(argv)
     state = agent_modules(SIZES[args.size])
-    pg_ok = _common.postgres_reason(args.pg_url) is None
+    pg_ok = _common.postgres_skipped(args) is None
     for db in args.db.split(","):
         if db == "postgresql" and not pg_ok:
-            print(f"skipping PostgreSQL: {_common.postgres_reason(args.pg_url)}")
             continue
         with _database(db, args.pg_url) as url:
             for api in args.api.split(","):

@@ -21,35 +21,27 @@ same machine as the client.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import multiprocessing as mp
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-try:  # a fresh clone that has not been installed yet still runs
-    import statekeeper  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(REPO / "src"))
+import _common
+import _report
+import sqlalchemy as sa
 
-import _common  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+from statekeeper import SqlSession, migrations
 
-from statekeeper import SqlSession, migrations  # noqa: E402
-
-DEFAULT_PG_URL = os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
 APP = "bench"
 STATE = {"agent": {"name": "Friday", "turns": 3}, "memory": {"content": ["hello"] * 10}}
 BASELINE_SECONDS = 2.0
 #: The writer's pause between two writes (about 100 writes a second).
 WRITER_PAUSE = 0.01
+WAITS = ("max_s", "p99_s")
 
 
 def _caller(url: str, kind: str, started: Any, stop: Any, out: Any) -> None:
@@ -123,42 +115,23 @@ def _sessions(engine: sa.Engine) -> sa.Table:
 
 def _load(url: str, count: int) -> None:
     """Bulk load ``count`` expired sessions and 100 live ones into the app."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = _common.utcnow()
     past = now - dt.timedelta(hours=1)
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     sessions = _sessions(engine)
+
+    def rows(name: str, ids: range, when: dt.datetime, expires: Any) -> list[dict[str, Any]]:
+        base = {"app_name": APP, "user_id": "u", "state": STATE, "version": 1}
+        times = {"created_at": when, "updated_at": when, "expires_at": expires}
+        return [{**base, **times, "session_id": f"{name}-{i}"} for i in ids]
+
     try:
         with engine.begin() as conn:
             conn.execute(sa.delete(sessions).where(sessions.c.app_name == APP))
-            base = {"app_name": APP, "user_id": "u", "state": STATE, "version": 1}
-            chunk = 10_000
-            for start in range(0, count, chunk):
-                conn.execute(
-                    sa.insert(sessions),
-                    [
-                        {
-                            **base,
-                            "session_id": f"old-{i}",
-                            "created_at": past,
-                            "updated_at": past,
-                            "expires_at": past,
-                        }
-                        for i in range(start, min(count, start + chunk))
-                    ],
-                )
-            conn.execute(
-                sa.insert(sessions),
-                [
-                    {
-                        **base,
-                        "session_id": f"live-{i}",
-                        "created_at": now,
-                        "updated_at": now,
-                        "expires_at": None,
-                    }
-                    for i in range(100)
-                ],
-            )
+            for start in range(0, count, 10_000):
+                old = range(start, min(count, start + 10_000))
+                conn.execute(sa.insert(sessions), rows("old", old, past, past))
+            conn.execute(sa.insert(sessions), rows("live", range(100), now, None))
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sa.text("VACUUM ANALYZE statekeeper_sessions"))
@@ -177,7 +150,7 @@ def _purge_one_statement(url: str) -> int:
     sessions = _sessions(engine)
     try:
         with engine.begin() as conn:
-            now = dt.datetime.now(dt.timezone.utc)
+            now = _common.utcnow()
             query = (
                 sa.delete(sessions)
                 .where(sessions.c.app_name == APP, sessions.c.expires_at <= now)
@@ -238,31 +211,24 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "the purge as it was before batching (one `DELETE ... RETURNING` of the whole backlog), "
         "for comparison. SQLite on disk (WAL, fsync on); PostgreSQL on the same machine.",
         "",
-        "| db | purge | total time | sessions/s | reader calls | reader max wait "
-        "| reader p99 | writer max wait | writer p99 |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in results:
         for name in ("baseline", "batched", "one statement"):
-            row = r[name]
-            seconds = row.get("seconds")
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        r["database"],
-                        name,
-                        "-" if seconds is None else f"{seconds:.2f} s",
-                        "-" if seconds is None else f"{r['sessions'] / seconds:,.0f}",
-                        f"{row['reader']['calls']:,}",
-                        _ms(row["reader"]["max_s"]),
-                        _ms(row["reader"]["p99_s"]),
-                        _ms(row["writer"]["max_s"]),
-                        _ms(row["writer"]["p99_s"]),
-                    ]
-                )
-                + " |"
+            row, seconds = r[name], r[name].get("seconds")
+            rows.append(
+                [
+                    r["database"],
+                    name,
+                    "-" if seconds is None else f"{seconds:.2f} s",
+                    "-" if seconds is None else f"{r['sessions'] / seconds:,.0f}",
+                    f"{row['reader']['calls']:,}",
+                    *(_ms(row[kind][key]) for kind in ("reader", "writer") for key in WAITS),
+                ]
             )
+    heads = ["db", "purge", "total time", "sessions/s", "reader calls", "reader max wait"]
+    heads += ["reader p99", "writer max wait", "writer p99"]
+    lines += [_report.md_table(heads, rows)]
     lines.append("")
     by_db = {r["database"]: r for r in results}
     if "SQLite" in by_db:
@@ -291,23 +257,23 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the purge benchmark; print the table, optionally write it for the docs."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=100_000)
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--write-docs", action="store_true")
+    parser = _common.parser(
+        __doc__,
+        *("pg-url", "no-postgres", "write-docs"),
+        write_docs={"help": "save results/purge.json and purge.md; regenerate the docs page"},
+    )
+    parser.add_argument("--sessions", type=int, default=100_000, help="expired sessions")
     parser.add_argument(
         "--from-json", action="store_true", help="no run: document results/purge.json again"
     )
     args = parser.parse_args(argv)
-    here = Path(__file__).resolve().parent
     if args.from_json:
         saved = json.loads((_common.RESULTS / "purge.json").read_text())
-        _write_docs(here, markdown(saved["results"], saved["meta"]))
+        _write_docs(markdown(saved["results"], saved["meta"]))
         return 0
 
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with _common.scratch_dir() as tmp:  # on disk, as users have it
         url = f"sqlite:///{Path(tmp) / 'purge.db'}"
         migrations.upgrade(url)
         results.append(measure(url, "SQLite", args.sessions))
@@ -317,26 +283,21 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure(pg_url, "PostgreSQL", args.sessions))
     meta = {
         "command": "python benchmarks/purge.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _common.now_text(),
     }
     text = markdown(results, meta)
     print(text)
     if args.write_docs:
-        saved = json.dumps({"meta": meta, "results": results}, indent=2)
-        (_common.RESULTS / "purge.json").write_text(saved)
-        _write_docs(here, text)
+        _common.save({"meta": meta, "results": results}, "purge")
+        _write_docs(text)
     return 0
 
 
-def _write_docs(here: Path, text: str) -> None:
+def _write_docs(text: str) -> None:
     """Write benchmarks/results/purge.md and regenerate docs/performance.md, which includes it."""
     (_common.RESULTS / "purge.md").write_text(text)
-    import _report  # the main benchmark's page, regenerated from its saved results
-
-    page = REPO / "docs" / "performance.md"
-    saved = json.loads((_common.RESULTS / "stores.json").read_text())
-    page.write_text(_report.markdown(saved, "performance.png"))
-    print(f"docs: {page}")
+    saved = json.loads((_common.RESULTS / "stores.json").read_text())  # the page's own results
+    print(f"docs: {_report.write_page(saved, 'performance.png')}")
 
 
 if __name__ == "__main__":

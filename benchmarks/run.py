@@ -23,17 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
 import importlib
 import json
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 import _report
@@ -52,93 +51,44 @@ SUITES = {
     "per-request": "per_request",  # a store per request on a shared engine
     "agentscope": "stores_vs_agentscope",  # JSON and Redis stores beside AgentScope's
     "profile": "profile_ops",  # where the time of one call goes
+    "openai-agents": "openai_agents_sessions",  # beside the Agents SDK's own sessions
 }
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/run.py",
-        epilog="Other suites: python benchmarks/run.py {" + ",".join(SUITES) + "} [options].",
-        description="Benchmark statekeeper against the raw database drivers.",
+    p = _common.parser(
+        "Benchmark statekeeper against the raw database drivers.",
+        *("quick", "out", "chart", "no-chart", "write-docs", "from-json", "pg-url"),
+        *("no-fsync", "no-postgres"),
+        only=SECTIONS,
+        out={"help": "results JSON (default benchmarks/results/stores[-quick].json)"},
+        chart={"help": "chart PNG (default docs/performance.png; beside --out with --quick)"},
+        from_json={"help": "do not run: report, chart and docs from an existing results JSON"},
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: tiny batches, small scale and memory cases (noisy numbers)",
-    )
+    p.prog = "python benchmarks/run.py"
+    p.epilog = "Other suites: python benchmarks/run.py {" + ",".join(SUITES) + "} [options]."
     p.add_argument(
         "--million",
         action="store_true",
         help="also measure the scale scenario at 1 000 000 sessions",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="results JSON (default benchmarks/results/stores.json; "
-        "benchmarks/results/stores-quick.json with --quick)",
-    )
-    p.add_argument(
-        "--chart",
-        type=Path,
-        default=None,
-        help="chart PNG (default docs/performance.png; beside --out with --quick)",
-    )
-    p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
-    p.add_argument(
-        "--write-docs", action="store_true", help="regenerate docs/performance.md from the results"
-    )
-    p.add_argument(
-        "--from-json",
-        type=Path,
-        default=None,
-        metavar="RESULTS",
-        help="do not run: report, chart and docs from an existing results JSON",
-    )
-    p.add_argument(
-        "--pg-url",
-        default=os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL),
-        help="PostgreSQL server for a throwaway database (default: %(default)s)",
-    )
-    p.add_argument(
-        "--no-fsync",
-        action="store_true",
-        help="not the setup users run: SQLite files in /dev/shm and PostgreSQL's "
-        "synchronous_commit off, for a figure shown beside the default one (never with "
-        "--write-docs: the docs show the default setup)",
-    )
-    p.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    p.add_argument(
-        "--only",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections to run (default: {','.join(SECTIONS)})",
-    )
     return p
 
 
 def _progress(kind: str, row: dict[str, Any]) -> None:
+    fmt, ratio = _report.fmt_time, _report.fmt_ratio
     if kind == "latency":
-        text = (
-            f"{row['db']} {row['api']} {row['op']} {row['size']}: "
-            f"{_report.fmt_time(row['statekeeper_s'])} vs {_report.fmt_time(row['floor_s'])} "
-            f"({_report.fmt_ratio(row['ratio'])})"
-        )
+        text = f"{row['db']} {row['api']} {row['op']} {row['size']}: "
+        text += f"{fmt(row['statekeeper_s'])} vs {fmt(row['floor_s'])} ({ratio(row['ratio'])})"
     elif kind == "scale":
-        text = (
-            f"{row['db']} {row['op']} at {row['sessions']:,}: "
-            f"{_report.fmt_time(row['statekeeper_s'])} "
-            f"({_report.fmt_ratio(row['vs_smallest'])} of the smallest)"
-        )
+        text = f"{row['db']} {row['op']} at {row['sessions']:,}: {fmt(row['statekeeper_s'])} "
+        text += f"({ratio(row['vs_smallest'])} of the smallest)"
     elif kind == "memory":
-        text = (
-            f"{row['db']} {row['op']}: {row['statekeeper_multiple']:.2f}x JSON "
-            f"(floor {row['floor_multiple']:.2f}x)"
-        )
+        text = f"{row['db']} {row['op']}: {row['statekeeper_multiple']:.2f}x JSON "
+        text += f"(floor {row['floor_multiple']:.2f}x)"
     else:
-        text = (
-            f"{row['statekeeper_ops_s']:,.0f} vs {row['floor_ops_s']:,.0f} writes/s "
-            f"({_report.fmt_ratio(row['ratio'])})"
-        )
+        text = f"{row['statekeeper_ops_s']:,.0f} vs {row['floor_ops_s']:,.0f} writes/s "
+        text += f"({ratio(row['ratio'])})"
     print(f"  [{kind}] {text}", file=sys.stderr, flush=True)
 
 
@@ -150,83 +100,45 @@ def _collector(results: dict[str, Any], kind: str) -> Any:
     return report
 
 
-class _Timer:
-    """Print how long each section took, on stderr."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        took = time.perf_counter() - self.start
-        print(f"  ({self.name}: {took:.0f} s)", file=sys.stderr, flush=True)
+@contextmanager
+def _timed(name: str) -> Iterator[None]:
+    """Print how long the block took, on stderr."""
+    start = time.perf_counter()
+    yield
+    print(f"  ({name}: {time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _sqlite(results: dict[str, Any], settings: Settings, folder: Path, only: set[str]) -> None:
-    import _latency
-    import _memory
-    import _scale
-
-    path = folder / "bench.db"
-    url = f"sqlite:///{path}"
-    _common.upgrade(url)
-    print("SQLite", file=sys.stderr, flush=True)
-    if "latency" in only:
-        with _Timer("SQLite latency"):
-            _latency.run_sync("sqlite", url, path, settings, _collector(results, "latency"))
-            asyncio.run(
-                _latency.run_async("sqlite", url, path, settings, _collector(results, "latency"))
-            )
-    if "scale" in only:
-        with _Timer("SQLite scale"):
-            _scale.run("sqlite", None, folder, settings, _collector(results, "scale"))
-    if "memory" in only:
-        with _Timer("SQLite memory"):
-            _memory.run("sqlite", url, path, settings, _collector(results, "memory"))
-
-
-def _postgres(results: dict[str, Any], settings: Settings, admin_url: str, only: set[str]) -> str:
+def _sections(
+    results: dict[str, Any], db: str, url: str, settings: Settings, only: set[str]
+) -> None:
+    """Run the selected sections on one database (``url``: its SQLite file or throwaway DB)."""
     import _concurrency
     import _latency
     import _memory
     import _scale
 
-    with _common.postgres_database(admin_url, durable=settings.durable) as url:
-        print(
-            f"PostgreSQL (throwaway database {url.rsplit('/', 1)[-1]})", file=sys.stderr, flush=True
-        )
-        version = _common.server_version(url)
-        _common.upgrade(url)
-        if "latency" in only:
-            with _Timer("PostgreSQL latency"):
-                _latency.run_sync("postgresql", url, None, settings, _collector(results, "latency"))
-                asyncio.run(
-                    _latency.run_async(
-                        "postgresql", url, None, settings, _collector(results, "latency")
-                    )
-                )
-        if "concurrency" in only:
-            with _Timer("PostgreSQL concurrency"):
-                results["concurrency"] = asyncio.run(_concurrency.run(url, settings))
-                _progress("concurrency", results["concurrency"])
-        if "scale" in only:
-            with _Timer("PostgreSQL scale"):
-                _scale.run("postgresql", url, None, settings, _collector(results, "scale"))
-        if "memory" in only:
-            with _Timer("PostgreSQL memory"):
-                _memory.run("postgresql", url, None, settings, _collector(results, "memory"))
-    return version
+    name = _report.DB_NAMES[db]
+    _common.upgrade(url)
+    if "latency" in only:
+        with _timed(f"{name} latency"):
+            _latency.run_sync(db, url, settings, _collector(results, "latency"))
+            asyncio.run(_latency.run_async(db, url, settings, _collector(results, "latency")))
+    if "concurrency" in only and db == "postgresql":
+        with _timed(f"{name} concurrency"):
+            results["concurrency"] = asyncio.run(_concurrency.run(url, settings))
+            _progress("concurrency", results["concurrency"])
+    if "scale" in only:
+        with _timed(f"{name} scale"):
+            _scale.run(db, url, settings, _collector(results, "scale"))
+    if "memory" in only:
+        with _timed(f"{name} memory"):
+            _memory.run(db, url, settings, _collector(results, "memory"))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected sections on SQLite and PostgreSQL; return the results."""
     settings = Settings.make(quick=args.quick, million=args.million, durable=not args.no_fsync)
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+    only = args.only
     results: dict[str, Any] = {
         "latency": [],
         "concurrency": None,
@@ -239,17 +151,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with _common.scratch_dir(durable=settings.durable) as folder:
         results["sqlite_dir"] = str(Path(folder).parent)
         results["sqlite_storage"] = _common.storage(folder)
-        _sqlite(results, settings, Path(folder), only)
-    if args.no_postgres:
-        results["skipped"].append("PostgreSQL: --no-postgres")
-    elif (reason := _common.postgres_reason(args.pg_url)) is not None:
+        print("SQLite", file=sys.stderr, flush=True)
+        _sections(results, "sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", settings, only)
+    if (reason := _common.postgres_skipped(args)) is not None:
         results["skipped"].append(f"PostgreSQL: {reason}")
-        print(f"skipping PostgreSQL: {reason}", file=sys.stderr)
     else:
-        pg_version = _postgres(results, settings, args.pg_url, only)
+        with _common.postgres_database(args.pg_url, durable=settings.durable) as url:
+            print(f"PostgreSQL (throwaway database {url.rsplit('/', 1)[-1]})", file=sys.stderr)
+            pg_version = _common.server_setting(url)
+            _sections(results, "postgresql", url, settings, only)
     results["meta"] = {
         "command": "python benchmarks/run.py " + shlex.join(sys.argv[1:]),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _common.now_text(),
         "seconds": time.perf_counter() - start,
         "settings": dataclasses.asdict(settings),
         "machine": _report.machine(pg_version),
@@ -258,30 +171,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _relative(path: Path, to: Path) -> str:
-    return os.path.relpath(path.resolve(), to.resolve().parent)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run (or load) the benchmark, then print, save, draw and document it; or run a suite."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUITES:
         return int(importlib.import_module(SUITES[argv[0]]).main(argv[1:]) or 0)
-    args = _parser().parse_args(argv)
-    if args.no_fsync and args.write_docs:
-        raise SystemExit(
-            "--no-fsync is not the setup users run: its figures go beside the default ones "
-            "(--out), never into the docs instead of them; drop --write-docs"
-        )
+    args = _common.parse(_parser(), argv)
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
         out = None
     else:
-        results = run(args)
-        default_out = "stores-quick.json" if args.quick else "stores.json"
-        out = args.out or _common.RESULTS / default_out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        out = _common.save(results := run(args), "stores", args.out, quick=args.quick)
     print(_report.console(results))
     if out is not None:
         print(f"results: {out}")
@@ -304,10 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"chart: {chart_path}")
     if args.write_docs:
-        doc = REPO / "docs" / "performance.md"
-        link = _relative(chart_path, doc) if chart_path else None
-        doc.write_text(_common.keep_blocks(doc, _report.markdown(results, link)))
-        print(f"docs: {doc}")
+        link = os.path.relpath(chart_path.resolve(), _report.PAGE.parent) if chart_path else None
+        print(f"docs: {_report.write_page(results, link)}")
     return 0
 
 

@@ -27,17 +27,15 @@ Only statekeeper's public API is used.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 import sqlalchemy as sa
@@ -285,7 +283,7 @@ def load(url: str, settings: Settings) -> dict[str, int]:
         engine = svc.engine
         for name in ("log1k", "log100k"):
             svc.create_session(name, USER, state={"topic": "weather"})
-            _bulk_events(engine, name, sizes[name])
+            _common.bulk_events(engine, (APP, USER, name), sizes[name], _EVENT_TEXT, 1e9)
         _bulk_sessions(engine, 1_000 if not settings.quick else 100)
     return sizes
 
@@ -297,27 +295,6 @@ def _series(engine: sa.Engine, n: int) -> str:
         "(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
         f"WHERE n < {int(n)}) SELECT n FROM s) AS g"
     )
-
-
-def _bulk_events(engine: sa.Engine, session_id: str, n: int) -> None:
-    doc = "CAST(:doc AS json)" if engine.dialect.name == "postgresql" else ":doc"
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO statekeeper_events "
-                "(app_name, user_id, session_id, seq, timestamp, event) "
-                f"SELECT :app, :user, :session, n, 1000000000.0 + n, {doc} "
-                f"FROM {_series(engine, n)}"
-            ),
-            {"app": APP, "user": USER, "session": session_id, "doc": _EVENT_TEXT},
-        )
-        conn.execute(
-            sa.text(
-                "UPDATE statekeeper_sessions SET event_count = :n, version = :n + 1 "
-                "WHERE app_name = :app AND user_id = :user AND session_id = :session"
-            ),
-            {"n": n, "app": APP, "user": USER, "session": session_id},
-        )
 
 
 def _bulk_sessions(engine: sa.Engine, n: int) -> None:
@@ -350,6 +327,55 @@ def _counter(prefix: str) -> Callable[[], str]:
     return lambda: f"{prefix}{next(it)}"
 
 
+def _cases(
+    svc: Any, drive: Callable[[Any, Any], Any], raw: Any, sql: Sql, sizes: dict[str, int], tag: str
+) -> list[tuple[str, Callable[[], Any], Callable[[], Any]]]:
+    """Each scenario: its name, the service's call and the floor's, on ``svc`` and ``raw``.
+
+    With the async service and :func:`adrive` each call returns the coroutine to await.
+    ``tag`` keeps the sessions the sync and the async run create apart.
+    """
+    turn = iter(range(sys.maxsize))
+    a_id, b_id = _counter(f"{tag}create-a-"), _counter(f"{tag}create-b-")
+    cases = [
+        (
+            "create_session",
+            lambda: svc.create_session(a_id(), USER, state={"topic": "weather"}),
+            lambda: drive(raw, floor_create(sql, b_id(), USER)),
+        ),
+        (
+            "append_event 2KB",
+            lambda: svc.append_event(
+                f"{tag}append-a",
+                dict(EVENT, timestamp=time.time()),
+                USER,
+                state_delta={"turn": (t := next(turn)), "user:turns": t},
+            ),
+            lambda: drive(raw, floor_append(sql, f"{tag}append-b", next(turn))),
+        ),
+    ]
+    reads = [
+        ("get_session 10 events", "log10", None),
+        (f"get_session {sizes['log1k']} events", "log1k", None),
+        (f"recent=10 of {sizes['log1k']}", "log1k", 10),
+        (f"recent=10 of {sizes['log100k']}", "log100k", 10),
+    ]
+    for name, session, recent in reads:
+        cases.append(
+            (
+                name,
+                lambda s=session, r=recent: svc.get_session(s, USER, recent=r),
+                lambda s=session, r=recent: drive(raw, floor_get(sql, s, r)),
+            )
+        )
+    lister = (
+        "list_sessions of 1,000",
+        lambda: svc.list_sessions(LISTER, limit=1000),
+        lambda: drive(raw, floor_list(sql, LISTER, 1000)),
+    )
+    return [*cases, lister]
+
+
 def sync_scenarios(
     url: str, raw: Any, sql: Sql, sizes: dict[str, int], settings: Settings
 ) -> list[dict[str, Any]]:
@@ -358,53 +384,8 @@ def sync_scenarios(
     with SessionService(url, app_name=APP) as svc:
         svc.create_session("append-a", USER)
         drive(raw, floor_create(sql, "append-b", USER))
-        turn = iter(range(sys.maxsize))
-        a_id, b_id = _counter("create-a-"), _counter("create-b-")
-        cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
-            (
-                "create_session",
-                lambda: svc.create_session(a_id(), USER, state={"topic": "weather"}),
-                lambda: drive(raw, floor_create(sql, b_id(), USER)),
-            ),
-            (
-                "append_event 2KB",
-                lambda: svc.append_event(
-                    "append-a",
-                    dict(EVENT, timestamp=time.time()),
-                    USER,
-                    state_delta={"turn": (t := next(turn)), "user:turns": t},
-                ),
-                lambda: drive(raw, floor_append(sql, "append-b", next(turn))),
-            ),
-            (
-                "get_session 10 events",
-                lambda: svc.get_session("log10", USER),
-                lambda: drive(raw, floor_get(sql, "log10", None)),
-            ),
-            (
-                f"get_session {sizes['log1k']} events",
-                lambda: svc.get_session("log1k", USER),
-                lambda: drive(raw, floor_get(sql, "log1k", None)),
-            ),
-            (
-                f"recent=10 of {sizes['log1k']}",
-                lambda: svc.get_session("log1k", USER, recent=10),
-                lambda: drive(raw, floor_get(sql, "log1k", 10)),
-            ),
-            (
-                f"recent=10 of {sizes['log100k']}",
-                lambda: svc.get_session("log100k", USER, recent=10),
-                lambda: drive(raw, floor_get(sql, "log100k", 10)),
-            ),
-            (
-                "list_sessions of 1,000",
-                lambda: svc.list_sessions(LISTER, limit=1000),
-                lambda: drive(raw, floor_list(sql, LISTER, 1000)),
-            ),
-        ]
-        for name, a, b in cases:
-            pair = _common.measure_pair(a, b, settings)
-            rows.append({"scenario": name, **pair.summary()})
+        for name, a, b in _cases(svc, drive, raw, sql, sizes, ""):
+            rows.append({"scenario": name, **_common.measure_pair(a, b, settings).summary()})
             _print(sql.name, "sync", rows[-1])
     return rows
 
@@ -417,58 +398,10 @@ async def async_scenarios(
     async with AsyncSessionService(url, app_name=APP) as svc:
         await svc.create_session("aappend-a", USER)
         await adrive(raw, floor_create(sql, "aappend-b", USER))
-        turn = iter(range(sys.maxsize))
-        a_id, b_id = _counter("acreate-a-"), _counter("acreate-b-")
-
-        async def append_a() -> object:
-            t = next(turn)
-            return await svc.append_event(
-                "aappend-a",
-                dict(EVENT, timestamp=time.time()),
-                USER,
-                state_delta={"turn": t, "user:turns": t},
+        for name, a, b in _cases(svc, adrive, raw, sql, sizes, "a"):
+            rows.append(
+                {"scenario": name, **(await _common.ameasure_pair(a, b, settings)).summary()}
             )
-
-        cases: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
-            (
-                "create_session",
-                lambda: svc.create_session(a_id(), USER, state={"topic": "weather"}),
-                lambda: adrive(raw, floor_create(sql, b_id(), USER)),
-            ),
-            (
-                "append_event 2KB",
-                append_a,
-                lambda: adrive(raw, floor_append(sql, "aappend-b", next(turn))),
-            ),
-            (
-                "get_session 10 events",
-                lambda: svc.get_session("log10", USER),
-                lambda: adrive(raw, floor_get(sql, "log10", None)),
-            ),
-            (
-                f"get_session {sizes['log1k']} events",
-                lambda: svc.get_session("log1k", USER),
-                lambda: adrive(raw, floor_get(sql, "log1k", None)),
-            ),
-            (
-                f"recent=10 of {sizes['log1k']}",
-                lambda: svc.get_session("log1k", USER, recent=10),
-                lambda: adrive(raw, floor_get(sql, "log1k", 10)),
-            ),
-            (
-                f"recent=10 of {sizes['log100k']}",
-                lambda: svc.get_session("log100k", USER, recent=10),
-                lambda: adrive(raw, floor_get(sql, "log100k", 10)),
-            ),
-            (
-                "list_sessions of 1,000",
-                lambda: svc.list_sessions(LISTER, limit=1000),
-                lambda: adrive(raw, floor_list(sql, LISTER, 1000)),
-            ),
-        ]
-        for name, a, b in cases:
-            pair = await _common.ameasure_pair(a, b, settings)
-            rows.append({"scenario": name, **pair.summary()})
             _print(sql.name, "async", rows[-1])
     return rows
 
@@ -485,56 +418,29 @@ def _print(backend: str, facade: str, row: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def _sqlite(settings: Settings, only: set[str], folder: Path) -> list[dict[str, Any]]:
-    path = folder / "service.db"
-    url = f"sqlite:///{path}"
+def _measure(url: str, settings: Settings, only: set[str]) -> list[dict[str, Any]]:
+    """The scenarios of ``only`` (sync, async) on a fresh database at ``url``."""
     _common.upgrade(url)
     sizes = load(url, settings)
     sql = Sql(url)
     results = []
     if "sync" in only:
-        raw = _common.sqlite_connect(path)
+        raw = _common.connect(url)
         try:
-            results += [
-                dict(r, backend="sqlite", facade="sync")
-                for r in sync_scenarios(url, raw, sql, sizes, settings)
-            ]
+            rows = sync_scenarios(url, raw, sql, sizes, settings)
         finally:
             raw.close()
+        results += [dict(r, backend=sql.name, facade="sync") for r in rows]
     if "async" in only:
 
         async def body() -> list[dict[str, Any]]:
-            raw = await _common.aiosqlite_connect(path)
+            raw = await _common.aconnect(url)
             try:
                 return await async_scenarios(url, raw, sql, sizes, settings)
             finally:
                 await raw.close()
 
-        results += [dict(r, backend="sqlite", facade="async") for r in asyncio.run(body())]
-    return results
-
-
-def _postgres(settings: Settings, only: set[str], admin_url: str) -> list[dict[str, Any]]:
-    import psycopg
-
-    results = []
-    with _common.postgres_database(admin_url, durable=settings.durable) as url:
-        _common.upgrade(url)
-        sizes = load(url, settings)
-        sql = Sql(url)
-        if "sync" in only:
-            with psycopg.connect(url, autocommit=True) as raw:
-                results += [
-                    dict(r, backend="postgresql", facade="sync")
-                    for r in sync_scenarios(url, raw, sql, sizes, settings)
-                ]
-        if "async" in only:
-
-            async def body() -> list[dict[str, Any]]:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as raw:
-                    return await async_scenarios(url, raw, sql, sizes, settings)
-
-            results += [dict(r, backend="postgresql", facade="async") for r in asyncio.run(body())]
+        results += [dict(r, backend=sql.name, facade="async") for r in asyncio.run(body())]
     return results
 
 
@@ -566,7 +472,7 @@ def markdown(data: dict[str, Any]) -> str:
         best = min(r["statekeeper_batches_s"]) / min(r["floor_batches_s"])
         lines.append(
             f"| {r['backend']} | {r['facade']} | {r['scenario']} | "
-            f"{_common_time(r['statekeeper_s'])} | {_common_time(r['floor_s'])} | "
+            f"{_common.fmt_us(r['statekeeper_s'])} | {_common.fmt_us(r['floor_s'])} | "
             f"{r['ratio']:.2f}x | {best:.2f}x |"
         )
     lines += ["", '"The last 10 events" on a long log against a short one (statekeeper side):', ""]
@@ -579,7 +485,13 @@ def markdown(data: dict[str, Any]) -> str:
         )
         if len(recent) == 2:  # "recent=10 of 1000" sorts before "... of 100000"
             (_, small), (_, big) = recent
-            cells = (backend, facade, _common_time(small), _common_time(big), f"{big / small:.2f}x")
+            cells = (
+                backend,
+                facade,
+                _common.fmt_us(small),
+                _common.fmt_us(big),
+                f"{big / small:.2f}x",
+            )
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -603,73 +515,37 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _common_time(seconds: float) -> str:
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON results."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny batches, small logs")
-    p.add_argument(
-        "--no-fsync",
-        action="store_true",
-        help="not the setup users run: SQLite in /dev/shm, PostgreSQL's synchronous_commit "
-        "off (a figure for beside the default one; never with --write-docs)",
+    p = _common.parser(
+        __doc__,
+        *("quick", "no-fsync", "no-postgres", "pg-url", "write-docs", "from-json", "out"),
+        only=SECTIONS,
+        out={"help": "results JSON (default benchmarks/results/service[-quick].json)"},
     )
-    p.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    p.add_argument(
-        "--pg-url", default=None, help="PostgreSQL server (a throwaway database is made there)"
-    )
-    p.add_argument("--only", default="sync,async", help="sync, async or both")
-    p.add_argument(
-        "--write-docs", action="store_true", help="put the table into docs/performance.md"
-    )
-    p.add_argument("--from-json", type=Path, default=None, help="no run: document these results")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="results JSON (default benchmarks/results/service[-quick].json)",
-    )
-    args = p.parse_args(argv)
-    if args.no_fsync and args.write_docs:
-        p.error("--no-fsync figures go beside the default ones (--out), never into the docs")
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if not only <= set(SECTIONS):
-        p.error(f"--only takes {', '.join(SECTIONS)}")
+    args = _common.parse(p, argv)
+    only = args.only
     if args.from_json is not None:
         _write_docs(json.loads(args.from_json.read_text()))
         return 0
     settings = Settings.make(quick=args.quick, million=False, durable=not args.no_fsync)
-    import os
-
-    pg_url = args.pg_url or os.environ.get("STATEKEEPER_TEST_POSTGRES_URL", _common.DEFAULT_PG_URL)
     head = ("backend", "api", "scenario", "statekeeper", "raw driver", "ratio")
     print(f"{head[0]:<10} {head[1]:<5} {head[2]:<28} {head[3]:>13} {head[4]:>13} {head[5]:>7}")
-    results: list[dict[str, Any]] = []
-    with _common.scratch_dir(durable=not args.no_fsync) as folder:
+    with _common.scratch_dir(durable=settings.durable) as folder:
         storage = _common.storage(folder)
-        results += _sqlite(settings, only, Path(folder))
-    skipped = None
-    if not args.no_postgres:
-        skipped = _common.postgres_reason(pg_url)
-        if skipped is None:
-            results += _postgres(settings, only, pg_url)
-        else:
-            print(f"PostgreSQL skipped: {skipped}")
-    out = args.out or _common.RESULTS / ("service-quick.json" if args.quick else "service.json")
+        results = _measure(f"sqlite:///{Path(folder) / 'service.db'}", settings, only)
+    if (skipped := _common.postgres_skipped(args)) is None:
+        with _common.postgres_database(args.pg_url, durable=settings.durable) as url:
+            results += _measure(url, settings, only)
     meta = {
         "load": round(os.getloadavg()[0], 2),
         "quick": args.quick,
-        "durable": not args.no_fsync,
+        "durable": settings.durable,
         "sqlite_storage": storage,
         "python": sys.version.split()[0],
         "postgres_skipped": skipped,
     }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    out = _common.save({"meta": meta, "results": results}, "service", args.out, quick=args.quick)
     if args.write_docs:
         _write_docs({"meta": meta, "results": results})
     worst = max((r["ratio"] for r in results), default=0.0)

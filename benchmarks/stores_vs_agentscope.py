@@ -26,7 +26,6 @@ is at most 1.5).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -37,22 +36,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import _common
+from _common import Module
+
 from statekeeper import JSONSession, RedisSession
 
 REDIS_URL = os.environ.get("STATEKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-class Module:
-    """A state module holding a given state."""
-
-    def __init__(self, state: dict[str, Any] | None = None) -> None:
-        self.state = state or {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state = state
 
 
 def make_state(size: int) -> dict[str, Any]:
@@ -180,10 +169,9 @@ def cases(
 
 def main(argv: list[str] | None = None) -> int:
     """Measure save and load beside AgentScope's own JSON and Redis sessions; print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", help="write the results as JSON to this file")
-    args = parser.parse_args(argv)
+    args = _common.parser(
+        __doc__, "quick", "out", out={"help": "write the results as JSON to this file"}
+    ).parse_args(argv)
     sizes = {
         "10 KB": (10_000, 20 if args.quick else 300),
         "1 MB": (1_000_000, 5 if args.quick else 40),
@@ -209,14 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 a, b = interleaved(ours, theirs, rounds)
                 case = f"{name} {label}"
-                rows.append(
-                    {
-                        "case": case,
-                        "statekeeper_ms": a * 1e3,
-                        "agentscope_ms": b * 1e3,
-                        "ratio": a / b,
-                    }
-                )
+                row = {"case": case, "statekeeper_ms": a * 1e3, "agentscope_ms": b * 1e3}
+                rows.append({**row, "ratio": a / b})
                 print(
                     f"{case:34} statekeeper {a * 1e3:8.3f} ms   "
                     f"AgentScope {b * 1e3:8.3f} ms   ratio {a / b:5.2f}"
@@ -227,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         client.delete(*keys)
     client.close()
     if args.out:
-        with open(args.out, "w") as file:
-            json.dump(rows, file, indent=2)
+        _common.save(rows, "vs_agentscope", args.out)
     return 0
 
 
