@@ -200,7 +200,7 @@ class _Resend(Exception):
 def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
     """Check a connection out of ``engine``'s pool; refusals become ``DatabaseUnavailableError``."""
     try:
-        with pooler_failures(engine):  # the pre-ping is a statement too
+        with pooler_failures(engine):  # a pool_pre_ping is a statement too
             conn = engine.connect()
     except _CONNECT_ERRORS as exc:
         raise unreachable(engine, exc) from exc
