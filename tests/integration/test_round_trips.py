@@ -11,7 +11,7 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
-from statekeeper import AsyncSqlSession, SqlSession
+from statekeeper import AsyncSessionService, AsyncSqlSession, SessionService, SqlSession
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"])
 
@@ -88,3 +88,50 @@ async def test_each_call_is_one_round_trip(
             pgconn.untrace()
     assert counted == {name: 3 * per_call for name, _ in CALLS}
     await _call(store, "close")
+
+
+#: Service calls, several statements each on PostgreSQL (a transaction, events, scoped keys).
+SERVICE_CALLS: list[tuple[str, tuple[Any, ...], int]] = [  # name, arguments, times
+    ("create_session", ("t",), 1),
+    ("append_event", ("t", {"author": "user", "text": "hi"}), 3),
+    ("get_session", ("t",), 2),
+    ("list_sessions", (), 2),
+    ("pop_event", ("t",), 2),
+    ("delete_session", ("t",), 1),
+]
+
+
+async def test_a_call_sends_its_statements_and_nothing_else(db_url: str, facade: str) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    if not hasattr(psycopg.pq.PGconn, "trace"):
+        pytest.skip("libpq's protocol trace needs psycopg 3.1 or later")
+    options = {
+        "pool_size": 1,
+        "max_overflow": 0,
+        "connect_args": {"application_name": f"rtt-{uuid.uuid4().hex[:8]}"},
+    }
+    service: Any = (SessionService if facade == "sync" else AsyncSessionService)(
+        db_url, app_name=f"rtt-svc-{facade}", engine_options=options
+    )
+    engine = service.engine if facade == "sync" else service.engine.sync_engine
+    statements = [0]
+
+    def count(*_: Any) -> None:
+        statements[0] += 1
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    with tempfile.TemporaryFile() as file:
+        wire = _Wire(engine, file)
+        await _call(service, "get_app_state")  # connects, checks the schema once
+        wire.round_trips()
+        sent, answered = {}, {}
+        for name, args, times in SERVICE_CALLS:
+            statements[0] = 0
+            for _ in range(times):
+                await _call(service, name, *args)
+            sent[name], answered[name] = statements[0], wire.round_trips()
+        for pgconn in wire.pgconns:
+            pgconn.untrace()
+    assert answered == sent
+    assert all(sent.values())
+    await _call(service, "close")
