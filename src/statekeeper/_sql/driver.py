@@ -166,13 +166,18 @@ def _begin_sql(dialect: sa.Dialect) -> str:
     return "BEGIN IMMEDIATE" if dialect.name == "sqlite" else "BEGIN"
 
 
-#: SQLSTATEs of a session the server ended at a point where no statement of
-#: ours was running, or one that was running was rolled back: admin_shutdown
-#: (``pg_terminate_backend``, a fast shutdown) and idle_session_timeout. The
-#: backend acts on them only where it checks for interrupts (reading the next
-#: command, inside a statement), never inside a commit: a statement answered
-#: with one of them did not commit. Not crash_shutdown (57P02), which ends the
-#: backend anywhere, a commit's reply included.
+#: SQLSTATEs of a session the server ended where none of our statement took
+#: effect: admin_shutdown (``pg_terminate_backend``, a fast shutdown) and
+#: idle_session_timeout. The backend acts on them only where it checks for
+#: interrupts: reading the next command (the statement never runs) or inside
+#: a statement (its transaction rolls back). A commit holds interrupts off,
+#: and a committed statement's reply, up to ReadyForQuery, is flushed before
+#: the backend reads (and checks) again. So a statement answered with one of
+#: them did not commit (a backend that dies while blocked sending a reply
+#: sends no notice at all). Read from PostgreSQL's postgres.c, for sessions
+#: that do not LISTEN (statekeeper's never do); not a documented promise.
+#: Not crash_shutdown (57P02): SIGQUIT ends a backend anywhere, a commit's
+#: reply unsent included.
 _ENDED_UNRUN = ("57P01", "57P05")
 
 
