@@ -12,7 +12,9 @@ sampling) and splits the sampled time into layers:
 
 * ``driver + database``: inside the DB-API ``execute`` (psycopg, sqlite3,
   aiosqlite), i.e. the round trip and the server's work;
-* ``pre-ping``: the pool's liveness check on checkout (a round trip);
+* ``pre-ping``: SQLAlchemy's ``pool_pre_ping`` on checkout (a round trip; only
+  in the ``pool_pre_ping=True`` case: statekeeper's own socket check, no round
+  trip, counts as ``statekeeper``);
 * ``pool checkout/return``: the rest of SQLAlchemy's pool;
 * ``compile / cache``: statement compilation and cache-key generation;
 * ``SQLAlchemy execution``: the rest of ``Connection.execute`` and result rows;
@@ -230,7 +232,7 @@ def _micro_store(name: str, url: str, state: dict[str, Any], size: str) -> list[
     import sqlalchemy as sa
 
     out = []
-    for label, options in (("default", None), ("pool_pre_ping=False", {"pool_pre_ping": False})):
+    for label, options in (("default", None), ("pool_pre_ping=True", {"pool_pre_ping": True})):
         if options and name == "SQLite":
             continue
         store = SqlSession(url, app_name="micro", engine_options=options)

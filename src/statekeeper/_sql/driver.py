@@ -13,6 +13,12 @@ passes through as SQLAlchemy raised it, except the prepared-statement
 failures of a transaction-mode pooler (PgBouncer), which become
 :class:`~statekeeper.errors.TransactionPoolerError` and cost the connection.
 
+A call on an engine statekeeper made from a URL whose first statement met a
+session the server had already ended (:func:`ended_unrun`) is sent again,
+once, on a fresh connection: that statement never ran. This closes the race
+the pool's socket check (``liveness``) cannot see, a connection terminated
+while it sat in the pool but whose notice had not arrived yet.
+
 A cancelled async call never interrupts its operation: :func:`arun` drives
 it in a task of its own that the caller awaits through ``asyncio.shield``.
 The caller gets ``CancelledError`` at once; the operation runs to its end
@@ -37,6 +43,7 @@ __all__ = [
     "aconnect",
     "arun",
     "connect",
+    "ended_unrun",
     "guard_cancellation",
     "pooler_failures",
     "run",
@@ -159,6 +166,38 @@ def _begin_sql(dialect: sa.Dialect) -> str:
     return "BEGIN IMMEDIATE" if dialect.name == "sqlite" else "BEGIN"
 
 
+#: SQLSTATEs of a session the server ended where none of our statement took
+#: effect: admin_shutdown (``pg_terminate_backend``, a fast shutdown) and
+#: idle_session_timeout. The backend acts on them only where it checks for
+#: interrupts: reading the next command (the statement never runs) or inside
+#: a statement (its transaction rolls back). A commit holds interrupts off,
+#: and a committed statement's reply, up to ReadyForQuery, is flushed before
+#: the backend reads (and checks) again. So a statement answered with one of
+#: them did not commit (a backend that dies while blocked sending a reply
+#: sends no notice at all). Read from PostgreSQL's postgres.c, for sessions
+#: that do not LISTEN (statekeeper's never do); not a documented promise.
+#: Not crash_shutdown (57P02): SIGQUIT ends a backend anywhere, a commit's
+#: reply unsent included.
+_ENDED_UNRUN = ("57P01", "57P05")
+
+
+def ended_unrun(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server ending the session before the statement ran (see above)."""
+    return (
+        isinstance(exc, sa.exc.DBAPIError)
+        and exc.connection_invalidated
+        and sqlstate(exc) in _ENDED_UNRUN
+    )
+
+
+class _Resend(Exception):
+    """The first statement of a call met an ended session: send it again on a new connection."""
+
+    def __init__(self, step: Call | str) -> None:
+        super().__init__("the server had ended the session; sending the statement again")
+        self.step = step
+
+
 # --------------------------------------------------------------------------- sync
 
 
@@ -166,7 +205,7 @@ def _begin_sql(dialect: sa.Dialect) -> str:
 def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
     """Check a connection out of ``engine``'s pool; refusals become ``DatabaseUnavailableError``."""
     try:
-        with pooler_failures(engine):  # the pre-ping is a statement too
+        with pooler_failures(engine):  # a pool_pre_ping is a statement too
             conn = engine.connect()
     except _CONNECT_ERRORS as exc:
         raise unreachable(engine, exc) from exc
@@ -178,10 +217,17 @@ def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
             raise
 
 
-def run(engine: sa.Engine, op: Op[T]) -> T:
-    """Run ``op`` on a connection of ``engine`` and return its result."""
-    with connect(engine) as conn:
-        return _drive(op, conn)
+def run(engine: sa.Engine, op: Op[T], *, resend: bool = False) -> T:
+    """Run ``op`` on a connection of ``engine`` and return its result.
+
+    With ``resend``, a first statement that met an ended session is sent again, once.
+    """
+    try:
+        with connect(engine) as conn:
+            return _drive(op, conn, resend=resend)
+    except _Resend as again:
+        with connect(engine) as conn:
+            return _drive(op, conn, first=again.step)
 
 
 def _execute(conn: sa.Connection, step: Call | str) -> Any:
@@ -192,18 +238,23 @@ def _execute(conn: sa.Connection, step: Call | str) -> Any:
     return None
 
 
-def _drive(op: Op[T], conn: sa.Connection) -> T:
+def _drive(
+    op: Op[T], conn: sa.Connection, *, resend: bool = False, first: Call | str | None = None
+) -> T:
     in_tx = False
     try:
-        step = next(op)
+        step = next(op) if first is None else first
         while True:
             try:
                 result = _execute(conn, step)
             except sa.exc.DBAPIError as exc:
+                if resend and ended_unrun(exc):
+                    raise _Resend(step) from exc
                 if exc.connection_invalidated:
                     raise
                 step = op.throw(exc)
                 continue
+            resend = False  # a statement ran: the call is under way
             if step == BEGIN:
                 in_tx = True
             elif step == COMMIT:
@@ -268,9 +319,12 @@ def _finished(task: asyncio.Task[Any]) -> None:
         task.exception()  # retrieved: nobody is left to see it
 
 
-async def arun(engine: AsyncEngine, op: Op[T]) -> T:
-    """Run ``op`` on a connection of ``engine``; a cancelled caller never cuts it short."""
-    task = asyncio.ensure_future(_arun(engine, op))
+async def arun(engine: AsyncEngine, op: Op[T], *, resend: bool = False) -> T:
+    """Run ``op`` on a connection of ``engine``; a cancelled caller never cuts it short.
+
+    With ``resend``, a first statement that met an ended session is sent again, once.
+    """
+    task = asyncio.ensure_future(_arun(engine, op, resend))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -308,9 +362,13 @@ async def settle() -> None:
         await asyncio.wait(pending)
 
 
-async def _arun(engine: AsyncEngine, op: Op[T]) -> T:
-    async with aconnect(engine) as conn:
-        return await _adrive(op, conn)
+async def _arun(engine: AsyncEngine, op: Op[T], resend: bool) -> T:
+    try:
+        async with aconnect(engine) as conn:
+            return await _adrive(op, conn, resend=resend)
+    except _Resend as again:
+        async with aconnect(engine) as conn:
+            return await _adrive(op, conn, first=again.step)
 
 
 async def _aexecute(conn: AsyncConnection, step: Call | str) -> Any:
@@ -321,18 +379,23 @@ async def _aexecute(conn: AsyncConnection, step: Call | str) -> Any:
     return None
 
 
-async def _adrive(op: Op[T], conn: AsyncConnection) -> T:
+async def _adrive(
+    op: Op[T], conn: AsyncConnection, *, resend: bool = False, first: Call | str | None = None
+) -> T:
     in_tx = False
     try:
-        step = next(op)
+        step = next(op) if first is None else first
         while True:
             try:
                 result = await _aexecute(conn, step)
             except sa.exc.DBAPIError as exc:
+                if resend and ended_unrun(exc):
+                    raise _Resend(step) from exc
                 if exc.connection_invalidated:
                     raise
                 step = op.throw(exc)
                 continue
+            resend = False
             if step == BEGIN:
                 in_tx = True
             elif step == COMMIT:

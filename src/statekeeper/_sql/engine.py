@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import sqlalchemy.ext.asyncio as sa_async
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from . import liveness
 from .fork import ForkLock
 
 __all__ = [
@@ -143,7 +144,7 @@ def _options(url: sa.URL, engine_options: Mapping[str, Any]) -> dict[str, Any]:
         options["connect_args"] = {"check_same_thread": False}
     elif url.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    else:
+    elif url.get_driver_name() != "psycopg":  # psycopg connections: _check_connections
         options["pool_pre_ping"] = True
     options.update(engine_options)
     return options
@@ -159,12 +160,23 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _check_connections(engine: sa.Engine, options: Mapping[str, Any]) -> None:
+    """Check psycopg connections on checkout without a round trip (``liveness``).
+
+    An app's own ``pool_pre_ping`` (either way) is left to SQLAlchemy.
+    """
+    if engine.dialect.driver == "psycopg" and "pool_pre_ping" not in options:
+        sa.event.listen(engine, "connect", liveness.mark_fresh)
+        sa.event.listen(engine, "checkout", liveness.check_on_checkout)
+
+
 def _create_sync(url: sa.URL, options: Mapping[str, Any]) -> sa.Engine:
     if _is_memory(url):
         options = {"poolclass": sa.QueuePool, **options}
     engine = sa.create_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _on_sqlite_connect)
+    _check_connections(engine, options)
     return engine
 
 
@@ -176,6 +188,7 @@ def _create_async(url: sa.URL, options: Mapping[str, Any]) -> AsyncEngine:
     engine = sa_async.create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    _check_connections(engine.sync_engine, options)
     return engine
 
 

@@ -82,7 +82,9 @@ def guard(engine: sa.Engine) -> None:
         if engine in _ENGINES:
             return
         sa.event.listen(engine, "connect", _stamp)
-        sa.event.listen(engine, "checkout", _replace_inherited)
+        # First of the checkout listeners: nothing else (statekeeper's liveness
+        # check, a caller's own) touches a connection another process opened.
+        sa.event.listen(engine, "checkout", _replace_inherited, insert=True)
         _ENGINES.add(engine)
 
 

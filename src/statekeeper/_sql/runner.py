@@ -93,6 +93,9 @@ class _Base(Generic[E]):
         kind: str,
     ) -> None:
         self.engine: E = _bind(engine, schema, owned=release is not None)
+        # Made from a URL: checked on checkout without a round trip, so a call
+        # that met a connection the server had just ended is sent again (driver).
+        self._resend = release is not None
         self._base_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
         _fork.guard(self._base_engine)  # owned or the caller's: no connection crosses a fork
         self.schema = schema
@@ -159,10 +162,10 @@ class Runner(_Base[sa.Engine]):
         self._check_open()
         if not self._ready:
             self._prepare()
-        return run(self.engine, op)
+        return run(self.engine, op, resend=self._resend)
 
     def _revision(self) -> str | None:
-        return run(self.engine, _ops.schema_revision(self._ctx))
+        return run(self.engine, _ops.schema_revision(self._ctx), resend=self._resend)
 
     def _prepare(self) -> None:
         with self._lock:
@@ -218,10 +221,10 @@ class AsyncRunner(_Base[AsyncEngine]):
         self._check_open()
         if not self._ready:
             await self._prepare()
-        return await arun(self.engine, op)
+        return await arun(self.engine, op, resend=self._resend)
 
     async def _revision(self) -> str | None:
-        return await arun(self.engine, _ops.schema_revision(self._ctx))
+        return await arun(self.engine, _ops.schema_revision(self._ctx), resend=self._resend)
 
     async def _prepare(self) -> None:
         if self._lock is None:
