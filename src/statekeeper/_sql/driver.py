@@ -37,6 +37,7 @@ __all__ = [
     "aconnect",
     "arun",
     "connect",
+    "drive",
     "guard_cancellation",
     "pooler_failures",
     "run",
@@ -181,7 +182,7 @@ def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
 def run(engine: sa.Engine, op: Op[T]) -> T:
     """Run ``op`` on a connection of ``engine`` and return its result."""
     with connect(engine) as conn:
-        return _drive(op, conn)
+        return drive(op, conn)
 
 
 def _execute(conn: sa.Connection, step: Call | str) -> Any:
@@ -192,7 +193,8 @@ def _execute(conn: sa.Connection, step: Call | str) -> Any:
     return None
 
 
-def _drive(op: Op[T], conn: sa.Connection) -> T:
+def drive(op: Op[T], conn: sa.Connection) -> T:
+    """Run ``op`` on ``conn``, a connection the caller holds; return its result."""
     in_tx = False
     try:
         step = next(op)
