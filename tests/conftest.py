@@ -36,7 +36,11 @@ from statekeeper import AsyncSqlSession, SqlSession, migrations
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-PG_URL = os.environ.get(
+#: A Citus coordinator (its nodes registered in this database, trust auth): when
+#: set, the PostgreSQL tests run on Citus, on tables ``statekeeper db distribute``
+#: distributed, and the Citus tests run too.
+CITUS_URL = os.environ.get("STATEKEEPER_TEST_CITUS_URL", "")
+PG_URL = CITUS_URL or os.environ.get(
     "STATEKEEPER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("STATEKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -53,8 +57,7 @@ POOLER_CONNECT_ARGS: dict[str, dict[str, Any]] = {
 
 
 def _admin_engine() -> sa.Engine:
-    url = sa.make_url(PG_URL).set(drivername="postgresql+psycopg")
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    return _autocommit(sa.make_url(PG_URL).set(drivername="postgresql+psycopg"))
 
 
 @pytest.fixture(scope="session")
@@ -73,17 +76,61 @@ def pg_server() -> Iterator[sa.URL]:
     return sa.make_url(PG_URL).set(drivername="postgresql+psycopg")
 
 
-def create_pg_database(server: sa.URL) -> tuple[str, Callable[[], None]]:
-    """Create a throwaway database; return its URL and a function that drops it."""
+def _autocommit(url: sa.URL) -> sa.Engine:
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+
+
+def _citus_database(admin: sa.Engine, name: str) -> list[sa.Engine]:
+    """Make the new database ``name`` a Citus cluster of its own: every node's database
+    gets the extension, and the coordinator's knows the nodes. Returns the workers'
+    admin engines (to drop theirs with)."""
+    with admin.connect() as conn:
+        nodes = conn.execute(
+            sa.text("SELECT nodename, nodeport, groupid FROM pg_dist_node ORDER BY groupid")
+        ).all()
+    coordinator = admin.url.set(database=name)
+    workers = [admin.url.set(host=host, port=port) for host, port, group in nodes if group != 0]
+    engines = [_autocommit(url) for url in workers]
+    for engine in engines:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    for url in [*(url.set(database=name) for url in workers), coordinator]:  # workers first
+        engine = _autocommit(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS citus"))
+            if url is coordinator:
+                conn.execute(
+                    sa.text("SELECT citus_set_coordinator_host(:h, :p)"),
+                    {"h": url.host, "p": url.port},
+                )
+                for worker in workers:
+                    conn.execute(
+                        sa.text("SELECT citus_add_node(:h, :p)"),
+                        {"h": worker.host, "p": worker.port},
+                    )
+        engine.dispose()
+    return engines
+
+
+def create_pg_database(
+    server: sa.URL, *, citus: bool = bool(CITUS_URL)
+) -> tuple[str, Callable[[], None]]:
+    """Create a throwaway database; return its URL and a function that drops it.
+
+    With ``citus`` (on a Citus server), a database on every node with the
+    extension, its coordinator knowing its workers; without, a plain one.
+    """
     name = f"statekeeper_test_{uuid.uuid4().hex[:12]}"
     admin = _admin_engine()
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    workers = _citus_database(admin, name) if citus else []
 
     def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        for engine in [admin, *workers]:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            engine.dispose()
 
     return server.set(database=name).render_as_string(hide_password=False), drop
 
@@ -93,6 +140,8 @@ def pg_direct_database(pg_server: sa.URL) -> Iterator[str]:
     """A migrated throwaway PostgreSQL database shared by the run, on the direct connection."""
     url, drop = create_pg_database(pg_server)
     migrations.upgrade(url)
+    if CITUS_URL:
+        migrations.distribute(url)
     yield url
     drop()
 

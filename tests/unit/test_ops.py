@@ -188,7 +188,7 @@ def test_cursor_round_trip_and_garbage() -> None:
 
 
 def test_a_failed_rollback_discards_the_connection() -> None:
-    from statekeeper._sql.driver import _drive
+    from statekeeper._sql.driver import drive
 
     class Connection:
         dialect = sa.dialects.sqlite.dialect()
@@ -207,7 +207,7 @@ def test_a_failed_rollback_discards_the_connection() -> None:
     conn = Connection()
     op = _ops.merge_state(ctx("sqlite"), "u", "s", {'"': 2}, {'"': "2"}, 7, NOW)
     with pytest.raises(ConflictError):
-        _drive(op, conn)  # type: ignore[arg-type]
+        drive(op, conn)  # type: ignore[arg-type]
     assert conn.discarded
 
 

@@ -117,6 +117,32 @@ def downgrade(revision: str, url: str, schema: str | None, sql: bool, yes: bool)
         click.echo(f"Downgraded {where} from {_label(undone[0])} to {_label(after)}.")
 
 
+@db.command(
+    short_help="Spread the tables over a Citus cluster (on user_id).", epilog=EXIT_STATUS_HELP
+)
+@url_option()
+@schema_option
+@reports_errors
+def distribute(url: str, schema: str | None) -> None:
+    """Distribute statekeeper's tables over the Citus cluster whose coordinator is at --url.
+
+    Sessions, events and user state are distributed on user_id, co-located;
+    app state and the version table become reference tables. Run it after
+    `statekeeper db upgrade`; safe to run again.
+    """
+    engine = _engine(url)
+    try:
+        done = migrations.distribute(engine, schema)
+    finally:
+        engine.dispose()
+    where = _where(url, schema)
+    if not done:
+        click.echo(f"{where}: statekeeper's tables are already distributed; nothing to do.")
+        return
+    for line in done:
+        click.echo(f"{where}: {line}.")
+
+
 @db.command(short_help="Print the database's statekeeper revision.", epilog=EXIT_STATUS_HELP)
 @url_option()
 @schema_option

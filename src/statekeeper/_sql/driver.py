@@ -43,6 +43,7 @@ __all__ = [
     "aconnect",
     "arun",
     "connect",
+    "drive",
     "ended_unrun",
     "guard_cancellation",
     "pooler_failures",
@@ -228,6 +229,11 @@ def run(engine: sa.Engine, op: Op[T], *, resend: bool = False) -> T:
     except _Resend as again:
         with connect(engine) as conn:
             return _drive(op, conn, first=again.step)
+
+
+def drive(op: Op[T], conn: sa.Connection) -> T:
+    """Run ``op`` on ``conn``, a connection the caller holds (no resend); return its result."""
+    return _drive(op, conn)
 
 
 def _execute(conn: sa.Connection, step: Call | str) -> Any:

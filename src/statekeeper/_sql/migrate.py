@@ -24,9 +24,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .driver import aconnect, connect
+from .driver import aconnect, connect, drive
 from .engine import forget_heads, migration_engine, safe_url
 from .fork import ForkLock
+from .ops import citus
 from .schema import HEAD_REVISION
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ __all__ = [
     "aalembic_lock",
     "alembic_config",
     "alembic_lock",
+    "distribute_on",
+    "follow_distribution",
+    "require_postgresql",
     "aupgrade_unlocked",
     "known_revisions",
     "not_ready_message",
@@ -195,3 +199,32 @@ async def aupgrade_unlocked(engine: AsyncEngine, schema: str | None) -> list[str
     """Upgrade to head; the caller holds :func:`aalembic_lock`."""
     async with aconnect(engine) as conn:
         return await conn.run_sync(run_command, "upgrade", "head", schema)
+
+
+def require_postgresql(backend: str) -> None:
+    """Refuse to distribute a database that is not PostgreSQL (``backend``: the dialect's name)."""
+    if backend not in ("postgresql", "postgres"):
+        raise ValueError(
+            "statekeeper db distribute spreads the tables over a Citus cluster, a "
+            f"PostgreSQL database; {backend!r} has nothing to distribute"
+        )
+
+
+def distribute_on(conn: sa.Connection, schema: str | None) -> list[str]:
+    """Distribute statekeeper's tables over the Citus cluster of ``conn``; return what was done."""
+    require_postgresql(conn.dialect.name)
+    where = shown(conn) + (f" (schema {schema})" if schema else "")
+    # The operation opens its own transaction, like every store call.
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    return drive(citus.distribute(schema, where, upgrade_command(conn, schema)), conn)
+
+
+def follow_distribution(conn: sa.Connection, tables: list[str], schema: str | None) -> list[str]:
+    """From a migration that created ``tables``: distribute them on Citus when the rest is.
+
+    Runs in the migration's transaction; does nothing on SQLite, on plain
+    PostgreSQL, or on Citus before ``statekeeper db distribute`` ran.
+    """
+    if conn.dialect.name != "postgresql":
+        return []
+    return drive(citus.follow(tables, schema), conn)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
 __all__ = [
+    "ADVISORY_LOCK_KEY",
     "HEAD_REVISION",
     "TABLE_PREFIX",
     "VERSION_TABLE",
@@ -35,6 +36,9 @@ __all__ = [
 
 TABLE_PREFIX = "statekeeper_"
 VERSION_TABLE = "statekeeper_alembic_version"
+
+#: Key of the PostgreSQL advisory lock that serialises upgrades (and Citus distribution).
+ADVISORY_LOCK_KEY = 0x5354_4B50  # "STKP"
 
 #: The revision the code expects; a test keeps it equal to the migrations' head.
 HEAD_REVISION = "0002"

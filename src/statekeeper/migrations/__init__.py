@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 
@@ -28,7 +29,6 @@ from .._sql.schema import TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
     from alembic.config import Config
     from alembic.script import Script
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,11 +38,13 @@ __all__ = [
     "VERSION_TABLE",
     "acheck",
     "acurrent",
+    "adistribute",
     "adowngrade",
     "aupgrade",
     "check",
     "config",
     "current",
+    "distribute",
     "downgrade",
     "head",
     "include_object",
@@ -216,6 +218,51 @@ async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None
     """
     async with aconnect(engine) as conn:
         return await conn.run_sync(_current_on, schema)
+
+
+def distribute(engine_or_url: Bind, schema: str | None = None) -> list[str]:
+    """Spread statekeeper's tables over a Citus cluster; safe to run again.
+
+    Run it on the Citus coordinator once the tables exist (``statekeeper db
+    upgrade``). The sessions, their events and the user state are
+    distributed on ``user_id`` and co-located, so every per-session and
+    per-user statement runs on one shard; the app state and the version
+    table become reference tables, copied to every node. Rows already there
+    move to the shards. Later upgrades distribute the tables they create.
+    One transaction, which waits for a running upgrade.
+
+    Args:
+        engine_or_url: a sync ``Engine`` or a database URL of the coordinator.
+        schema: PostgreSQL schema holding statekeeper's tables.
+
+    Returns:
+        What this call did, one line per table (e.g. ``"distributed
+        statekeeper_sessions on user_id"``); empty when everything already was.
+
+    Raises:
+        SchemaNotReadyError: the database has no citus extension (the message
+            says what to do), no statekeeper tables yet, or a table that is
+            distributed on another column.
+        ValueError: the database is not PostgreSQL.
+        DatabaseUnavailableError: the database cannot be reached.
+    """
+    if not isinstance(engine_or_url, sa.Engine):  # before connecting to, say, a SQLite file
+        migrate.require_postgresql(sa.make_url(engine_or_url).get_backend_name())
+    return with_connection(engine_or_url, migrate.distribute_on, schema)
+
+
+async def adistribute(engine: AsyncEngine, schema: str | None = None) -> list[str]:
+    """Spread the tables of an ``AsyncEngine``'s database over Citus; see :func:`distribute`.
+
+    Args:
+        engine: the async engine of the coordinator.
+        schema: PostgreSQL schema holding statekeeper's tables.
+
+    Returns:
+        What this call did, one line per table; empty when everything already was.
+    """
+    async with aconnect(engine) as conn:
+        return await conn.run_sync(migrate.distribute_on, schema)
 
 
 def _raise_unless_ready(found: str | None, bind: Any, schema: str | None) -> None:

@@ -23,13 +23,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from alembic import context
 
-from .._sql.schema import TABLE_PREFIX, VERSION_TABLE, metadata
+from .._sql.schema import ADVISORY_LOCK_KEY, TABLE_PREFIX, VERSION_TABLE, metadata
+from .._sql.statements.citus import SEQUENTIAL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-#: Key of the PostgreSQL advisory lock that serialises concurrent upgrades.
-ADVISORY_LOCK_KEY = 0x5354_4B50  # "STKP"
 
 _DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
 
@@ -118,6 +116,10 @@ def _sqlite_transaction(connection: sa.Connection) -> Iterator[None]:
 def _postgresql_prepare(connection: sa.Connection, schema: str | None) -> None:
     """Take the upgrade lock, then create the schema if it is missing."""
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    # On Citus, DDL on distributed tables followed by a reference table's
+    # creation (or write: the version table) in one transaction must run one
+    # shard at a time. Plain PostgreSQL keeps the setting as a placeholder.
+    connection.exec_driver_sql(SEQUENTIAL)
     if schema is not None:
         found = connection.execute(
             sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}

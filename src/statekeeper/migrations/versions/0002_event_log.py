@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from statekeeper._sql.migrate import follow_distribution
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | tuple[str, ...] | None = None
@@ -60,6 +62,12 @@ def upgrade() -> None:
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("app_name", "user_id", "key", name="pk_statekeeper_user_state"),
+    )
+    # On Citus, once `statekeeper db distribute` ran: the new tables too.
+    follow_distribution(
+        op.get_bind(),
+        ["statekeeper_events", "statekeeper_user_state", "statekeeper_app_state"],
+        _sessions_schema(),
     )
 
 
