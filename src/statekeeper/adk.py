@@ -47,7 +47,7 @@ from pydantic import Field
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _adk_uri
+from . import _adk_uri, codec
 from ._sql import engine as _engine
 from .errors import ConflictError, SessionExistsError, SessionNotFoundError, StoreClosedError
 from .service_async import AsyncSessionService
@@ -122,6 +122,35 @@ def _to_session(record: SessionRecord, app_name: str, events: list[Event]) -> Se
     )
     _set_version(session, record.version)
     return session
+
+
+def _event(text: str) -> Event:
+    """Build an ``Event`` from its stored JSON text, validating the text itself.
+
+    This skips the dict a decode would build first. pydantic's JSON parser
+    refuses a few texts Python's reads (a lone surrogate escape such as
+    ``"\\ud800"``, which statekeeper stores exactly): those, and a text that
+    does not validate, are decoded and validated as a dict, so the event or
+    the error is the one ``Event.model_validate`` of the decoded dict gives.
+    """
+    try:
+        return Event.model_validate_json(text)
+    except ValueError:  # pydantic's ValidationError included
+        return Event.model_validate(codec.decode(text))
+
+
+class _AppService(AsyncSessionService):
+    """One app's ``AsyncSessionService``, plus the adapter's own read of a session.
+
+    :meth:`get_session_texts` hands back the events' stored JSON texts
+    instead of decoded dicts, which ADK's ``Event`` would only walk again.
+    """
+
+    async def get_session_texts(
+        self, session_id: str, user_id: str, *, recent: int | None, after: float | None
+    ) -> tuple[SessionRecord, list[str]] | None:
+        """``get_session``, the record without events and the events' JSON texts beside it."""
+        return await self._run(self._core.get_texts(session_id, user_id, recent, after))
 
 
 def _stored_document(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -220,7 +249,7 @@ class SqlSessionService(BaseSessionService):
         self._schema = schema
         self._ttl = ttl
         self._auto_migrate = auto_migrate
-        self._services: dict[str, AsyncSessionService] = {}
+        self._services: dict[str, _AppService] = {}
         self._closed = False
         # The first service validates the settings now rather than on first use.
         self._first = self._service("")
@@ -230,7 +259,7 @@ class SqlSessionService(BaseSessionService):
         """The ``AsyncEngine`` every app's calls run on."""
         return self._first.engine
 
-    def _service(self, app_name: str) -> AsyncSessionService:
+    def _service(self, app_name: str) -> _AppService:
         service = self._services.get(app_name)
         if service is None:
             if self._closed:
@@ -245,7 +274,7 @@ class SqlSessionService(BaseSessionService):
                 "auto_migrate": self._auto_migrate,
                 "engine_options": self._engine_options,
             }
-            service = AsyncSessionService(self._target, **options)
+            service = _AppService(self._target, **options)
             self._services[app_name] = service
         return service
 
@@ -314,13 +343,13 @@ class SqlSessionService(BaseSessionService):
         """
         recent = config.num_recent_events if config is not None else None
         after = (config.after_timestamp or None) if config is not None else None
-        record = await self._service(app_name).get_session(
+        found = await self._service(app_name).get_session_texts(
             session_id, user_id, recent=recent, after=after
         )
-        if record is None:
+        if found is None:
             return None
-        events = [Event.model_validate(event.data) for event in record.events]
-        return _to_session(record, app_name, events)
+        record, texts = found
+        return _to_session(record, app_name, [_event(text) for text in texts])
 
     async def list_sessions(
         self,

@@ -16,6 +16,7 @@ from google.adk.sessions.base_session_service import GetSessionConfig, ListSessi
 from google.adk.sessions.session import Session
 from google.genai import types
 
+from statekeeper import AsyncSessionService
 from statekeeper.adk import SqlSessionService, StaleSessionError
 from statekeeper.errors import StoreClosedError
 
@@ -221,6 +222,52 @@ async def test_a_rich_event_round_trips_whole(service: SqlSessionService, app_na
     assert got.events == [original]
     assert got == session
     assert got.state["k"] == {"deep": [True, None, "\u0000"]}
+
+
+async def test_events_another_writer_stored_read_back_as_adk_validates_them(
+    service: SqlSessionService, app_name: str, service_args: dict[str, Any]
+) -> None:
+    # Texts this adapter does not write itself: camelCase keys, bytes in the
+    # standard base64 alphabet, a 2**80 int; the second with a lone surrogate
+    # escape, which pydantic's JSON parser refuses.
+    session = await service.create_session(app_name=app_name, user_id=USER)
+    documents: list[dict[str, Any]] = [
+        {
+            "id": "e1",
+            "author": "model",
+            "invocationId": "inv",
+            "timestamp": 1_700_000_000.5,
+            "content": {
+                "role": "model",
+                "parts": [{"inlineData": {"data": "+/8A", "mimeType": "image/png"}}],
+            },
+            "customMetadata": {"big": 2**80},
+        },
+        {
+            "id": "e2",
+            "author": "user",
+            "timestamp": 1_700_000_001.0,
+            "content": {"parts": [{"text": "a \ud800 b"}]},
+        },
+    ]
+    writer = AsyncSessionService(
+        service.engine, app_name=app_name, schema=service_args.get("schema")
+    )
+    for document in documents:
+        await writer.append_event(session.id, document, USER)
+    await writer.close()
+    got = await service.get_session(app_name=app_name, user_id=USER, session_id=session.id)
+    assert got is not None
+    assert got.events == [Event.model_validate(document) for document in documents]
+    first, second = got.events
+    assert first.content is not None
+    assert first.content.parts is not None
+    assert first.content.parts[0].inline_data is not None
+    assert first.content.parts[0].inline_data.data == b"\xfb\xff\x00"
+    assert first.custom_metadata == {"big": 2**80}
+    assert second.content is not None
+    assert second.content.parts is not None
+    assert second.content.parts[0].text == "a \ud800 b"
 
 
 async def test_partial_events_are_returned_untouched_and_not_stored(

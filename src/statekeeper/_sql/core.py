@@ -183,6 +183,15 @@ class ServiceCore:
         since = None if after is None else _seconds(after, "after")
         return _ops_service.get_session(self.ctx, user_id, session_id, recent, since, now())
 
+    def get_texts(
+        self, session_id: str, user_id: str, recent: int | None, after: float | None
+    ) -> _ops.Op[tuple[SessionRecord, list[str]] | None]:
+        """Build ``get_session`` handing back the events' stored JSON texts (the ADK adapter's)."""
+        check_ids(user_id, session_id)
+        recent = _count(recent, "recent")
+        since = None if after is None else _seconds(after, "after")
+        return _ops_service.get_session_texts(self.ctx, user_id, session_id, recent, since, now())
+
     def append(
         self,
         session_id: str,

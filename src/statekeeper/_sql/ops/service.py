@@ -12,7 +12,7 @@ user's, ``temp:`` keys nowhere, the others to the session's own state.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +51,11 @@ __all__ = [
     "encode_scoped",
     "get_scoped_state",
     "get_session",
+    "get_session_texts",
     "list_sessions",
     "members",
     "pop_event",
+    "read_event_rows",
     "read_events",
     "session_params",
     "split_state",
@@ -397,14 +399,51 @@ def get_session(
     ``after``: only events at or after that timestamp. Both combine. With a
     ``ttl``, reading refreshes the session's expiry.
     """
+    found = yield from _read_session(ctx, user_id, session_id, recent, after, now)
+    if found is None:
+        return None
+    row, rows = found
+    state = _row_state(row[0], row[7], row[8])
+    return _record(ctx, user_id, session_id, row, state, _decoded(rows))
+
+
+def get_session_texts(
+    ctx: Context,
+    user_id: str,
+    session_id: str,
+    recent: int | None,
+    after: float | None,
+    now: dt.datetime,
+) -> Op[tuple[SessionRecord, list[str]] | None]:
+    """As :func:`get_session`, but the events come apart, as their stored JSON texts.
+
+    The record's own ``events`` are ``()``. For a caller that parses the
+    texts itself (the ADK adapter validates them into pydantic models
+    straight from the JSON): each event's text is parsed once, not twice.
+    """
+    found = yield from _read_session(ctx, user_id, session_id, recent, after, now)
+    if found is None:
+        return None
+    row, rows = found
+    state = _row_state(row[0], row[7], row[8])
+    return _record(ctx, user_id, session_id, row, state, ()), [doc for _, _, doc in rows]
+
+
+def _read_session(
+    ctx: Context,
+    user_id: str,
+    session_id: str,
+    recent: int | None,
+    after: float | None,
+    now: dt.datetime,
+) -> Op[tuple[Any, Sequence[Any]] | None]:
+    """The session's row and its event rows (``seq, timestamp, text``), or ``None``."""
     sql = service_statements(ctx.dialect)
     params = session_params(ctx, user_id, session_id, now)
     row = (yield Call(sql.read if ctx.ttl is None else sql.touch, params)).first()
     if row is None:
         return None
-    events = yield from read_events(ctx, params, int(row[2]), recent, after)
-    state = _row_state(row[0], row[7], row[8])
-    return _record(ctx, user_id, session_id, row, state, events)
+    return row, (yield from read_event_rows(ctx, params, int(row[2]), recent, after))
 
 
 def read_events(
@@ -420,6 +459,17 @@ def read_events(
     ``recent`` and ``after`` as in :func:`get_session`. The log is read up to
     ``count`` only, so events a deleted session left under the key never show.
     """
+    return _decoded((yield from read_event_rows(ctx, params, count, recent, after)))
+
+
+def read_event_rows(
+    ctx: Context,
+    params: dict[str, Any],
+    count: int,
+    recent: int | None,
+    after: float | None,
+) -> Op[Sequence[Any]]:
+    """As :func:`read_events`, the rows as read: ``seq``, ``timestamp``, the event's JSON text."""
     if recent == 0 or not count:
         return ()
     params["p_count"] = count
@@ -428,9 +478,11 @@ def read_events(
     if after is not None:
         params["p_after"] = after
     statement = service_statements(ctx.dialect).events[recent is not None, after is not None]
-    rows = (yield Call(statement, params)).all()
-    if recent is not None:
-        rows = rows[::-1]
+    rows: Sequence[Any] = (yield Call(statement, params)).all()
+    return rows[::-1] if recent is not None else rows
+
+
+def _decoded(rows: Sequence[Any]) -> tuple[EventRecord, ...]:
     return tuple(EventRecord(int(s), float(ts), codec.decode(doc)) for s, ts, doc in rows)
 
 
