@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import sqlalchemy as sa
 from google.adk.cli.service_registry import get_service_registry
@@ -44,7 +44,7 @@ from google.adk.sessions.base_session_service import (
 )
 from google.adk.sessions.session import Session
 from pydantic import Field
-from pydantic_core import to_jsonable_python
+from pydantic_core import SchemaSerializer, to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _adk_uri, codec
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Mapping
     from types import TracebackType
+
+    from pydantic_core.core_schema import CoreConfig
 
     from ._records import SessionRecord
 
@@ -153,9 +155,44 @@ class _AppService(AsyncSessionService):
         return await self._run(self._core.get_texts(session_id, user_id, recent, after))
 
 
+# pydantic's JSON dump turns NaN and infinities held in Any-typed values (state
+# deltas, custom_metadata, function-call args, ...) into None, per the model's
+# ser_json_inf_nan, "null" unless set. A session's first state (through
+# to_jsonable_python) and the events (by their own schema and settings, see
+# _dumper) are converted with NaN and infinities kept as floats instead, so
+# they reach the codec, which refuses them and names where they sit.
+# Everything else is dumped as event.model_dump(mode="json") dumps it, ADK's
+# own serializers (and their fallback for callables) included.
+_INF_NAN: Final = "constants"
+_DUMPERS: dict[type[Event], SchemaSerializer] = {}
+
+
+def _dumper(cls: type[Event]) -> SchemaSerializer:
+    """Return the serializer of ``cls``'s schema and settings that keeps NaN and infinities.
+
+    pydantic dumps Any-typed values with the outermost model's ``ser_json_*``
+    settings (``Event``'s writes bytes there as base64), so those are copied.
+    """
+    dumper = _DUMPERS.get(cls)
+    if dumper is None:
+        settings = {
+            key: value for key, value in cls.model_config.items() if key.startswith("ser_json_")
+        }
+        settings |= {"ser_json_inf_nan": _INF_NAN, "title": cls.__name__}
+        config = cast("CoreConfig", settings)
+        dumper = _DUMPERS[cls] = SchemaSerializer(cls.__pydantic_core_schema__, config)
+    return dumper
+
+
 def _stored_document(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return the event as stored (``temp:`` keys left out) and its state delta."""
-    document: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+    """Return the event as stored (``temp:`` keys left out) and its state delta.
+
+    That is ``event.model_dump(mode="json", exclude_none=True)``, but with NaN
+    and infinities kept as floats wherever they are, for the codec to refuse.
+    """
+    document: dict[str, Any] = _dumper(type(event)).to_python(
+        event, mode="json", by_alias=False, exclude_none=True
+    )
     actions = document.get("actions")
     delta: dict[str, Any] = {}
     if isinstance(actions, dict) and isinstance(actions.get("state_delta"), dict):
@@ -306,7 +343,7 @@ class SqlSessionService(BaseSessionService):
                 cannot be stored as exact JSON (NaN, infinities). Nothing was written.
         """
         session_id = session_id or str(uuid.uuid4())
-        initial = to_jsonable_python(state) if state else None
+        initial = to_jsonable_python(state, inf_nan_mode=_INF_NAN) if state else None
         try:
             record = await self._service(app_name).create_session(
                 session_id, user_id, state=initial, timestamp=time.time()
@@ -448,8 +485,12 @@ class SqlSessionService(BaseSessionService):
             StaleSessionError: a ``ValueError`` ("modified in storage"):
                 another writer appended to the session since this object was
                 loaded. Nothing was written; reload the session and retry.
-            statekeeper.errors.StateEncodingError: the event or its delta holds a
-                value that cannot be stored as exact JSON. Nothing was written.
+            statekeeper.errors.StateEncodingError: the event holds a value that
+                cannot be stored as exact JSON: NaN or an infinity anywhere in it
+                (its state delta, ``custom_metadata``, a function call's ``args``
+                ...), which pydantic's JSON dump would have turned into ``null``.
+                ``path`` names it, as in ``event.actions.state_delta.score``.
+                Nothing was written.
         """
         if event.partial:
             return event

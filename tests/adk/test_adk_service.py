@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from google.genai import types
 
 from statekeeper import AsyncSessionService
 from statekeeper.adk import SqlSessionService, StaleSessionError
-from statekeeper.errors import StoreClosedError
+from statekeeper.errors import StateEncodingError, StoreClosedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,6 +89,17 @@ async def test_create_with_an_existing_id_raises_already_exists_and_keeps_the_fi
     # The same id for another user, or in another app, is another session.
     await service.create_session(app_name=app_name, user_id="bob", session_id="s1")
     await service.create_session(app_name=app_name + "-other", user_id=USER, session_id="s1")
+
+
+async def test_create_with_nan_in_the_state_raises_and_writes_nothing(
+    service: SqlSessionService, app_name: str
+) -> None:
+    state = {"ok": 1, "user:score": [1.0, float("nan")]}
+    with pytest.raises(StateEncodingError, match="NaN or infinity") as info:
+        await service.create_session(app_name=app_name, user_id=USER, session_id="s1", state=state)
+    assert info.value.path == "user:score[1]"
+    assert await service.get_session(app_name=app_name, user_id=USER, session_id="s1") is None
+    assert await service.get_user_state(app_name=app_name, user_id=USER) == {}
 
 
 # ------------------------------------------------------------------ get_session
@@ -295,6 +307,100 @@ async def test_temp_keys_stay_on_the_session_only(
     assert got is not None
     assert got.state == {"kept": 1}
     assert got.events[0].actions.state_delta == {"kept": 1}
+
+
+def _with_args(**args: Any) -> Event:
+    call = types.FunctionCall(name="search", args=args)
+    return Event(
+        author="model", content=types.Content(role="model", parts=[types.Part(function_call=call)])
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_event", "path"),
+    [
+        pytest.param(
+            lambda: _event(x=float("nan")), "event.actions.state_delta.x", id="state_delta nan"
+        ),
+        pytest.param(
+            # a callable beside it takes ADK's fallback dump, which must keep the NaN too
+            lambda: _event(fn=print, **{"user:x": float("-inf")}),
+            'event.actions.state_delta["user:x"]',
+            id="state_delta -inf beside a callable",
+        ),
+        pytest.param(
+            lambda: Event(author="model", custom_metadata={"run": {"scores": [0.5, float("inf")]}}),
+            "event.custom_metadata.run.scores[1]",
+            id="custom_metadata nested inf",
+        ),
+        pytest.param(
+            lambda: _with_args(query="q", limits={"max": float("nan")}),
+            "event.content.parts[0].function_call.args.limits.max",
+            id="function_call args nested nan",
+        ),
+        pytest.param(
+            lambda: Event(author="a", actions=EventActions(agent_state={"p": float("nan")})),
+            "event.actions.agent_state.p",
+            id="agent_state nan",
+        ),
+        pytest.param(
+            lambda: Event(author="model", avg_logprobs=float("inf")),
+            "event.avg_logprobs",
+            id="typed float field inf",
+        ),
+    ],
+)
+async def test_nan_and_infinities_in_an_event_raise_and_nothing_is_written(
+    service: SqlSessionService,
+    app_name: str,
+    make_event: Callable[[], Event],
+    path: str,
+) -> None:
+    session = await service.create_session(
+        app_name=app_name, user_id=USER, state={"n": 0, "user:u": 0, "app:a": 0}
+    )
+    await service.append_event(session, _event(n=1))
+    before = session.model_copy(deep=True)
+    with pytest.raises(StateEncodingError, match="NaN or infinity") as info:
+        await service.append_event(session, make_event())
+    assert info.value.path == path
+    assert session == before
+    got = await service.get_session(app_name=app_name, user_id=USER, session_id=session.id)
+    assert got == before
+    assert got is not None
+    assert got.state == {"n": 1, "user:u": 0, "app:a": 0}
+    assert [event.id for event in got.events] == [before.events[0].id]
+    # The next append goes through on the same session object: it is not stale.
+    await service.append_event(session, _event(n=2))
+
+
+_WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("delta", "stored"),
+    [
+        pytest.param(
+            {"when": _WHEN, "raw": b"\xff\x00", "tags": {"a"}, "wait": dt.timedelta(seconds=90)},
+            {"when": "2026-01-02T03:04:05Z", "raw": "_wA=", "tags": ["a"], "wait": "PT1M30S"},
+            id="pydantic converts",
+        ),
+        pytest.param(
+            {"fn": print, "when": _WHEN, "fine": 0.5},
+            {"fn": repr(print), "when": "2026-01-02T03:04:05Z", "fine": 0.5},
+            id="ADK's fallback for a callable",
+        ),
+    ],
+)
+async def test_values_json_cannot_hold_are_stored_as_adks_dump_writes_them(
+    service: SqlSessionService, app_name: str, delta: dict[str, Any], stored: dict[str, Any]
+) -> None:
+    session = await service.create_session(app_name=app_name, user_id=USER)
+    await service.append_event(session, _event(**delta))
+    got = await service.get_session(app_name=app_name, user_id=USER, session_id=session.id)
+    assert got is not None
+    assert got.events[0].actions.state_delta == stored
+    assert got.state == stored
 
 
 @pytest.mark.parametrize("how", ["never created", "deleted"])
