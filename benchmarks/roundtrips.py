@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         write_docs={"help": "put the tables into docs/performance.md"},
     )
     p.prog = "python benchmarks/run.py roundtrips"
+    argv = sys.argv[1:] if argv is None else argv
     args = _common.parse(p, argv)
     out = None
     if args.from_json is not None:
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             version = _common.server_setting(url)
         names = ("statekeeper", "sqlalchemy", "psycopg", "asyncpg", "google-adk")
         meta = {
-            "command": "python benchmarks/run.py roundtrips " + " ".join(sys.argv[2:]),
+            "command": "python benchmarks/run.py roundtrips " + " ".join(argv),
             "date": _common.now_text(),
             "quick": args.quick,
             "repeat": repeat,
