@@ -51,6 +51,7 @@ SUITES = {
     "per-request": "per_request",  # a store per request on a shared engine
     "agentscope": "stores_vs_agentscope",  # JSON and Redis stores beside AgentScope's
     "profile": "profile_ops",  # where the time of one call goes
+    "roundtrips": "roundtrips",  # round trips per operation on PostgreSQL, counted on the wire
     "openai-agents": "openai_agents_sessions",  # beside the Agents SDK's own sessions
 }
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +90,31 @@ def test_service_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> No
     for scenario in ("create_session", "append_event", "get_session 10", "recent=10", "list"):
         assert any(n.startswith(scenario) for n in names), names
     assert all(r["ratio"] > 0 and r["backend"] == "sqlite" for r in results)
+
+
+@pytest.mark.slow
+def test_roundtrips_benchmark_counts_every_operation(tmp_path: Path, pg_server: sa.URL) -> None:
+    out = tmp_path / "roundtrips.json"
+    pg_url = pg_server.render_as_string(hide_password=False)
+    command = ["benchmarks/run.py", "roundtrips", "--quick", "--out", str(out), "--pg-url", pg_url]
+    run = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    counted = {(r["group"], r["subject"], r["operation"]) for r in rows}
+    store = ("get_state", "set_state", "merge_state, expected_version", "load_session_state")
+    service = ("get_session, 10 events", "append_event, app:/user: delta", "pop_event")
+    adk = ("create_session", "get_session, 10 events", "append_event, user: delta")
+    for facade in ("sync", "async"):
+        assert {("store", facade, op) for op in store} <= counted
+        assert {("service", facade, op) for op in service} <= counted
+    for subject in ("statekeeper.adk", "ADK, psycopg", "ADK, asyncpg"):
+        assert {("adk", subject, op) for op in adk} <= counted
+    # every call was answered by the server at least once, each counted by itself
+    assert all(len(r["counts"]) == 3 and min(r["counts"]) >= 1 for r in rows)
+    assert "| SqlSession | get_state |" in run.stdout
