@@ -223,8 +223,9 @@ def follow_distribution(conn: sa.Connection, tables: list[str], schema: str | No
     """From a migration that created ``tables``: distribute them on Citus when the rest is.
 
     Runs in the migration's transaction; does nothing on SQLite, on plain
-    PostgreSQL, or on Citus before ``statekeeper db distribute`` ran.
+    PostgreSQL, on Citus before ``statekeeper db distribute`` ran, or in an
+    offline script (``--sql``: nothing to ask; ``db distribute`` after it does it).
     """
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or not isinstance(conn, sa.Connection):
         return []
     return drive(citus.follow(tables, schema), conn)
