@@ -322,6 +322,13 @@ def markdown(data: dict[str, Any]) -> str:
                 "(a transaction), each answered before the next is sent; one round trip needs "
                 "them in one statement (or pipelined).",
             ]
+            if r["operation"] == "pop_event":
+                lines[-1] += (
+                    " It stays a transaction: in one statement under READ COMMITTED, the "
+                    "DELETE would read the snapshot taken before a concurrent append's commit "
+                    "while the UPDATE (after its row lock) sees that append's count, and the "
+                    "pop would lose the event it counted off."
+                )
     subjects = ("statekeeper.adk", "ADK, psycopg", "ADK, asyncpg")
     lines += [
         "",
