@@ -121,7 +121,10 @@ def built(
         yield source
         return
     server = request.getfixturevalue("pg_server")
-    url, drop = create_pg_database(server)
+    # ADK's own database, not statekeeper's: plain PostgreSQL even on a Citus
+    # server (the per-test copies use it as a template, which Citus's
+    # maintenance daemon on a database with the extension would hold open).
+    url, drop = create_pg_database(server, citus=False)
     source = Source(*_pg_urls(url))
     asyncio.run(_fill(source.adk_url))
     yield source
