@@ -268,14 +268,21 @@ def _pages(dialect: str) -> dict[tuple[bool, bool, bool], sa.Select[Any]]:
     updated = sa.bindparam("c_updated", type_=c.updated_at.type)
     user = sa.bindparam("c_user", type_=c.user_id.type)
     session = sa.bindparam("c_session", type_=c.session_id.type)
-    base = sa.select(c.user_id, c.session_id, *RECORD, *scoped_text(dialect, c.user_id)).where(
-        c.app_name == sa.bindparam("p_app"), LIVE
-    )
+
+    def base(user: Any) -> sa.Select[Any]:
+        return sa.select(c.user_id, c.session_id, *RECORD, *scoped_text(dialect, user)).where(
+            c.app_name == sa.bindparam("p_app"), LIVE
+        )
+
+    # One user's page reads that user's state by the bound id, not by the
+    # row's column: a distributed database (Citus) then routes the whole
+    # statement to the one shard holding the user.
+    every, one = base(c.user_id), base(sa.bindparam("p_user"))
     pages = {}
     for by_user in (False, True):
         for after in (False, True):
             for oldest in (False, True):
-                stmt = base.where(c.user_id == sa.bindparam("p_user")) if by_user else base
+                stmt = one.where(c.user_id == sa.bindparam("p_user")) if by_user else every
                 keys: tuple[Any, ...] = (c.updated_at, c.user_id, c.session_id)
                 mark: tuple[Any, ...] = (updated, user, session)
                 if by_user:  # in the index's column order, so the page is a seek
