@@ -37,7 +37,7 @@ TABLE_PREFIX = "statekeeper_"
 VERSION_TABLE = "statekeeper_alembic_version"
 
 #: The revision the code expects; a test keeps it equal to the migrations' head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s"})
 
