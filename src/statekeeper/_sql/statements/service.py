@@ -204,9 +204,13 @@ def _pg_create() -> Any:
     """One statement: the session row, its leftover events cleared, the scoped state.
 
     Returns the version and the scoped state as it was before this statement
-    (the caller lays the delta over it).
+    (the caller lays the delta over it). The scoped state is read by the
+    outer SELECT, not in the INSERT's RETURNING: a distributed PostgreSQL
+    (Citus) refuses a subquery anywhere in an INSERT. Citus runs the CTEs
+    one after the other, so there the read may already see the delta, which
+    the caller lays over it again to the same result.
     """
-    created = _session_insert("postgresql").cte("created")
+    created = create_unless_live("postgresql", TIME).returning(c.version).cte("created")
     cleared = (
         sa.delete(events)
         .where(EVENTS_OF_KEY, sa.exists(sa.select(created.c.version)))
@@ -216,9 +220,8 @@ def _pg_create() -> Any:
         _pg_scoped_upsert(app_state, created, "a").cte("app_delta"),
         _pg_scoped_upsert(user_state, created, "u").cte("user_delta"),
     ]
-    return sa.select(created.c.version, created.c.app_state, created.c.user_state).add_cte(
-        cleared, *scoped
-    )
+    app, user = scoped_text("postgresql", sa.bindparam("p_user"))
+    return sa.select(created.c.version, app, user).add_cte(cleared, *scoped)
 
 
 # --------------------------------------------------------------------------- reads
