@@ -271,7 +271,7 @@ def test_a_database_at_revision_0001_is_not_migrated(empty_url: str, cli: Any) -
         assert result.code == 3, (args, result)  # not migrated
         assert result.stdout == ""
         (line,) = result.stderr.splitlines()
-        assert "is at statekeeper revision 0001; this statekeeper needs revision 0002" in line
+        assert "is at statekeeper revision 0001; this statekeeper needs revision 0003" in line
         assert f"statekeeper db upgrade --url '{typed}'" in line
 
     assert cli("db", "upgrade", "--url", typed).code == 0

@@ -71,7 +71,7 @@ def test_a_database_at_0001_holding_sessions_upgrades_and_downgrades(empty_url: 
     assert len(before) == 12
 
     migrations.upgrade(empty_url)
-    assert migrations.current(empty_url) == "0002"
+    assert migrations.current(empty_url) == "0003"
     assert _rows(empty_url) == before
     with SqlSession(empty_url, app_name="other") as store:
         assert store.get_state("s2", "alice") == {

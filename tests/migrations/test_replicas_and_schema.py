@@ -96,9 +96,20 @@ async def test_schema_option_on_postgresql(pg_empty_database: str) -> None:
     with SqlSession(url, schema="agents") as store:
         store.set_state("s1", {"a": 1}, user_id="u")
         assert store.get_state("s1", "u") == {"a": 1}
+        # A merge calls the schema's statekeeper_merge_json, none in public.
+        assert store.merge_state("s1", {"b": 2}, "u") == 2
     async with AsyncSqlSession(url, schema="agents") as astore:
-        assert await astore.get_state("s1", "u") == {"a": 1}
+        assert await astore.merge_state("s1", {"a": 3}, "u") == 3
+        assert await astore.get_state("s1", "u") == {"b": 2, "a": 3}
     assert _count(url, "SELECT count(*) FROM agents.statekeeper_sessions") == 1
+    merge_function = (
+        "SELECT count(*) FROM pg_proc JOIN pg_namespace n ON n.oid = pronamespace"
+        " WHERE proname = 'statekeeper_merge_json' AND nspname = '{}'"
+    )
+    assert _count(url, merge_function.format("agents")) == 1
+    assert _count(url, merge_function.format("public")) == 0
+    migrations.downgrade(url, "0002", schema="agents")
+    assert _count(url, merge_function.format("agents")) == 0
 
     migrations.downgrade(url, "0001", schema="agents")  # ALTER TABLE in the schema, too
     assert _tables_in(url, "agents") == {"statekeeper_sessions", VERSION_TABLE}

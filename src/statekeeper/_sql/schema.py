@@ -41,7 +41,7 @@ VERSION_TABLE = "statekeeper_alembic_version"
 ADVISORY_LOCK_KEY = 0x5354_4B50  # "STKP"
 
 #: The revision the code expects; a test keeps it equal to the migrations' head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s"})
 

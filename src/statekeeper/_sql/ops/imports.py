@@ -78,13 +78,28 @@ def _key_params(ctx: Context, keys: list[tuple[str, str]]) -> dict[str, Any]:
     return {"p_keys": keys}
 
 
+def _by_user(keys: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """The keys' sessions grouped by user, users in order (locks taken in one order)."""
+    sessions: dict[str, list[str]] = {}
+    for user, session in keys:
+        sessions.setdefault(user, []).append(session)
+    return sorted(sessions.items())
+
+
 def _own_of_keys(
     ctx: Context, keys: list[tuple[str, str]], now: dt.datetime, locked: bool
 ) -> Op[dict[tuple[str, str], tuple[int, Own]]]:
     """The live sessions among ``keys``: their version, own state and events."""
     sql = import_statements(ctx.dialect)
     params = {"p_app": ctx.app_name, "p_now": now, **_key_params(ctx, keys)}
-    rows = (yield Call(sql.rows_of_keys_locked if locked else sql.rows_of_keys, params)).all()
+    if locked and ctx.dialect == "postgresql":  # one user per locking statement
+        rows = []
+        for user, sessions in _by_user(keys):
+            user_params = {"p_app": ctx.app_name, "p_now": now, "p_user": user}
+            user_params["p_sessions"] = sessions
+            rows += (yield Call(sql.rows_of_keys_locked, user_params)).all()
+    else:
+        rows = (yield Call(sql.rows_of_keys_locked if locked else sql.rows_of_keys, params)).all()
     live = {(r[0], r[1]): r for r in rows if r[5]}
     logged: dict[tuple[str, str], list[tuple[float, Any]]] = {k: [] for k in live}
     with_events = [k for k, r in live.items() if r[4]]
@@ -215,8 +230,14 @@ def import_scopes(
         stored[None] = {key: codec.decode(value) for key, value in rows}
     users = [w.user_id for w in batch if w.user_id is not None]
     if users:
-        params["p_users"] = users
-        for user, key, value in (yield Call(sql.users_read, params)).all():
+        if ctx.dialect == "postgresql":  # one user per locking statement
+            found = []
+            for user in sorted(set(users)):
+                found += (yield Call(sql.users_read, {**params, "p_user": user})).all()
+        else:
+            params["p_users"] = users
+            found = (yield Call(sql.users_read, params)).all()
+        for user, key, value in found:
             stored.setdefault(user, {})[key] = codec.decode(value)
     verdicts: list[Verdict] = []
     written: list[WholeScope] = []

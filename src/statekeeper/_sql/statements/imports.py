@@ -122,15 +122,28 @@ def import_statements(dialect: str) -> ImportStatements:
     """The import's statements for ``dialect``, built once."""
     a, u = app_state.c, user_state.c
     app: Any = sa.bindparam("p_app")
-    rows = sa.select(
-        c.user_id, c.session_id, STATE_TEXT, c.version, c.event_count, LIVE.label("live")
-    ).where(c.app_name == app, _of_keys(dialect, c.user_id, c.session_id))
+    columns = (c.user_id, c.session_id, STATE_TEXT, c.version, c.event_count, LIVE.label("live"))
+    rows = sa.select(*columns).where(c.app_name == app, _of_keys(dialect, c.user_id, c.session_id))
     of_app, of_users = a.app_name == app, sa.and_(u.app_name == app, _of_users(dialect, u.user_id))
+    users_read = sa.select(u.user_id, u.key, u.value).where(of_users)
+    rows_locked = rows
+    if dialect == "postgresql":
+        # Locks are taken one user at a time (``p_user``): a distributed
+        # PostgreSQL (Citus) runs FOR UPDATE only on a statement it routes
+        # to one shard, and it shards by user.
+        one_user = sa.and_(c.app_name == app, c.user_id == sa.bindparam("p_user"))
+        sessions_of_user = c.session_id == sa.any_(
+            sa.bindparam("p_sessions", type_=postgresql.ARRAY(sa.Text))
+        )
+        rows_locked = sa.select(*columns).where(one_user, sessions_of_user)
+        users_read = sa.select(u.user_id, u.key, u.value).where(
+            u.app_name == app, u.user_id == sa.bindparam("p_user")
+        )
     key: Any = sa.bindparam("p_key")
     value: Any = sa.bindparam("p_value")
     return ImportStatements(
         rows_of_keys=rows,
-        rows_of_keys_locked=rows.with_for_update(),
+        rows_of_keys_locked=rows_locked.with_for_update(),
         events_of_keys=sa.select(
             ev.user_id,
             ev.session_id,
@@ -155,7 +168,7 @@ def import_statements(dialect: str) -> ImportStatements:
             event=sa.bindparam("p_event", type_=RawJSON()),
         ),
         app_read=sa.select(a.key, a.value).where(of_app).with_for_update(),
-        users_read=sa.select(u.user_id, u.key, u.value).where(of_users).with_for_update(),
+        users_read=users_read.with_for_update(),
         app_clear=sa.delete(app_state).where(of_app),
         users_clear=sa.delete(user_state).where(of_users),
         app_insert=sa.insert(app_state).values(app_name=app, key=key, value=value),

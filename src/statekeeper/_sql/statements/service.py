@@ -204,9 +204,13 @@ def _pg_create() -> Any:
     """One statement: the session row, its leftover events cleared, the scoped state.
 
     Returns the version and the scoped state as it was before this statement
-    (the caller lays the delta over it).
+    (the caller lays the delta over it). The scoped state is read by the
+    outer SELECT, not in the INSERT's RETURNING: a distributed PostgreSQL
+    (Citus) refuses a subquery anywhere in an INSERT. Citus runs the CTEs
+    one after the other, so there the read may already see the delta, which
+    the caller lays over it again to the same result.
     """
-    created = _session_insert("postgresql").cte("created")
+    created = create_unless_live("postgresql", TIME).returning(c.version).cte("created")
     cleared = (
         sa.delete(events)
         .where(EVENTS_OF_KEY, sa.exists(sa.select(created.c.version)))
@@ -216,9 +220,8 @@ def _pg_create() -> Any:
         _pg_scoped_upsert(app_state, created, "a").cte("app_delta"),
         _pg_scoped_upsert(user_state, created, "u").cte("user_delta"),
     ]
-    return sa.select(created.c.version, created.c.app_state, created.c.user_state).add_cte(
-        cleared, *scoped
-    )
+    app, user = scoped_text("postgresql", sa.bindparam("p_user"))
+    return sa.select(created.c.version, app, user).add_cte(cleared, *scoped)
 
 
 # --------------------------------------------------------------------------- reads
@@ -268,14 +271,21 @@ def _pages(dialect: str) -> dict[tuple[bool, bool, bool], sa.Select[Any]]:
     updated = sa.bindparam("c_updated", type_=c.updated_at.type)
     user = sa.bindparam("c_user", type_=c.user_id.type)
     session = sa.bindparam("c_session", type_=c.session_id.type)
-    base = sa.select(c.user_id, c.session_id, *RECORD, *scoped_text(dialect, c.user_id)).where(
-        c.app_name == sa.bindparam("p_app"), LIVE
-    )
+
+    def base(user: Any) -> sa.Select[Any]:
+        return sa.select(c.user_id, c.session_id, *RECORD, *scoped_text(dialect, user)).where(
+            c.app_name == sa.bindparam("p_app"), LIVE
+        )
+
+    # One user's page reads that user's state by the bound id, not by the
+    # row's column: a distributed database (Citus) then routes the whole
+    # statement to the one shard holding the user.
+    every, one = base(c.user_id), base(sa.bindparam("p_user"))
     pages = {}
     for by_user in (False, True):
         for after in (False, True):
             for oldest in (False, True):
-                stmt = base.where(c.user_id == sa.bindparam("p_user")) if by_user else base
+                stmt = one.where(c.user_id == sa.bindparam("p_user")) if by_user else every
                 keys: tuple[Any, ...] = (c.updated_at, c.user_id, c.session_id)
                 mark: tuple[Any, ...] = (updated, user, session)
                 if by_user:  # in the index's column order, so the page is a seek

@@ -28,6 +28,7 @@ from .terms import (
     create_unless_live,
     page_statements,
     pg_merged,
+    pg_merged_call,
     sqlite_merged,
 )
 
@@ -184,23 +185,23 @@ def _purge_orphan_events() -> sa.Executable:
 def _purge_batch(dialect: str) -> sa.Executable:
     """DELETE at most ``p_batch`` of the app's sessions expired at ``p_now``.
 
-    The batch is picked by row address (``ctid`` on PostgreSQL, ``rowid`` on
-    SQLite), so each deleted row is one direct lookup, whatever the table's
-    size. No RETURNING: the operation reads the row count.
+    No RETURNING: the operation reads the row count. On PostgreSQL the batch
+    is taken along the expiry index, so a batch does not rescan the dead rows
+    the batches before it left, and picked by primary key: each deleted row
+    is one index lookup, and the statement needs no row address (``ctid``),
+    which a distributed database (Citus) refuses in a multi-shard DELETE.
+    The expiry is tested again on the rows deleted: a session saved
+    (revived) meanwhile is kept.
 
-    On PostgreSQL the batch is taken along the expiry index, so a batch does
-    not rescan the dead rows the batches before it left, and the expiry is
-    tested again on the rows deleted: a session saved (revived) meanwhile is
-    kept (a row updated concurrently also has a new address and is skipped).
-    SQLite runs the statement under its one write lock, so nothing changes
-    between the subquery and the delete.
+    SQLite picks the batch by ``rowid`` and runs the statement under its one
+    write lock, so nothing changes between the subquery and the delete.
     """
     expired = sa.and_(c.app_name == sa.bindparam("p_app"), c.expires_at <= NOW)
     limit = sa.bindparam("p_batch", type_=sa.Integer)
     if dialect == "postgresql":
-        ctid: sa.ColumnClause[Any] = sa.literal_column("ctid")
-        batch = sa.select(ctid).select_from(t).where(expired).order_by(c.expires_at).limit(limit)
-        return sa.delete(t).where(expired, ctid.in_(batch))
+        key = (c.app_name, c.user_id, c.session_id)
+        batch = sa.select(*key).where(expired).order_by(c.expires_at).limit(limit)
+        return sa.delete(t).where(expired, sa.tuple_(*key).in_(batch))
     rowid: sa.ColumnClause[Any] = sa.literal_column("rowid")
     batch = sa.select(rowid).select_from(t).where(expired).limit(limit)
     return sa.delete(t).where(rowid.in_(batch))
@@ -216,7 +217,8 @@ def merge_statements(dialect: str, modules: int) -> tuple[Any, Any]:
     """The one-statement merge of ``modules`` modules: as an upsert and as a CAS update."""
     if dialect == "postgresql":
         return (
-            _upsert("postgresql", pg_merged(c.state, _EXCLUDED_STATE)),
+            # In the upsert a function call, not pg_merged's subquery (see pg_merged_call).
+            _upsert("postgresql", pg_merged_call(c.state, _EXCLUDED_STATE)),
             _update_cas(pg_merged(c.state, sa.cast(_state_param(), postgresql.JSON))),
         )
     merged = sqlite_merged(c.state, modules)

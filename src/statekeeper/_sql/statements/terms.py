@@ -10,6 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..schema import RawDouble, RawJSON, app_state, events, sessions, user_state
 
@@ -26,6 +28,7 @@ __all__ = [
     "create_unless_live",
     "page_statements",
     "pg_merged",
+    "pg_merged_call",
     "scoped_text",
     "sqlite_merged",
 ]
@@ -126,6 +129,34 @@ def pg_merged(old: Any, new: Any) -> sa.ColumnElement[Any]:
     )
     # Nothing kept: the new object; nothing new: the old one.
     return sa.func.coalesce(kept_and_new, sa.case((new_text == "{}", old), else_=new))
+
+
+class _MergeJson(FunctionElement[Any]):
+    """``statekeeper_merge_json(old, new, p_keys)``, the function migration 0003 creates."""
+
+    name = "statekeeper_merge_json"
+    type = postgresql.JSON()
+    inherit_cache = True
+
+
+@compiles(_MergeJson)
+def _render_merge_json(element: _MergeJson, compiler: Any, **kw: Any) -> str:
+    # The function lives in the tables' schema: render the schema the way the
+    # sessions table is rendered, so ``schema_translate_map`` maps both.
+    table = compiler.preparer.format_table(sessions)
+    prefix = table[: len(table) - len(compiler.preparer.quote(sessions.name))]
+    return f"{prefix}{element.name}({compiler.process(element.clause_expr, **kw)[1:-1]})"
+
+
+def pg_merged_call(old: Any, new: Any) -> sa.ColumnElement[Any]:
+    """PostgreSQL: :func:`pg_merged` as a call of the database's ``statekeeper_merge_json``.
+
+    The same merge, for an upsert's ``ON CONFLICT DO UPDATE``: a distributed
+    PostgreSQL (Citus) refuses a subquery anywhere in an INSERT, not a call of
+    an IMMUTABLE function.
+    """
+    keys = sa.bindparam("p_keys", type_=postgresql.ARRAY(sa.Text))
+    return _MergeJson(old, new, keys)
 
 
 def sqlite_merged(old: Any, modules: int) -> sa.ColumnElement[Any]:
