@@ -80,7 +80,7 @@ def _autocommit(url: sa.URL) -> sa.Engine:
     return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
 
 
-def _citus_database(admin: sa.Engine, name: str) -> list[sa.Engine]:
+def make_citus_database(admin: sa.Engine, name: str) -> list[sa.Engine]:
     """Make the new database ``name`` a Citus cluster of its own: every node's database
     gets the extension, and the coordinator's knows the nodes. Returns the workers'
     admin engines (to drop theirs with)."""
@@ -124,7 +124,7 @@ def create_pg_database(
     admin = _admin_engine()
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    workers = _citus_database(admin, name) if citus else []
+    workers = make_citus_database(admin, name) if citus else []
 
     def drop() -> None:
         for engine in [admin, *workers]:

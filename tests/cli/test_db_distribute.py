@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from tests.conftest import CITUS_URL, create_pg_database
+from tests.conftest import CITUS_URL, create_pg_database, make_citus_database
+from tests.integration.test_store import Plain
 
 from statekeeper import SessionService, SqlSession, migrations
 from statekeeper.errors import SchemaNotReadyError
@@ -181,3 +182,32 @@ async def test_adistribute(citus_database: str) -> None:
     finally:
         await engine.dispose()
     assert citus_layout(citus_database) == LAYOUT
+
+
+@needs_citus
+def test_a_database_upgraded_before_citus_was_installed(pg_server: sa.URL) -> None:
+    url, drop = create_pg_database(pg_server, citus=False)
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    workers: list[sa.Engine] = []
+    try:
+        migrations.upgrade(url)  # the merge function lands on this node alone
+        with SqlSession(url, app_name="app") as store:
+            store.set_state("s", {"a": 1}, "u")
+        workers = make_citus_database(admin, sa.make_url(url).database or "")
+        done = migrations.distribute(url)
+        assert "created statekeeper_merge_json() on every node" in done
+        assert citus_layout(url) == LAYOUT
+        with SqlSession(url, app_name="app") as store:  # merges run on the workers
+            store.merge_state("s", {"b": 2}, "u")
+            store.save_session_state("t", "v", agent=Plain())
+            assert store.get_state("s", "u") == {"a": 1, "b": 2}
+        assert migrations.distribute(url) == []
+    finally:
+        drop()
+        for engine in workers:
+            with engine.connect() as conn:
+                conn.execute(
+                    sa.text(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}" WITH (FORCE)')
+                )
+            engine.dispose()
+        admin.dispose()

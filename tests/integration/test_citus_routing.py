@@ -10,6 +10,7 @@ ones ``statekeeper db distribute`` made (tests/conftest.py).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -36,7 +37,9 @@ def _refused(call: Any) -> str:
 
 
 def test_store_operations_touch_one_shard(pg_database: str) -> None:
-    with SqlSession(pg_database, app_name="routing", engine_options=ONE_SHARD) as store:
+    with SqlSession(
+        pg_database, app_name=f"routing-{uuid.uuid4().hex[:8]}", engine_options=ONE_SHARD
+    ) as store:
         saved, loaded = Plain(), Plain()
         saved.data = {"memory": [1]}
         store.save_session_state("s", "u", agent=saved)
@@ -44,10 +47,10 @@ def test_store_operations_touch_one_shard(pg_database: str) -> None:
         assert loaded.data == {"memory": [1]}
         version = store.set_state("s", {"a": 1, "b": {"c": 2}}, "u")
         store.set_state("s", {"a": 2}, "u", expected_version=version)
-        store.merge_state("s", {"b": None, "d": 4}, "u")
+        store.merge_state("s", {"b": None, "d": 4}, "u")  # top-level keys replaced
         version = store.merge_state("s", {"e": 5}, "u")
         store.merge_state("s", {"f": 6}, "u", expected_version=version)
-        assert store.get_state("s", "u") == {"a": 2, "d": 4, "e": 5, "f": 6}
+        assert store.get_state("s", "u") == {"a": 2, "b": None, "d": 4, "e": 5, "f": 6}
         assert store.session_exists("s", "u")
         assert [info.session_id for info in store.list_sessions("u").items] == ["s"]
         assert store.delete_session("s", "u")
@@ -59,7 +62,9 @@ def test_store_operations_touch_one_shard(pg_database: str) -> None:
 
 
 def test_service_operations_touch_one_shard(pg_database: str) -> None:
-    with SessionService(pg_database, app_name="routing", engine_options=ONE_SHARD) as service:
+    with SessionService(
+        pg_database, app_name=f"routing-{uuid.uuid4().hex[:8]}", engine_options=ONE_SHARD
+    ) as service:
         service.create_session("s", "u", state={"user:name": "Ada", "k": 1})
         service.append_event("s", {"id": "e1"}, "u", state_delta={"k": 2, "user:seen": True})
         service.append_event("s", {"id": "e2"}, "u")

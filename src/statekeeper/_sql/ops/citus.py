@@ -19,7 +19,10 @@ from ..statements.citus import (
     CITUS_AVAILABLE,
     CITUS_VERSION,
     DISTRIBUTE,
+    DISTRIBUTE_FUNCTION,
     DISTRIBUTION_COLUMN,
+    FUNCTION_SPREAD,
+    FUNCTIONS,
     LAYOUT,
     LOCK,
     REFERENCE,
@@ -122,6 +125,12 @@ def distribute(schema: str | None, where: str, upgrade: str) -> Op[list[str]]:
             done.append((yield from _make(table, schema)))
         elif kind != LAYOUT[table] or (kind == "distributed" and column != DISTRIBUTION_COLUMN):
             raise _wrong(table, kind, column, where)
+    for function in FUNCTIONS:
+        name = function if schema is None else f"{qualified(schema, None)}.{function}"
+        present, spread = (yield Call(FUNCTION_SPREAD, {"p_function": name})).one()
+        if present and not spread:  # created before the citus extension was
+            yield Call(DISTRIBUTE_FUNCTION, {"p_function": name})
+            done.append(f"created {function.partition('(')[0]}() on every node")
     yield COMMIT
     return done
 

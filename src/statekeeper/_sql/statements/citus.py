@@ -20,6 +20,9 @@ __all__ = [
     "CITUS_AVAILABLE",
     "CITUS_VERSION",
     "DISTRIBUTE",
+    "DISTRIBUTE_FUNCTION",
+    "FUNCTIONS",
+    "FUNCTION_SPREAD",
     "DISTRIBUTION_COLUMN",
     "LAYOUT",
     "LOCK",
@@ -64,6 +67,20 @@ TABLE_KIND = sa.text(
 DISTRIBUTE = sa.text(
     f"SELECT create_distributed_table(:p_table, '{DISTRIBUTION_COLUMN}', colocate_with => :p_with)"
 )
+
+#: The SQL functions statekeeper's statements call (from revision 0003), by signature.
+FUNCTIONS: Final = ("statekeeper_merge_json(json, json, text[])",)
+
+#: Whether ``p_function`` (a quoted signature) exists, and whether Citus knows to
+#: keep it on every node. A function created before ``CREATE EXTENSION citus`` is
+#: on the coordinator only, until :data:`DISTRIBUTE_FUNCTION`.
+FUNCTION_SPREAD = sa.text(
+    "SELECT to_regprocedure(:p_function) IS NOT NULL, EXISTS (SELECT 1 FROM pg_dist_object "
+    "WHERE classid = 'pg_proc'::regclass AND objid = to_regprocedure(:p_function))"
+)
+
+#: Create ``p_function`` on every node, now and on nodes added later.
+DISTRIBUTE_FUNCTION = sa.text("SELECT create_distributed_function(:p_function)")
 
 #: Make ``p_table`` a reference table: a copy on every node.
 REFERENCE = sa.text("SELECT create_reference_table(:p_table)")
