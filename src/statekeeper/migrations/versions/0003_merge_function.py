@@ -26,14 +26,21 @@ depends_on: str | tuple[str, ...] | None = None
 # taken apart: json_each hands back each kept member's value as the text
 # stored (json, not jsonb: nothing is reformatted), and ``delta``'s text is
 # spliced in whole. Nothing kept: ``delta``; an empty ``delta``: ``stored``.
+#
+# PL/pgSQL, not SQL: PostgreSQL plans a SQL function's query on every call that
+# cannot inline it (and this one must not be inlined: the subquery would be
+# back in the INSERT), while PL/pgSQL keeps the plan for the session. Measured:
+# a 10 KB merge about 18% slower as a SQL function, the same as the subquery as
+# PL/pgSQL.
 _BODY = """
-SELECT coalesce(
+BEGIN RETURN coalesce(
     (SELECT ('{' || string_agg(to_json(o.key)::text || ':' || o.value::text, ',')
              || ',' || substr(delta::text, 2))::json
        FROM json_each(stored) AS o
       WHERE o.key <> ALL (delta_keys)
      HAVING count(*) > 0 AND delta::text <> '{}'),
-    CASE WHEN delta::text = '{}' THEN stored ELSE delta END)
+    CASE WHEN delta::text = '{}' THEN stored ELSE delta END);
+END
 """
 
 
@@ -48,7 +55,7 @@ def upgrade() -> None:
         return
     op.execute(
         f"CREATE FUNCTION {_name()}(stored json, delta json, delta_keys text[]) RETURNS json"
-        f" LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $statekeeper${_BODY}$statekeeper$"
+        f" LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $statekeeper${_BODY}$statekeeper$"
     )
 
 
