@@ -323,7 +323,9 @@ def test_an_import_writes_a_batch_of_sessions_in_one_transaction(dialect: str) -
     read, rows, clear, log = steps[1:-1]
     if dialect == "postgresql":
         assert "FOR UPDATE" in sql(dialect, read.statement)
-        assert "unnest" in sql(dialect, read.statement)  # the keys as two arrays
+        # One user per locking statement (Citus refuses FOR UPDATE across shards).
+        assert "statekeeper_sessions.user_id = %(p_user)s" in sql(dialect, read.statement)
+        assert read.params["p_user"] == "u"
         assert read.params["p_sessions"] == ["s1", "s2", "s3"]
     assert [r["p_version"] for r in rows.params] == [3, 1, 2]  # a create's 1, one per event
     assert [r["p_count"] for r in rows.params] == [2, 0, 1]
@@ -382,11 +384,20 @@ def test_a_scoped_import_replaces_whole_scopes_in_one_transaction(dialect: str) 
     def op() -> Any:
         return _ops_import.import_scopes(ctx(dialect), batch, False, False)
 
-    steps, verdicts = drive(op(), [], [("v", "k", "3")], [], [], [], [])
+    # PostgreSQL reads (and locks) one user per statement, users in order.
+    per_user = dialect == "postgresql"
+    users_read: list[Any] = [[], [("v", "k", "3")]] if per_user else [[("v", "k", "3")]]
+    steps, verdicts = drive(op(), [], *users_read, [], [], [], [])
     assert verdicts == ["imported", "imported", "unchanged"]
-    assert _names(steps) == ["BEGIN", *["Call"] * 6, "COMMIT"]
-    assert steps[4].params["p_users"] == ["u"]  # only the written users' rows are replaced
-    assert steps[5].params == [{"p_app": "app", "p_key": "k", "p_value": "1"}]
-    assert steps[6].params == [{"p_app": "app", "p_user": "u", "p_key": "k", "p_value": "2"}]
-    _, verdicts = drive(op(), [("k", "2")], [("u", "k", "2"), ("v", "k", "3")])
+    n = len(users_read) - 1
+    assert _names(steps) == ["BEGIN", *["Call"] * (6 + n), "COMMIT"]
+    if per_user:
+        assert [steps[i].params["p_user"] for i in (2, 3)] == ["u", "v"]
+    assert steps[4 + n].params["p_users"] == ["u"]  # only the written users' rows are replaced
+    assert steps[5 + n].params == [{"p_app": "app", "p_key": "k", "p_value": "1"}]
+    assert steps[6 + n].params == [{"p_app": "app", "p_user": "u", "p_key": "k", "p_value": "2"}]
+    stored: list[Any] = (
+        [[("u", "k", "2")], [("v", "k", "3")]] if per_user else [[("u", "k", "2"), ("v", "k", "3")]]
+    )
+    _, verdicts = drive(op(), [("k", "2")], *stored)
     assert verdicts == ["differs", "unchanged", "unchanged"]

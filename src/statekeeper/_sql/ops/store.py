@@ -167,9 +167,18 @@ def purge_expired(
     is called with the running total after each batch (progress reporting).
     """
     params = {"p_app": ctx.app_name, "p_now": now, "p_batch": batch}
-    total = 0
+    total, statement = 0, ctx.sql.purge
     while True:
-        deleted = int((yield Call(ctx.sql.purge, params)).rowcount)
+        try:
+            deleted = int((yield Call(statement, params)).rowcount)
+        except sa.exc.DBAPIError as exc:
+            # Citus refuses a row address (ctid) in a multi-shard DELETE
+            # (feature_not_supported): pick the batches by primary key instead.
+            fallback = ctx.sql.purge_by_key
+            if fallback is None or statement is fallback or sqlstate(exc) != "0A000":
+                raise
+            statement = fallback
+            continue
         total += max(deleted, 0)
         if on_batch is not None:
             on_batch(total)
