@@ -6,6 +6,7 @@ import importlib.util
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from statekeeper._sql import engine as _engine
 
@@ -84,3 +85,27 @@ def test_isolation_levels_that_would_lose_writes_are_refused(options: dict[str, 
         _engine.acquire_sync("sqlite:///unused.db", options)
     with pytest.raises(ValueError, match="autocommit"):
         _engine.acquire_async("sqlite:///unused.db", options)
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "resent"),
+    [
+        ("57P01", "terminating connection due to administrator command", True),
+        ("57P05", "terminating connection due to idle-session timeout", True),
+        # psycopg 3.0/3.1 when the socket closed while it read the notice: no SQLSTATE.
+        (None, "consuming input failed: terminating connection due to administrator command", True),
+        (None, "server closed the connection unexpectedly", False),  # maybe after a commit
+        ("57P02", "terminating connection due to administrator command", False),  # crash
+    ],
+)
+def test_only_a_session_ended_before_the_statement_is_resent(
+    code: str | None, text: str, resent: bool
+) -> None:
+    from statekeeper._sql.driver import ended_unrun
+
+    class Ended(Exception):
+        sqlstate = code
+
+    exc = sa.exc.OperationalError("SELECT 1", {}, Ended(text), connection_invalidated=True)
+    assert ended_unrun(exc) is resent
+    assert not ended_unrun(sa.exc.OperationalError("SELECT 1", {}, Ended(text)))  # still open

@@ -181,14 +181,26 @@ def _begin_sql(dialect: sa.Dialect) -> str:
 #: reply unsent included.
 _ENDED_UNRUN = ("57P01", "57P05")
 
+#: The server's words for the same two notices. When the socket closes while
+#: the driver reads the notice, psycopg reports it without a SQLSTATE ("consuming
+#: input failed: terminating connection due to administrator command"): seen
+#: with psycopg 3.0 and 3.1 in about one call of two after a termination. The
+#: words are those of a server whose lc_messages is English; on another, such a
+#: call fails with DatabaseUnavailableError as it did before.
+_ENDED_WORDS = (
+    "terminating connection due to administrator command",
+    "terminating connection due to idle-session timeout",
+)
+
 
 def ended_unrun(exc: BaseException) -> bool:
     """Whether ``exc`` is the server ending the session before the statement ran (see above)."""
-    return (
-        isinstance(exc, sa.exc.DBAPIError)
-        and exc.connection_invalidated
-        and sqlstate(exc) in _ENDED_UNRUN
-    )
+    if not isinstance(exc, sa.exc.DBAPIError) or not exc.connection_invalidated:
+        return False
+    code = sqlstate(exc)
+    if code is not None:
+        return code in _ENDED_UNRUN
+    return any(words in str(exc.orig) for words in _ENDED_WORDS)
 
 
 class _Resend(Exception):
