@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -155,9 +156,27 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _wal(cursor)
     finally:
         cursor.close()
+
+
+def _wal(cursor: Any) -> None:
+    """Switch the database to WAL, waiting out other connections doing the same.
+
+    SQLite does not call the busy handler for this switch: processes opening
+    a new database file at once (replicas starting) got "database is locked"
+    at once, about 1 in 60 with four of them. Retried for up to the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:
+            if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _check_connections(engine: sa.Engine, options: Mapping[str, Any]) -> None:
