@@ -12,7 +12,7 @@ user's, ``temp:`` keys nowhere, the others to the session's own state.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -399,12 +399,8 @@ def get_session(
     ``after``: only events at or after that timestamp. Both combine. With a
     ``ttl``, reading refreshes the session's expiry.
     """
-    found = yield from _read_session(ctx, user_id, session_id, recent, after, now)
-    if found is None:
-        return None
-    row, rows = found
-    state = _row_state(row[0], row[7], row[8])
-    return _record(ctx, user_id, session_id, row, state, _decoded(rows))
+    found = yield from _read_session(ctx, user_id, session_id, recent, after, now, _decoded)
+    return None if found is None else found[0]
 
 
 def get_session_texts(
@@ -421,12 +417,8 @@ def get_session_texts(
     texts itself (the ADK adapter validates them into pydantic models
     straight from the JSON): each event's text is parsed once, not twice.
     """
-    found = yield from _read_session(ctx, user_id, session_id, recent, after, now)
-    if found is None:
-        return None
-    row, rows = found
-    state = _row_state(row[0], row[7], row[8])
-    return _record(ctx, user_id, session_id, row, state, ()), [doc for _, _, doc in rows]
+    found = yield from _read_session(ctx, user_id, session_id, recent, after, now, _none)
+    return None if found is None else (found[0], [doc for _, _, doc in found[1]])
 
 
 def _read_session(
@@ -436,14 +428,18 @@ def _read_session(
     recent: int | None,
     after: float | None,
     now: dt.datetime,
-) -> Op[tuple[Any, Sequence[Any]] | None]:
-    """The session's row and its event rows (``seq, timestamp, text``), or ``None``."""
+    events: Callable[[Sequence[Any]], tuple[EventRecord, ...]],
+) -> Op[tuple[SessionRecord, Sequence[Any]] | None]:
+    """The session's record, its ``events`` made from the event rows, and those
+    rows (``seq, timestamp, text``); or ``None``."""
     sql = service_statements(ctx.dialect)
     params = session_params(ctx, user_id, session_id, now)
     row = (yield Call(sql.read if ctx.ttl is None else sql.touch, params)).first()
     if row is None:
         return None
-    return row, (yield from read_event_rows(ctx, params, int(row[2]), recent, after))
+    rows = yield from read_event_rows(ctx, params, int(row[2]), recent, after)
+    state = _row_state(row[0], row[7], row[8])
+    return _record(ctx, user_id, session_id, row, state, events(rows)), rows
 
 
 def read_events(
@@ -480,6 +476,10 @@ def read_event_rows(
     statement = service_statements(ctx.dialect).events[recent is not None, after is not None]
     rows: Sequence[Any] = (yield Call(statement, params)).all()
     return rows[::-1] if recent is not None else rows
+
+
+def _none(_rows: Sequence[Any]) -> tuple[EventRecord, ...]:
+    return ()
 
 
 def _decoded(rows: Sequence[Any]) -> tuple[EventRecord, ...]:
