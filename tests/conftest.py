@@ -369,9 +369,7 @@ def store_factory(
             backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
             parsed = parsed.set(drivername=f"{backend}+{driver}")
             args = pooler_connect_args(url, driver)
-            where = (create_async_engine if facade == "async" else sa.create_engine)(
-                parsed, connect_args=args
-            )
+            where = engine_maker(facade, driver)(parsed, connect_args=args)
             if engines is not None:
                 engines.append(where)
     elif store_kind == "json":
@@ -389,6 +387,11 @@ def store_factory(
         return kinds[1](where, **kwargs)
 
     return build
+
+
+def engine_maker(facade: str, driver: str) -> Callable[..., Any]:
+    """How a caller makes its engine: async for the async facade, but a pysqlite Engine."""
+    return create_async_engine if facade == "async" and driver != "pysqlite" else sa.create_engine
 
 
 class SyncAsAsync:
@@ -417,7 +420,7 @@ def facade(request: pytest.FixtureRequest) -> str:
 #: Engines a store may run on: its own (from the URL), or a caller's on each driver.
 DRIVERS = {
     ("sqlite", "sync"): ("statekeeper", "pysqlite"),
-    ("sqlite", "async"): ("statekeeper", "aiosqlite"),
+    ("sqlite", "async"): ("statekeeper", "aiosqlite", "pysqlite"),  # pysqlite: in a thread
     ("postgres", "sync"): ("statekeeper", "psycopg", "psycopg2"),
     ("postgres", "async"): ("statekeeper", "psycopg", "asyncpg"),
     ("json", "sync"): ("statekeeper",),

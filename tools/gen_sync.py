@@ -51,6 +51,9 @@ WORDS = [
     (r"\bthe async\b", "the sync"),
 ]
 
+#: Code the renames above leave doubled: the sync text.
+COLLAPSE = {"sa.Engine | sa.Engine": "sa.Engine"}
+
 #: Source lines that have no sync counterpart.
 DROP = {"from sqlalchemy.ext.asyncio import AsyncEngine"}
 
@@ -111,6 +114,8 @@ def unasync(text: str) -> str:
                 edits.append((at(tok.start), at(tok.end), new))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
+    for doubled, single in COLLAPSE.items():
+        text = text.replace(doubled, single)
     return text
 
 

@@ -218,10 +218,11 @@ class SqlSessionService(BaseSessionService):
     Args:
         url_or_engine: a database URL (``"sqlite:///app.db"``,
             ``"sqlite:///:memory:"``, ``"postgresql://user@host/db"``, a
-            ``sqlalchemy.URL``) or an existing ``AsyncEngine``, which is used as
-            it is and not disposed by :meth:`close`. A URL gets statekeeper's
-            own async drivers whatever driver it names: psycopg for PostgreSQL,
-            aiosqlite for SQLite. Every ``app_name`` runs on the same database;
+            ``sqlalchemy.URL``) or an existing ``AsyncEngine`` (or SQLite
+            ``Engine``), which is used as it is and not disposed by :meth:`close`.
+            A URL gets statekeeper's own drivers whatever driver it names:
+            psycopg for PostgreSQL; for SQLite, sqlite3, each call run whole in a
+            worker thread. Every ``app_name`` runs on the same database;
             ``sqlite:///:memory:`` is one database for the service's life.
         uri: instead of ``url_or_engine``, a session-service URI as ADK's
             service registry passes it (``services.yaml`` entries call
@@ -249,7 +250,7 @@ class SqlSessionService(BaseSessionService):
 
     def __init__(
         self,
-        url_or_engine: str | sa.URL | AsyncEngine | None = None,
+        url_or_engine: str | sa.URL | AsyncEngine | sa.Engine | None = None,
         *,
         uri: str | None = None,
         schema: str | None = None,
@@ -276,11 +277,11 @@ class SqlSessionService(BaseSessionService):
         # stores on one URL share an engine) or runs on the caller's engine.
         # An in-memory database must stay one database: every app's service
         # runs on one engine of the service's own.
-        self._target: str | sa.URL | AsyncEngine = url_or_engine
+        self._target: str | sa.URL | AsyncEngine | sa.Engine = url_or_engine
         self._engine_options = engine_options
         self._release: weakref.finalize[[], SqlSessionService] | None = None
-        if not isinstance(url_or_engine, AsyncEngine) and _engine.is_memory_url(url_or_engine):
-            self._target, release = _engine.acquire_async(url_or_engine, engine_options)
+        if isinstance(url_or_engine, (str, sa.URL)) and _engine.is_memory_url(url_or_engine):
+            self._target, release = _engine.acquire_sync(url_or_engine, engine_options)
             # A service dropped without close() still gives its engine back.
             self._release = weakref.finalize(self, release)
         self._schema = schema
@@ -292,8 +293,10 @@ class SqlSessionService(BaseSessionService):
         self._first = self._service("")
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The ``AsyncEngine`` every app's calls run on."""
+    def engine(self) -> AsyncEngine | sa.Engine:
+        """The engine every app's calls run on: an ``AsyncEngine``, or on SQLite
+        from a URL a sync ``sqlalchemy.Engine`` whose pool each call uses in one
+        worker thread (see :attr:`statekeeper.AsyncSessionService.engine`)."""
         return self._first.engine
 
     def _service(self, app_name: str) -> _AppService:
@@ -573,7 +576,7 @@ class SqlSessionService(BaseSessionService):
         if self._release is not None:
             engine = self._release()
             if engine is not None:
-                await engine.dispose()
+                engine.dispose()
 
     async def __aenter__(self) -> SqlSessionService:
         """Return the service; :meth:`close` it on exit."""

@@ -76,7 +76,8 @@ class StatekeeperSession(SessionABC):
         session_id: the conversation's id (1 to 255 characters).
         url_or_engine: a database URL (``"sqlite:///app.db"``,
             ``"postgresql://user@host/db"``, a ``sqlalchemy.URL``), an existing
-            ``AsyncEngine`` (used as it is, never disposed here), or an
+            ``AsyncEngine`` or SQLite ``Engine`` (used as it is, never disposed
+            here), or an
             :class:`~statekeeper.AsyncSessionService` to share between many
             sessions (then ``app_name``, ``ttl``, ``schema``, ``auto_migrate``
             and ``engine_options`` are the service's own and must not be given).
@@ -99,7 +100,7 @@ class StatekeeperSession(SessionABC):
     def __init__(
         self,
         session_id: str,
-        url_or_engine: str | sa.URL | AsyncEngine | AsyncSessionService,
+        url_or_engine: str | sa.URL | AsyncEngine | sa.Engine | AsyncSessionService,
         *,
         user_id: str = "",
         app_name: str | None = None,

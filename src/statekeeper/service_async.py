@@ -35,6 +35,9 @@ class AsyncSessionService:
         url_or_engine: a database URL (``"sqlite:///sessions.db"``,
             ``"postgresql://user@host/db"``, a ``sqlalchemy.URL``) or an existing
             ``AsyncEngine``, which is used as it is and not disposed by :meth:`close`.
+            Async stores and services also take a SQLite ``sqlalchemy.Engine``
+            (pysqlite; not one of ``SingletonThreadPool`` or ``StaticPool``) and
+            run each call whole in a worker thread, as they do on a SQLite URL.
         app_name: the app whose sessions and app state this service holds.
         ttl: seconds or a ``timedelta``; a session neither read nor written for
             that long expires and reads as absent. ``None``: never.
@@ -50,7 +53,7 @@ class AsyncSessionService:
 
     def __init__(
         self,
-        url_or_engine: str | sa.URL | AsyncEngine,
+        url_or_engine: str | sa.URL | AsyncEngine | sa.Engine,
         *,
         app_name: str = "",
         ttl: float | dt.timedelta | None = None,
@@ -68,8 +71,15 @@ class AsyncSessionService:
         self._core = ServiceCore(self._run.dialect, app_name=app_name, ttl=ttl, schema=schema)
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The engine the service runs on (its connections in autocommit)."""
+    def engine(self) -> AsyncEngine | sa.Engine:
+        """The engine the service's statements run on (its connections in autocommit).
+
+        The engine given, or the one made from the URL. Async stores and services
+        on SQLite from a URL run on a sync ``sqlalchemy.Engine`` (pysqlite), each
+        call whole in one worker thread on a connection of its pool: listen for
+        its events on it, as on any ``Engine`` (on an async engine, on its
+        ``sync_engine``).
+        """
         return self._run.engine
 
     @property

@@ -30,6 +30,9 @@ class SqlSession(SessionBase):
         url_or_engine: a database URL (``"sqlite:///sessions.db"``,
             ``"postgresql://user@host/db"``, a ``sqlalchemy.URL``) or an existing
             ``Engine``, which is used as it is and not disposed by :meth:`close`.
+            Async stores and services also take a SQLite ``sqlalchemy.Engine``
+            (pysqlite; not one of ``SingletonThreadPool`` or ``StaticPool``) and
+            run each call whole in a worker thread, as they do on a SQLite URL.
         app_name: isolates apps sharing one database, like a key prefix.
         ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
             that long expires and reads as absent. ``None``: never.
@@ -68,7 +71,14 @@ class SqlSession(SessionBase):
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine the store runs on (its connections in autocommit)."""
+        """The engine the store's statements run on (its connections in autocommit).
+
+        The engine given, or the one made from the URL. Async stores and services
+        on SQLite from a URL run on a sync ``sqlalchemy.Engine`` (pysqlite), each
+        call whole in one worker thread on a connection of its pool: listen for
+        its events on it, as on any ``Engine`` (on an async engine, on its
+        ``sync_engine``).
+        """
         return self._run.engine
 
     def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:

@@ -30,6 +30,9 @@ class AsyncSqlSession(AsyncSessionBase):
         url_or_engine: a database URL (``"sqlite:///sessions.db"``,
             ``"postgresql://user@host/db"``, a ``sqlalchemy.URL``) or an existing
             ``AsyncEngine``, which is used as it is and not disposed by :meth:`close`.
+            Async stores and services also take a SQLite ``sqlalchemy.Engine``
+            (pysqlite; not one of ``SingletonThreadPool`` or ``StaticPool``) and
+            run each call whole in a worker thread, as they do on a SQLite URL.
         app_name: isolates apps sharing one database, like a key prefix.
         ttl: seconds or a ``timedelta``; a session neither saved nor loaded for
             that long expires and reads as absent. ``None``: never.
@@ -49,7 +52,7 @@ class AsyncSqlSession(AsyncSessionBase):
 
     def __init__(
         self,
-        url_or_engine: str | sa.URL | AsyncEngine,
+        url_or_engine: str | sa.URL | AsyncEngine | sa.Engine,
         *,
         app_name: str = "",
         ttl: float | dt.timedelta | None = None,
@@ -67,8 +70,15 @@ class AsyncSqlSession(AsyncSessionBase):
         self._core = StoreCore(self._run.dialect, app_name=app_name, ttl=ttl, schema=schema)
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The engine the store runs on (its connections in autocommit)."""
+    def engine(self) -> AsyncEngine | sa.Engine:
+        """The engine the store's statements run on (its connections in autocommit).
+
+        The engine given, or the one made from the URL. Async stores and services
+        on SQLite from a URL run on a sync ``sqlalchemy.Engine`` (pysqlite), each
+        call whole in one worker thread on a connection of its pool: listen for
+        its events on it, as on any ``Engine`` (on an async engine, on its
+        ``sync_engine``).
+        """
         return self._run.engine
 
     async def save_session_state(self, session_id: str, user_id: str = "", **modules: Any) -> None:

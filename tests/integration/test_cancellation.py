@@ -191,6 +191,8 @@ def _sql_stores(target: str, where: str, app: str) -> tuple[Any, Any, Any]:
     engine: Any = where
     if kind == "asyncpg":
         engine = create_async_engine(where.replace("+psycopg://", "+asyncpg://"))
+    elif kind == "aiosqlite":  # a caller's engine; from the URL, sqlite3 in a worker thread
+        engine = create_async_engine(where.replace("sqlite://", "sqlite+aiosqlite://"))
     return cls(engine, app_name=app), cls(engine, app_name=app), engine
 
 
@@ -257,7 +259,9 @@ if __name__ == "__main__":
         _shutdown_child(where, seed)
     else:
         for surface in (
-            ("store", "service") if target in ("aiosqlite", "psycopg", "asyncpg") else ("store",)
+            ("store", "service")
+            if target in ("sqlite", "aiosqlite", "psycopg", "asyncpg")
+            else ("store",)
         ):
             asyncio.run(_child(f"{target}-{surface}", where, seed))
     print(json.dumps({"ok": target}))
@@ -289,7 +293,11 @@ def _sqlite(tmp_path: Path) -> str:
     return url
 
 
-def test_cancelled_calls_on_aiosqlite(tmp_path: Path) -> None:
+def test_cancelled_calls_on_sqlite(tmp_path: Path) -> None:
+    _run_child("sqlite", _sqlite(tmp_path))  # each call in a worker thread, on sqlite3
+
+
+def test_cancelled_calls_on_a_callers_aiosqlite_engine(tmp_path: Path) -> None:
     _run_child("aiosqlite", _sqlite(tmp_path))
 
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from statekeeper import (
+    AsyncSessionService,
     AsyncSqlSession,
     ConflictError,
     SchemaNotReadyError,
@@ -27,12 +28,20 @@ def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_url: st
     assert pragma == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
 
 
-async def test_async_sqlite_connections_get_the_same(sqlite_url: str) -> None:
+async def test_async_sqlite_store_runs_on_the_sync_engine_of_its_url(sqlite_url: str) -> None:
     migrations.upgrade(sqlite_url)
-    async with AsyncSqlSession(sqlite_url) as store, store.engine.connect() as conn:
-        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
-        timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
-    assert (mode, timeout) == ("wal", 30000)
+    async with AsyncSqlSession(sqlite_url) as store:
+        with SqlSession(sqlite_url) as twin:
+            # One engine and pool for both twins on the URL, bound to no event loop.
+            assert isinstance(store.engine, sa.Engine)
+            assert store.engine.pool is twin.engine.pool
+        await store.set_state("s", {"a": 1})
+        with store.engine.connect() as conn:
+            pragma = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys")
+            }
+    assert pragma == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
 
 
 def test_callers_engine_is_used_and_not_disposed(db_url: str) -> None:
@@ -137,3 +146,71 @@ async def test_callers_engine_gets_every_behaviour(db_url: str, facade: str) -> 
         await engine.dispose()
     else:
         engine.dispose()
+
+
+async def test_async_sqlite_call_runs_whole_in_one_worker_thread(sqlite_url: str) -> None:
+    import threading
+
+    migrations.upgrade(sqlite_url)
+    async with AsyncSessionService(sqlite_url, app_name="hop") as service:
+        threads: list[tuple[int, str]] = []
+        sa.event.listen(
+            service.engine,
+            "before_cursor_execute",
+            lambda c, cur, sql, *a: threads.append((threading.get_ident(), sql.split()[0])),
+        )
+        await service.create_session("s", "u")
+        threads.clear()
+        await service.append_event("s", {"id": "e1", "timestamp": 1.0}, "u")
+    # The append's BEGIN IMMEDIATE ... COMMIT, every statement seen, all in one
+    # thread that is not the event loop's.
+    assert [sql for _, sql in threads][0] == "BEGIN" and threads[-1][1] == "COMMIT"
+    assert len({ident for ident, _ in threads}) == 1
+    assert threads[0][0] != threading.get_ident()
+
+
+async def test_async_sqlite_call_waiting_for_the_write_lock_leaves_the_loop_free(
+    sqlite_url: str,
+) -> None:
+    import asyncio
+    import sqlite3
+
+    migrations.upgrade(sqlite_url)
+    holder = sqlite3.connect(sa.make_url(sqlite_url).database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's write lock
+    try:
+        async with AsyncSqlSession(sqlite_url) as store:
+            write = asyncio.ensure_future(store.set_state("s", {"a": 1}))
+            ticks = 0
+            for _ in range(20):  # the loop keeps running other tasks meanwhile
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not write.done() and ticks == 20
+            holder.execute("COMMIT")
+            assert await write == 1
+            assert await store.get_state("s") == {"a": 1}
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("pool", ["SingletonThreadPool", "StaticPool"])
+async def test_async_store_refuses_a_sqlite_engine_whose_pool_threads_would_share(
+    sqlite_url: str, pool: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, poolclass=getattr(sa.pool, pool))
+    try:
+        with pytest.raises(ValueError, match=f"{pool}.*Pass the URL instead"):
+            AsyncSqlSession(engine)
+    finally:
+        engine.dispose()
+    # The sync store takes it as before, and an async store takes the URL.
+    with SqlSession(sa.create_engine("sqlite://"), auto_migrate=True) as store:
+        store.set_state("s", {"a": 1})
+        assert store.get_state("s") == {"a": 1}
+
+
+async def test_async_store_on_a_postgres_sync_engine_names_the_twin(pg_database: str) -> None:
+    engine = sa.create_engine(pg_database.replace("postgresql://", "postgresql+psycopg://"))
+    with pytest.raises(TypeError, match="for the twin SqlSession"):
+        AsyncSqlSession(engine)
+    engine.dispose()

@@ -58,7 +58,7 @@ async def test_before_cursor_execute_sees_every_statement(
         else AsyncSqlSession(target, app_name=app)
     )
     seen: list[str] = []
-    listened = store.engine.sync_engine if facade == "async" else store.engine
+    listened = getattr(store.engine, "sync_engine", store.engine)
     sa.event.listen(listened, "before_cursor_execute", lambda c, cur, sql, *a: seen.append(sql))
     for name, args, kwargs in CALLS:
         before = len(seen)
@@ -121,7 +121,7 @@ def _assert_no_secret(exporter: InMemorySpanExporter) -> None:
 
 def _listen(store: Any, facade: str) -> list[str]:
     seen: list[str] = []
-    target = store.engine.sync_engine if facade == "async" else store.engine
+    target = getattr(store.engine, "sync_engine", store.engine)
     sa.event.listen(target, "before_cursor_execute", lambda c, cur, sql, *a: seen.append(sql))
     return seen
 
@@ -185,7 +185,7 @@ async def test_instrumenting_a_stores_engine_traces_every_store_on_its_url(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     cls = SqlSession if facade == "sync" else AsyncSqlSession
     first, second = cls(db_url, app_name="otel-a"), cls(db_url, app_name="otel-b")
-    engine = first.engine.sync_engine if facade == "async" else first.engine
+    engine = getattr(first.engine, "sync_engine", first.engine)
     SQLAlchemyInstrumentor().instrument(
         engine=engine, tracer_provider=provider, skip_dep_check=True
     )

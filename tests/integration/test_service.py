@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
-from tests.conftest import SyncAsAsync, pooler_connect_args, with_pooler_setting
+from tests.conftest import SyncAsAsync, engine_maker, pooler_connect_args, with_pooler_setting
 from tests.integration.test_cursors import HOSTILE
 
 from statekeeper import (
@@ -55,9 +54,7 @@ async def make_service(db_url: str, facade: str, driver: str) -> AsyncIterator[C
             backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
             parsed = parsed.set(drivername=f"{backend}+{driver}")
             args = pooler_connect_args(db_url, driver)
-            target = (create_async_engine if facade == "async" else sa.create_engine)(
-                parsed, connect_args=args
-            )
+            target = engine_maker(facade, driver)(parsed, connect_args=args)
             engines.append(target)
         else:
             kwargs = with_pooler_setting(kwargs, db_url)

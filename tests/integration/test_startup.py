@@ -219,7 +219,7 @@ async def test_async_stores_per_request_share_the_revision_check(sqlite_url: str
         await long_lived.set_state("s", {"a": 1})
         statements: list[str] = []
         sa.event.listen(
-            long_lived.engine.sync_engine,
+            long_lived.engine,  # SQLite: the sync engine the calls run on
             "before_cursor_execute",
             lambda c, cur, sql, *a: statements.append(sql),
         )

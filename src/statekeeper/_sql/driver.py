@@ -19,17 +19,28 @@ once, on a fresh connection: that statement never ran. This closes the race
 the pool's socket check (``liveness``) cannot see, a connection terminated
 while it sat in the pool but whose notice had not arrived yet.
 
+An async store on SQLite made from a URL runs on a sync (pysqlite) engine:
+:func:`arun` hands the whole operation, its ``BEGIN IMMEDIATE`` ... ``COMMIT``
+included, to one thread of the event loop's default executor and drives it
+there with :func:`run`, the sync path, on that engine's pool: one thread hop
+per operation where SQLAlchemy's aiosqlite adapter makes four per statement.
+The statements still go through ``Connection.execute`` on the engine the
+store exposes, so its events and echo see each one.
+
 A cancelled async call never interrupts its operation: :func:`arun` drives
-it in a task of its own that the caller awaits through ``asyncio.shield``.
-The caller gets ``CancelledError`` at once; the operation runs to its end
-(committed, or rolled back) and gives its connection back clean.
+it in a task (or the worker thread) of its own that the caller awaits
+through ``asyncio.shield``. The caller gets ``CancelledError`` at once; the
+operation runs to its end (committed, or rolled back) and gives its
+connection back clean.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import contextvars
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -46,6 +57,7 @@ __all__ = [
     "drive",
     "ended_unrun",
     "guard_cancellation",
+    "in_thread",
     "pooler_failures",
     "run",
     "settle",
@@ -327,30 +339,54 @@ async def aconnect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 #: Operations whose caller was cancelled, still finishing. The event loop
 #: keeps only weak references to tasks; these keep them alive to the end.
-_FINISHING: set[asyncio.Task[Any]] = set()
+_FINISHING: set[asyncio.Future[Any]] = set()
 
 
-def _finished(task: asyncio.Task[Any]) -> None:
+def _finished(work: asyncio.Future[Any]) -> None:
     """Forget a finished orphan operation (its outcome was the cancelled caller's)."""
-    _FINISHING.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: nobody is left to see it
+    _FINISHING.discard(work)
+    if not work.cancelled():
+        work.exception()  # retrieved: nobody is left to see it
 
 
-async def arun(engine: AsyncEngine, op: Op[T], *, resend: bool = False) -> T:
+def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+    """Run ``fn(*args, **kwargs)`` in a thread of the running loop's default executor.
+
+    The caller's context variables go along (as with ``asyncio.to_thread``), so
+    a tracer's current span is the parent of the spans made in the thread.
+
+    Why the loop's default executor and not a pool of statekeeper's own:
+    ``asyncio.run`` waits for that executor's threads before it closes the
+    loop, so an operation still running when the program's main coroutine
+    returns (a cancelled caller's) finishes and reports to an open loop; and
+    it is made afresh for each loop, so a forked child never submits work to
+    the threads of its parent (a ``ThreadPoolExecutor`` carried over a fork
+    counts its parent's idle threads as its own and queues work that no
+    thread will ever take: a hang at 0% CPU).
+    """
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return loop.run_in_executor(None, call)
+
+
+async def arun(engine: AsyncEngine | sa.Engine, op: Op[T], *, resend: bool = False) -> T:
     """Run ``op`` on a connection of ``engine``; a cancelled caller never cuts it short.
 
+    On a sync ``engine`` (SQLite), the whole operation runs in one worker thread.
     With ``resend``, a first statement that met an ended session is sent again, once.
     """
-    task = asyncio.ensure_future(_arun(engine, op, resend))
+    if isinstance(engine, sa.Engine):
+        work: asyncio.Future[T] = in_thread(run, engine, op, resend=resend)
+    else:
+        work = asyncio.ensure_future(_arun(engine, op, resend))
     try:
-        return await asyncio.shield(task)
+        return await asyncio.shield(work)
     except asyncio.CancelledError:
-        if not task.done():
-            _FINISHING.add(task)
-            task.add_done_callback(_finished)
+        if not work.done():
+            _FINISHING.add(work)
+            work.add_done_callback(_finished)
         else:
-            _finished(task)
+            _finished(work)
         raise
 
 
@@ -362,10 +398,13 @@ def _close_cut_cursor(ctx: sa.engine.ExceptionContext) -> None:
             context.cursor.close()
 
 
-def guard_cancellation(engine: AsyncEngine) -> None:
+def guard_cancellation(engine: AsyncEngine | sa.Engine) -> None:
     """Make a cancelled statement on an aiosqlite ``engine`` release its connection's lock."""
     # The one cancellation arun cannot keep out: asyncio.run cancelling every
-    # task left at the end of the loop, the operation's own included.
+    # task left at the end of the loop, the operation's own included. (A sync
+    # engine's operations run in a thread, which no cancellation reaches.)
+    if isinstance(engine, sa.Engine):
+        return
     target = engine.sync_engine
     if target.dialect.name == "sqlite" and not sa.event.contains(
         target, "handle_error", _close_cut_cursor

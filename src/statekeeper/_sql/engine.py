@@ -1,10 +1,14 @@
 """Engines from URLs: one URL serves the sync and the async store, and stores share engines.
 
 A store given a URL does not build an engine of its own each time: every
-store of the process on the same URL and options (and, for async stores, the
-same event loop) shares one engine and its pool, so a store per request costs
-no new connections. The engine is disposed when the last store using it
-closes.
+store of the process on the same URL and options (and, for async stores on
+PostgreSQL, the same event loop) shares one engine and its pool, so a store
+per request costs no new connections. The engine is disposed when the last
+store using it closes.
+
+An async store on SQLite gets the sync (pysqlite) engine, the very one a
+sync store on that URL gets: it runs each operation in one worker thread
+(``driver.arun``), so it is bound to no event loop.
 """
 
 from __future__ import annotations
@@ -200,13 +204,9 @@ def _create_sync(url: sa.URL, options: Mapping[str, Any]) -> sa.Engine:
 
 
 def _create_async(url: sa.URL, options: Mapping[str, Any]) -> AsyncEngine:
-    if _is_memory(url):
-        options = {"poolclass": sa.AsyncAdaptedQueuePool, **options}
     # Looked up at call time, as sa.create_engine is: a tracer that wraps the function
     # (OpenTelemetry's SQLAlchemyInstrumentor().instrument()) sees the engines made after it.
     engine = sa_async.create_async_engine(url, **options)
-    if url.get_backend_name() == "sqlite":
-        sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
     _check_connections(engine.sync_engine, options)
     return engine
 
@@ -313,8 +313,14 @@ def acquire_sync(
 
 def acquire_async(
     url: str | sa.URL, engine_options: Mapping[str, Any] | None
-) -> tuple[AsyncEngine, Callable[[], AsyncEngine | None]]:
-    """Return the shared async engine for ``url`` in this event loop, and a release function."""
+) -> tuple[AsyncEngine | sa.Engine, Callable[[], AsyncEngine | sa.Engine | None]]:
+    """Return the engine an async store on ``url`` runs on, and a release function.
+
+    PostgreSQL: the shared async engine of this event loop. SQLite: the shared
+    sync engine (:func:`acquire_sync`), whose operations run in a worker thread.
+    """
+    if _parse(url)[1] == "sqlite":
+        return acquire_sync(url, engine_options)
     options = _check_options(engine_options)
     parsed = normalize_url(url, is_async=True)
     try:

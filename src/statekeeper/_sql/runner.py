@@ -8,6 +8,10 @@ process-wide migration lock, on a connection of its own, re-reading the
 revision first so a database is migrated once however many stores start
 together. After ``close()`` every call raises
 :class:`~statekeeper.errors.StoreClosedError`.
+
+An async runner on SQLite holds a sync engine (``engine``; made from a URL,
+or a caller's pysqlite ``Engine``): its operations, first-use read and
+upgrade run in a worker thread each.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..errors import SchemaNotReadyError, StoreClosedError
 from . import engine as _engine
 from . import fork as _fork
-from .driver import arun, guard_cancellation, run, settle
+from .driver import arun, guard_cancellation, in_thread, run, settle
 from .ops import store as _ops
 from .schema import HEAD_REVISION
 
@@ -56,17 +60,36 @@ def _should_migrate(found: str | None) -> bool:
     return found != HEAD_REVISION and (found is None or found in migrate.known_revisions())
 
 
+def _sqlite_engine(engine: sa.Engine, kind: str) -> sa.Engine:
+    """Return a caller's sync SQLite ``engine`` for an async store, or refuse its pool.
+
+    Each call runs in whichever worker thread is free: a pool that keeps one
+    connection per thread (SQLAlchemy's default for ``sqlite://``) would give
+    each thread its own, empty, in-memory database, and one that shares a
+    single connection among threads would interleave their transactions.
+    """
+    if isinstance(engine.pool, (sa.pool.SingletonThreadPool, sa.pool.StaticPool)):
+        raise ValueError(
+            f"{kind} runs each call in a worker thread, and this SQLite engine's "
+            f"{type(engine.pool).__name__} gives each thread its own connection (for an "
+            "in-memory database, its own database) or one connection to all at once. "
+            'Pass the URL instead ("sqlite://" is one in-memory database for the store), '
+            "or an engine with a QueuePool"
+        )
+    return engine
+
+
 def _take(
     url_or_engine: object,
     engine_options: Any,
     kind: str,
-    engine_type: type[E],
+    engine_type: type,
     acquire: Callable[[str | sa.URL, Any], tuple[E, Callable[[], Any]]],
     twin_type: type,
 ) -> tuple[E, Callable[[], Any] | None]:
     """Return the caller's engine (no release), or the shared one for a URL and its release."""
     if isinstance(url_or_engine, engine_type):
-        return url_or_engine, None
+        return cast("E", url_or_engine), None
     if isinstance(url_or_engine, (str, sa.URL)):
         return acquire(url_or_engine, engine_options)
     hint = ""
@@ -189,22 +212,26 @@ class Runner(_Base[sa.Engine]):
             engine.dispose()
 
 
-class AsyncRunner(_Base[AsyncEngine]):
-    """Run an async store's operations on its engine."""
+class AsyncRunner(_Base["AsyncEngine | sa.Engine"]):
+    """Run an async store's operations on its engine (SQLite from a URL: in a thread each)."""
 
     def __init__(
         self,
-        url_or_engine: str | sa.URL | AsyncEngine,
+        url_or_engine: str | sa.URL | AsyncEngine | sa.Engine,
         *,
         schema: str | None,
         auto_migrate: bool,
         engine_options: Any,
         kind: str,
     ) -> None:
-        """Take the caller's engine, or the shared engine for a URL (and this event loop)."""
-        engine, release = _take(
-            url_or_engine, engine_options, kind, AsyncEngine, _engine.acquire_async, sa.Engine
-        )
+        """Take the caller's engine, or the shared engine for a URL (PostgreSQL: this loop's)."""
+        engine: AsyncEngine | sa.Engine
+        if isinstance(url_or_engine, sa.Engine) and url_or_engine.dialect.name == "sqlite":
+            engine, release = _sqlite_engine(url_or_engine, kind), None
+        else:
+            engine, release = _take(
+                url_or_engine, engine_options, kind, AsyncEngine, _engine.acquire_async, sa.Engine
+            )
         super().__init__(
             engine,
             release,
@@ -239,7 +266,10 @@ class AsyncRunner(_Base[AsyncEngine]):
                 async with migrate.aalembic_lock():
                     found = await self._revision()
                     if _should_migrate(found):
-                        await migrate.aupgrade_unlocked(self.engine, self.schema)
+                        if isinstance(self.engine, sa.Engine):
+                            await in_thread(migrate.upgrade_unlocked, self.engine, self.schema)
+                        else:
+                            await migrate.aupgrade_unlocked(self.engine, self.schema)
                         found = await self._revision()
             self._settle(found)
 
@@ -247,5 +277,7 @@ class AsyncRunner(_Base[AsyncEngine]):
         """Refuse further calls; dispose of the engine if this was its last user."""
         engine = self._close()
         await settle()  # the operations of cancelled calls end first
-        if engine is not None:
+        if isinstance(engine, sa.Engine):
+            engine.dispose()  # SQLite: closing its pooled files does not wait on anything
+        elif engine is not None:
             await engine.dispose()
