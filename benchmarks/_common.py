@@ -7,9 +7,9 @@ only through its public names and ``statekeeper.migrations.upgrade``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import gc
-import inspect
 import json
 import os
 import random
@@ -389,16 +389,30 @@ def connect(url: str) -> Any:
     return psycopg.connect(url, autocommit=True)
 
 
-async def aconnect(url: str) -> Any:
-    """:func:`connect` for asyncio: aiosqlite (same pragmas) or psycopg's ``AsyncConnection``."""
-    if (path := _sqlite_path(url)) is not None:
-        import aiosqlite
+class ThreadedSqlite:
+    """The async floor on SQLite: a ``sqlite3`` connection whose every operation runs
+    whole in one thread of the loop's default executor (``asyncio.to_thread``), the
+    way statekeeper's async SQLite stores run theirs."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
 
         timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=timeout)
+        self.conn = sqlite3.connect(
+            path, isolation_level=None, timeout=timeout, check_same_thread=False
+        )
         for pragma in SQLITE_PRAGMAS:
-            await conn.execute(pragma)
-        return conn
+            self.conn.execute(pragma)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+async def aconnect(url: str) -> Any:
+    """:func:`connect` for asyncio: :class:`ThreadedSqlite` or psycopg's ``AsyncConnection``."""
+    if (path := _sqlite_path(url)) is not None:
+        return ThreadedSqlite(path)
     import psycopg
 
     return await psycopg.AsyncConnection.connect(url, autocommit=True)
@@ -411,7 +425,7 @@ def sqlite_now() -> str:
 
 def _floor_sql(conn: Any) -> tuple[str, str, Callable[[], Any]]:
     """The upsert, the select and the clock of the floor on ``conn`` (SQLite or psycopg)."""
-    if type(conn).__module__.split(".")[0] in ("sqlite3", "aiosqlite"):
+    if type(conn).__module__.split(".")[0] == "sqlite3":
         return upsert_sql("qmark"), select_sql("qmark"), sqlite_now
     return upsert_sql("format"), select_sql("format"), utcnow
 
@@ -443,11 +457,20 @@ def floor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
 
 
 async def afloor(conn: Any, app: str, user: str) -> tuple[Write, Read]:
-    """:func:`floor` on an async connection (aiosqlite or psycopg); its calls are coroutines."""
+    """:func:`floor` on an async connection (:class:`ThreadedSqlite` or psycopg); its
+    calls are coroutines."""
+    if isinstance(conn, ThreadedSqlite):
+        swrite, sread = floor(conn.conn, app, user)
+
+        async def twrite(key: str, text: str) -> Any:
+            return await asyncio.to_thread(swrite, key, text)
+
+        async def tread(key: str) -> Any:
+            return await asyncio.to_thread(sread, key)
+
+        return twrite, tread
     upsert, select, stamp = _floor_sql(conn)
     cur = conn.cursor()
-    if inspect.isawaitable(cur):  # aiosqlite's cursor() is a coroutine, psycopg's is not
-        cur = await cur
 
     async def write(key: str, text: str) -> Any:
         now = stamp()

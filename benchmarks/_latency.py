@@ -27,7 +27,7 @@ SESSIONS_PER_CASE = 8
 DRIVERS = {
     ("sqlite", "sync"): "sqlite3",
     ("postgresql", "sync"): "psycopg",
-    ("sqlite", "async"): "aiosqlite",
+    ("sqlite", "async"): "sqlite3 in a thread",
     ("postgresql", "async"): "psycopg async",
 }
 
@@ -82,7 +82,10 @@ def run_sync(db: str, url: str, settings: Settings, report: Report) -> None:
 
 
 async def run_async(db: str, url: str, settings: Settings, report: Report) -> None:
-    """Measure every op and size with ``AsyncSqlSession`` against aiosqlite / psycopg async."""
+    """Measure every op and size with ``AsyncSqlSession`` against the async floor.
+
+    SQLite: sqlite3, each operation in one thread hop; PostgreSQL: psycopg async.
+    """
     store, conn = AsyncSqlSession(url, app_name=SK_APP), await _common.aconnect(url)
     fwrite, fread = await _common.afloor(conn, FLOOR_APP, USER)
     try:

@@ -9,8 +9,8 @@ Scenarios (2 KB events, a small state delta): ``create_session``,
 ``get_session(recent=10)`` on a 1,000-event and on a 100,000-event session,
 and ``list_sessions`` of a user with 1,000 sessions (one page of 1,000).
 
-The **floor** is the bare DB-API driver (``sqlite3`` / ``aiosqlite`` /
-psycopg) running *the same SQL* on one autocommit connection: the text of
+The **floor** is the bare DB-API driver (``sqlite3``, for async each operation in one
+``asyncio.to_thread`` hop; psycopg) running *the same SQL* on one autocommit connection: the text of
 the statements statekeeper sends, recorded from the public service's engine
 (SQLAlchemy's ``before_cursor_execute`` event, one warm-up call of each
 kind), so both sides send identical statements; the same
@@ -251,7 +251,10 @@ def drive(conn: Any, op: Generator[Step, Any, Any]) -> Any:
 
 
 async def adrive(conn: Any, op: Generator[Step, Any, Any]) -> Any:
-    """Run a floor operation on an async connection (aiosqlite or psycopg AsyncConnection)."""
+    """Run a floor operation on an async connection: on SQLite, whole in one thread
+    (:class:`_common.ThreadedSqlite`); else a psycopg ``AsyncConnection``."""
+    if isinstance(conn, _common.ThreadedSqlite):
+        return await asyncio.to_thread(drive, conn.conn, op)
     one_hop = getattr(conn, "execute_fetchall", None)
     try:
         step = next(op)
@@ -450,9 +453,10 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "## Event-log service vs the raw driver (same statements)",
         "",
-        "`SessionService` / `AsyncSessionService` beside the bare driver (`sqlite3`, "
-        "`aiosqlite`, psycopg 3) running the same SQL — statekeeper's statements compiled "
-        "once — on one autocommit connection, with the same transaction steps and the same "
+        "`SessionService` / `AsyncSessionService` beside the bare driver (`sqlite3`, async: "
+        "each operation in one `asyncio.to_thread` hop; psycopg 3) running the same SQL — "
+        "statekeeper's statements compiled once — on one autocommit connection, with the "
+        "same transaction steps and the same "
         "JSON work (2 KB events, a delta `{turn, user:turns}`). Medians of alternating "
         "batches; ratio = statekeeper / raw driver; target <= 1.50x. Regenerate with "
         "`python benchmarks/service.py --write-docs`"
