@@ -84,6 +84,21 @@ async def test_async_twins(empty_url: str) -> None:
         await engine.dispose()
 
 
+async def test_async_twins_on_the_engine_of_an_async_sqlite_store(sqlite_url: str) -> None:
+    # On a SQLite URL, an async store's engine is a sync Engine: the async
+    # helpers take it and run in a worker thread.
+    async with AsyncSqlSession(sqlite_url) as store:
+        assert isinstance(store.engine, sa.Engine)
+        assert await migrations.acurrent(store.engine) is None
+        with pytest.raises(SchemaNotReadyError):
+            await migrations.acheck(store.engine)
+        assert await migrations.aupgrade(store.engine) == ["0001", "0002", "0003"]
+        await migrations.acheck(store.engine)
+        await store.set_state("s", {"a": 1})
+        assert await migrations.adowngrade(store.engine, "0002") == ["0003"]
+        assert await migrations.acurrent(store.engine) == "0002"
+
+
 def test_upgrade_on_a_callers_engine_keeps_it_usable(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     try:

@@ -23,7 +23,7 @@ from alembic import command
 from alembic.runtime.migration import MigrationContext
 
 from .._sql import migrate
-from .._sql.driver import aconnect
+from .._sql.driver import aconnect, in_thread
 from .._sql.migrate import Bind, aalembic_lock, alembic_lock, run_command, with_connection
 from .._sql.schema import TABLE_PREFIX, VERSION_TABLE
 from ..errors import SchemaNotReadyError
@@ -151,36 +151,47 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
         return with_connection(engine_or_url, run_command, "downgrade", revision, schema)
 
 
+async def _arun_command(
+    engine: AsyncEngine | sa.Engine, action: str, revision: str, schema: str | None
+) -> list[str]:
+    async with aalembic_lock():
+        if isinstance(engine, sa.Engine):
+            return await in_thread(with_connection, engine, run_command, action, revision, schema)
+        async with aconnect(engine) as conn:
+            return await conn.run_sync(run_command, action, revision, schema)
+
+
 async def aupgrade(
-    engine: AsyncEngine, revision: str = "head", schema: str | None = None
+    engine: AsyncEngine | sa.Engine, revision: str = "head", schema: str | None = None
 ) -> list[str]:
     """Upgrade the database of an ``AsyncEngine`` to ``revision``; see :func:`upgrade`.
 
     Args:
-        engine: the async engine.
+        engine: the async engine; or a sync SQLite ``Engine``, such as the
+            ``engine`` of an async store on a SQLite URL (run in a worker thread).
         revision: the target revision.
         schema: PostgreSQL schema holding statekeeper's tables.
 
     Returns:
         The revisions this call applied, oldest first.
     """
-    async with aalembic_lock(), aconnect(engine) as conn:
-        return await conn.run_sync(run_command, "upgrade", revision, schema)
+    return await _arun_command(engine, "upgrade", revision, schema)
 
 
-async def adowngrade(engine: AsyncEngine, revision: str, schema: str | None = None) -> list[str]:
+async def adowngrade(
+    engine: AsyncEngine | sa.Engine, revision: str, schema: str | None = None
+) -> list[str]:
     """Downgrade the database of an ``AsyncEngine`` to ``revision``; see :func:`downgrade`.
 
     Args:
-        engine: the async engine.
+        engine: the async engine, or a sync SQLite ``Engine`` (see :func:`aupgrade`).
         revision: the target revision.
         schema: PostgreSQL schema holding statekeeper's tables.
 
     Returns:
         The revisions this call undid, newest first.
     """
-    async with aalembic_lock(), aconnect(engine) as conn:
-        return await conn.run_sync(run_command, "downgrade", revision, schema)
+    return await _arun_command(engine, "downgrade", revision, schema)
 
 
 def _current_on(conn: sa.Connection, schema: str | None) -> str | None:
@@ -206,16 +217,18 @@ def current(engine_or_url: Bind, schema: str | None = None) -> str | None:
     return with_connection(engine_or_url, _current_on, schema)
 
 
-async def acurrent(engine: AsyncEngine, schema: str | None = None) -> str | None:
+async def acurrent(engine: AsyncEngine | sa.Engine, schema: str | None = None) -> str | None:
     """Return the statekeeper revision of an ``AsyncEngine``'s database; see :func:`current`.
 
     Args:
-        engine: the async engine.
+        engine: the async engine, or a sync SQLite ``Engine`` (see :func:`aupgrade`).
         schema: PostgreSQL schema holding statekeeper's tables.
 
     Returns:
         The revision id, or ``None`` when statekeeper's tables are not there.
     """
+    if isinstance(engine, sa.Engine):
+        return await in_thread(current, engine, schema)
     async with aconnect(engine) as conn:
         return await conn.run_sync(_current_on, schema)
 
@@ -286,11 +299,11 @@ def check(engine_or_url: Bind, schema: str | None = None) -> None:
     _raise_unless_ready(current(engine_or_url, schema), engine_or_url, schema)
 
 
-async def acheck(engine: AsyncEngine, schema: str | None = None) -> None:
+async def acheck(engine: AsyncEngine | sa.Engine, schema: str | None = None) -> None:
     """Check the database of an ``AsyncEngine``; see :func:`check`.
 
     Args:
-        engine: the async engine.
+        engine: the async engine, or a sync SQLite ``Engine`` (see :func:`aupgrade`).
         schema: PostgreSQL schema holding statekeeper's tables.
 
     Raises:
