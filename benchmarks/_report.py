@@ -15,6 +15,8 @@ import _common
 
 SYNC_LIMIT, ASYNC_LIMIT, MERGE_LIMIT, BIG_LIMIT = 1.3, 1.5, 1.5, 1.1
 CONCURRENCY_MIN, SCALE_LIMIT, MEMORY_LIMIT = 0.8, 1.2, 3.0
+#: An async SQLite call against the same call of the sync store (one thread hop on top).
+ASYNC_VS_SYNC_LIMIT = 1.5
 DB_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 PAGE = _common.REPO / "docs" / "performance.md"
 
@@ -79,6 +81,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(_target(where, row["ratio"], limit))
         elif size == "1MB":
             out.append(_target(where, row["ratio"], BIG_LIMIT))
+    sync_times = {
+        (r["db"], r["op"], r["size"]): r["statekeeper_s"]
+        for r in results.get("latency", [])
+        if r["api"] == "sync"
+    }
+    for row in results.get("latency", []):
+        sync_s = sync_times.get((row["db"], row["op"], row["size"]))
+        if row["db"] == "sqlite" and row["api"] == "async" and sync_s:
+            target = _target(
+                f"SQLite async {row['op']} {row['size']} vs the sync store",
+                row["statekeeper_s"] / sync_s,
+                ASYNC_VS_SYNC_LIMIT,
+            )
+            target["note"] = f"sync {fmt_time(sync_s)}"
+            out.append(target)
     conc = results.get("concurrency")
     if conc:
         out.append(
