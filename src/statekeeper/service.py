@@ -72,14 +72,7 @@ class SessionService:
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine the service's statements run on (its connections in autocommit).
-
-        The engine given, or the one made from the URL. Async stores and services
-        on SQLite from a URL run on a sync ``sqlalchemy.Engine`` (pysqlite), each
-        call whole in one worker thread on a connection of its pool: listen for
-        its events on it, as on any ``Engine`` (on an async engine, on its
-        ``sync_engine``).
-        """
+        """The engine the service's statements run on: see :attr:`SqlSession.engine`."""
         return self._run.engine
 
     @property
