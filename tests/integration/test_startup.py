@@ -60,6 +60,38 @@ async def test_eight_async_stores_first_used_at_once_all_work(
     assert migrations.current(url) == migrations.head()
 
 
+async def test_async_callers_cancelled_mid_migration_leave_one_migration(
+    tmp_path: Path, created_tables: Counter[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    loop = asyncio.get_running_loop()
+    first = AsyncSqlSession(url, auto_migrate=True)
+    call = asyncio.ensure_future(first.set_state("c", {"a": 1}))
+    cancelled_mid_upgrade = threading.Event()
+
+    def cancel_the_caller(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE STATEKEEPER_SESSIONS"):
+            loop.call_soon_threadsafe(call.cancel)
+            cancelled_mid_upgrade.wait(5)  # the upgrade goes on after its caller is gone
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", cancel_the_caller)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # Stores started while that upgrade still runs wait for it: one migration.
+        later = [AsyncSqlSession(url, auto_migrate=True) for _ in range(4)]
+        writes = asyncio.gather(*(s.set_state(f"s{i}", {"i": i}) for i, s in enumerate(later)))
+        await asyncio.sleep(0.2)
+        cancelled_mid_upgrade.set()
+        assert await writes == [1] * 4
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", cancel_the_caller)
+    for store in [first, *later]:
+        await store.close()
+    assert created_tables == {str(tmp_path / "t.db"): 1}
+    assert migrations.current(url) == migrations.head()
+
+
 def _thread_work(url: str, kind: str, index: int, errors: list[BaseException]) -> None:
     try:
         if kind == "sync":

@@ -263,15 +263,28 @@ class AsyncRunner(_Base["AsyncEngine | sa.Engine"]):
             if self.auto_migrate and _should_migrate(found):
                 from . import migrate
 
-                async with migrate.aalembic_lock():
-                    found = await self._revision()
-                    if _should_migrate(found):
-                        if isinstance(self.engine, sa.Engine):
-                            await in_thread(migrate.upgrade_unlocked, self.engine, self.schema)
-                        else:
-                            await migrate.aupgrade_unlocked(self.engine, self.schema)
+                if isinstance(self.engine, sa.Engine):
+                    # The thread takes the lock itself: a cancelled caller cannot
+                    # release it while the upgrade still runs.
+                    found = await in_thread(self._upgrade_in_thread, self.engine)
+                else:
+                    async with migrate.aalembic_lock():
                         found = await self._revision()
+                        if _should_migrate(found):
+                            await migrate.aupgrade_unlocked(self.engine, self.schema)
+                            found = await self._revision()
             self._settle(found)
+
+    def _upgrade_in_thread(self, engine: sa.Engine) -> str | None:
+        """Upgrade a sync engine's database under the Alembic lock; return the revision."""
+        from . import migrate
+
+        with migrate.alembic_lock():
+            found = run(engine, _ops.schema_revision(self._ctx))
+            if _should_migrate(found):
+                migrate.upgrade_unlocked(engine, self.schema)
+                found = run(engine, _ops.schema_revision(self._ctx))
+        return found
 
     async def close(self) -> None:
         """Refuse further calls; dispose of the engine if this was its last user."""

@@ -151,14 +151,20 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
         return with_connection(engine_or_url, run_command, "downgrade", revision, schema)
 
 
+def _locked_command(engine: sa.Engine, action: str, revision: str, schema: str | None) -> list[str]:
+    with alembic_lock():
+        return with_connection(engine, run_command, action, revision, schema)
+
+
 async def _arun_command(
     engine: AsyncEngine | sa.Engine, action: str, revision: str, schema: str | None
 ) -> list[str]:
-    async with aalembic_lock():
-        if isinstance(engine, sa.Engine):
-            return await in_thread(with_connection, engine, run_command, action, revision, schema)
-        async with aconnect(engine) as conn:
-            return await conn.run_sync(run_command, action, revision, schema)
+    if isinstance(engine, sa.Engine):
+        # The worker thread holds the lock: a cancelled caller cannot let a
+        # second Alembic run start beside this one.
+        return await in_thread(_locked_command, engine, action, revision, schema)
+    async with aalembic_lock(), aconnect(engine) as conn:
+        return await conn.run_sync(run_command, action, revision, schema)
 
 
 async def aupgrade(
