@@ -13,7 +13,10 @@ settings (``synchronous_commit`` on), each service at its default durability.
 statekeeper is measured in pairs against each of ADK's services a user may
 pick: ``DatabaseSessionService`` on aiosqlite and ``SqliteSessionService`` on
 SQLite; ``DatabaseSessionService`` on asyncpg and on psycopg (async) on
-PostgreSQL. Each pair gets a fresh database (file) of its own, in which both
+PostgreSQL. statekeeper runs on sqlite3 for SQLite (each call whole in one
+worker thread of the event loop's executor, as an async service on a SQLite
+URL does) and on psycopg (async) for PostgreSQL. Each pair gets a fresh
+database (file) of its own, in which both
 services keep their own tables (statekeeper's from its migrations, ADK's
 from its own set-up), under the same event loop; batches alternate
 (statekeeper, ADK, ADK, statekeeper, ...) so drift hits both. Events are ~2 KB (a model
@@ -177,8 +180,8 @@ async def measure_pair(a: Any, b: Any, settings: Settings) -> dict[str, Any]:
     ``_common.ameasure_pair`` (a warm-up and calibration batch, then
     ``rounds`` batches per side, the order flipping every round), which also
     keeps this process's CPU time per op (``time.process_time``: every
-    thread, the event loop's, aiosqlite's and the worker threads', not the
-    PostgreSQL server's). On a busy machine the wall time includes waiting
+    thread, the event loop's, ADK's aiosqlite threads and statekeeper's
+    worker threads, not the PostgreSQL server's). On a busy machine the wall time includes waiting
     for a core; the CPU time is what each client stack itself spends.
     """
     pair = await _common.ameasure_pair(a, b, settings)
@@ -314,7 +317,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "cores": os.cpu_count(),
             "versions": {n: _report.version(n) for n in VERSIONS},
             "statekeeper_drivers": {
-                "sqlite": "aiosqlite",
+                "sqlite": "sqlite3, each call in one worker thread",
                 "postgresql": "psycopg (async)",
             },
             "load_average_start": os.getloadavg(),
@@ -428,8 +431,9 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "`statekeeper.adk.SqlSessionService` against each ADK session service a user may pick: "
         "`DatabaseSessionService` on aiosqlite and `SqliteSessionService` on SQLite, "
         f"`DatabaseSessionService` on asyncpg {v['asyncpg']} (the driver most ADK users pick) "
-        f"and on psycopg {v['psycopg']} (async) on PostgreSQL. statekeeper runs on aiosqlite "
-        f"and psycopg {v['psycopg']} (async). Each pair has a fresh database of its own, each "
+        f"and on psycopg {v['psycopg']} (async) on PostgreSQL. statekeeper runs on sqlite3 "
+        "(each call whole in one worker thread of the event loop's executor) and on "
+        f"psycopg {v['psycopg']} (async). Each pair has a fresh database of its own, each "
         "service its own tables; batches alternate within a pair; medians of the batches. "
         f"google-adk {v['google-adk']}, SQLAlchemy {v['sqlalchemy']}, pydantic {v['pydantic']}. "
         "Events are ~2 KB model replies with a two-key state delta; building the `Event` is "

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from pydantic_core.core_schema import CoreConfig
 
     from ._records import SessionRecord
+    from ._sql.ops.service import ListedRow
 
 __all__ = ["SessionListPage", "SqlSessionService", "StaleSessionError"]
 
@@ -114,15 +115,35 @@ def _version_of(session: Session) -> int | None:
 
 
 def _to_session(record: SessionRecord, app_name: str, events: list[Event]) -> Session:
-    session = Session(
-        id=record.session_id,
-        app_name=app_name,
-        user_id=record.user_id,
-        state=record.state,
-        events=events,
-        last_update_time=record.update_time,
+    return _new_session(
+        app_name,
+        record.user_id,
+        record.session_id,
+        record.version,
+        record.update_time,
+        record.state,
+        events,
     )
-    _set_version(session, record.version)
+
+
+def _new_session(
+    app_name: str,
+    user_id: str,
+    session_id: str,
+    version: int,
+    update_time: float,
+    state: dict[str, Any],
+    events: list[Event],
+) -> Session:
+    session = Session(
+        id=session_id,
+        app_name=app_name,
+        user_id=user_id,
+        state=state,
+        events=events,
+        last_update_time=update_time,
+    )
+    _set_version(session, version)
     return session
 
 
@@ -153,6 +174,12 @@ class _AppService(AsyncSessionService):
     ) -> tuple[SessionRecord, list[str]] | None:
         """``get_session``, the record without events and the events' JSON texts beside it."""
         return await self._run(self._core.get_texts(session_id, user_id, recent, after))
+
+    async def list_session_rows(
+        self, user_id: str | None, *, limit: int, cursor: str | None
+    ) -> tuple[list[ListedRow], str | None]:
+        """``list_sessions(oldest_first=True)``: each session as a plain row, the next cursor."""
+        return await self._run(self._core.list_rows(user_id, limit, cursor, True))
 
 
 # pydantic's JSON dump turns NaN and infinities held in Any-typed values (state
@@ -421,11 +448,11 @@ class SqlSessionService(BaseSessionService):
         cursor = page_token
         while True:
             limit = _LIST_PAGE if page_size is None else page_size
-            page = await service.list_sessions(
-                user_id, limit=limit, cursor=cursor, oldest_first=True
+            rows, cursor = await service.list_session_rows(user_id, limit=limit, cursor=cursor)
+            sessions.extend(
+                _new_session(app_name, owner, session_id, version, update_time, state, [])
+                for owner, session_id, version, update_time, state in rows
             )
-            sessions.extend(_to_session(record, app_name, []) for record in page.items)
-            cursor = page.next_cursor
             if cursor is None or page_size is not None:
                 return SessionListPage(sessions=sessions, next_page_token=cursor)
 

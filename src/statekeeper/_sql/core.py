@@ -43,6 +43,7 @@ _NO_DELTA = _ops_service.Delta()
 _Verdicts = list[_ops_import.Verdict]
 _Sessions = list[_ops_import.WholeSession]
 _Scopes = list[_ops_import.WholeScope]
+_ListedRows = tuple[list[_ops_service.ListedRow], str | None]
 
 
 def _seconds(value: object, what: str) -> float:
@@ -227,6 +228,16 @@ class ServiceCore:
         if user_id is not None:
             validate_id(user_id, "user_id", allow_empty=True)
         return _ops_service.list_sessions(
+            self.ctx, user_id, limit, check_cursor(cursor), bool(oldest_first), now()
+        )
+
+    def list_rows(
+        self, user_id: str | None, limit: int, cursor: str | None, oldest_first: bool
+    ) -> _ops.Op[_ListedRows]:
+        """Build ``list_sessions`` handing back plain rows (the ADK adapter's)."""
+        if user_id is not None:
+            validate_id(user_id, "user_id", allow_empty=True)
+        return _ops_service.list_session_rows(
             self.ctx, user_id, limit, check_cursor(cursor), bool(oldest_first), now()
         )
 

@@ -52,6 +52,7 @@ __all__ = [
     "get_scoped_state",
     "get_session",
     "get_session_texts",
+    "list_session_rows",
     "list_sessions",
     "members",
     "pop_event",
@@ -519,6 +520,50 @@ def list_sessions(
         encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
     )
     return SessionPage(items, next_cursor)
+
+
+#: A listed session as :func:`list_session_rows` gives it: user_id, session_id,
+#: version, update_time, merged state.
+ListedRow = tuple[str, str, int, float, dict[str, Any]]
+
+
+def list_session_rows(
+    ctx: Context,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+    oldest_first: bool,
+    now: dt.datetime,
+) -> Op[tuple[list[ListedRow], str | None]]:
+    """As :func:`list_sessions`, each session as a :data:`ListedRow`, and the next cursor.
+
+    For a caller that builds its own objects (the ADK adapter's ``Session``):
+    the rows read no created, expiry or event-count columns and no
+    :class:`SessionRecord` is made. The pages and cursors are those of
+    :func:`list_sessions`.
+    """
+    sql = service_statements(ctx.dialect)
+    params = page_params(ctx, user_id, limit, cursor, now, oldest_first=oldest_first)
+    statement = sql.lean_pages[user_id is not None, cursor is not None, oldest_first]
+    fetched = (yield Call(statement, params)).all()
+    rows = fetched[:limit]
+    if not rows:
+        return [], None
+    app = members(rows[0][6])  # the same for every row
+    listed: list[ListedRow] = [
+        (
+            owner,
+            session_id,
+            int(version),
+            updated_at.timestamp() if update_time is None else float(update_time),
+            _merged_state(state, app, members(user)),
+        )
+        for owner, session_id, state, version, update_time, updated_at, _, user in rows
+    ]
+    next_cursor = (
+        encode_cursor(rows[-1], oldest_first=oldest_first) if len(fetched) > limit else None
+    )
+    return listed, next_cursor
 
 
 # --------------------------------------------------------------------------- pop

@@ -36,6 +36,7 @@ from .terms import (
 )
 
 __all__ = [
+    "LEAN_PAGE",
     "SessionMode",
     "ServiceStatements",
     "append_statement",
@@ -66,6 +67,21 @@ class ServiceStatements:
     user: sa.Select[Any]
     events: dict[tuple[bool, bool], sa.Select[Any]]
     pages: dict[tuple[bool, bool, bool], sa.Select[Any]]
+    #: ``pages`` reading only what an ADK ``Session`` holds (see :data:`LEAN_PAGE`).
+    lean_pages: dict[tuple[bool, bool, bool], sa.Select[Any]]
+
+
+#: The columns of a ``pages`` row a ``lean_pages`` row keeps, in order: user_id,
+#: session_id, state, version, update_time, updated_at (the cursor's, and the
+#: update time where none was stored), app_state, user_state. Without
+#: event_count, created_at and expires_at, each row parses one datetime, not three.
+LEAN_PAGE = (0, 1, 2, 3, 5, 7, 9, 10)
+
+
+def _lean(page: sa.Select[Any]) -> sa.Select[Any]:
+    """``page`` with only the :data:`LEAN_PAGE` columns (its filter, order and limit kept)."""
+    columns = list(page.selected_columns)
+    return page.with_only_columns(*(columns[i] for i in LEAN_PAGE))
 
 
 # --------------------------------------------------------------------------- writes
@@ -307,6 +323,7 @@ def service_statements(dialect: str) -> ServiceStatements:
     pg = dialect == "postgresql"
     a, u = app_state.c, user_state.c
     scoped = scoped_text(dialect, sa.bindparam("p_user"))
+    pages = _pages(dialect)
     return ServiceStatements(
         create=_pg_create() if pg else _session_insert(dialect),
         clear_events=None if pg else _clear_leftovers(),
@@ -326,7 +343,8 @@ def service_statements(dialect: str) -> ServiceStatements:
             u.app_name == sa.bindparam("p_app"), u.user_id == sa.bindparam("p_user")
         ),
         events=_event_reads(dialect),
-        pages=_pages(dialect),
+        pages=pages,
+        lean_pages={key: _lean(page) for key, page in pages.items()},
     )
 
 
