@@ -91,7 +91,10 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
     """
     stmt = _insert(dialect)
     ex = stmt.excluded
-    live = LIVE
+    # LIVE, reading the time of the call from the row not inserted (its updated_at
+    # is p_now): SQLite binds a parameter at each place it appears, and each bound
+    # value is converted by itself, five times here.
+    live = sa.or_(c.expires_at.is_(None), c.expires_at > ex.updated_at)
     return stmt.on_conflict_do_update(
         index_elements=[c.app_name, c.user_id, c.session_id],
         set_={
