@@ -139,4 +139,5 @@ def test_instructions_benchmark_counts_every_case(tmp_path: Path) -> None:
         assert rows[op]["raw_instructions"] > 0
         assert rows[op]["ratio"] > 0
     assert rows["checkout"]["instructions"] > 0
+    assert rows["sqlalchemy get"]["vs_raw"] > 0
     assert "| get_state |" in run.stdout
