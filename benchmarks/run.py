@@ -52,6 +52,7 @@ SUITES = {
     "agentscope": "stores_vs_agentscope",  # JSON and Redis stores beside AgentScope's
     "profile": "profile_ops",  # where the time of one call goes
     "roundtrips": "roundtrips",  # round trips per operation on PostgreSQL, counted on the wire
+    "instructions": "instructions",  # CPU instructions per operation (callgrind) vs sqlite3
     "openai-agents": "openai_agents_sessions",  # beside the Agents SDK's own sessions
 }
 

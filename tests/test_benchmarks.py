@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,25 @@ def test_roundtrips_benchmark_counts_every_operation(tmp_path: Path, pg_server: 
     # every call was answered by the server at least once, each counted by itself
     assert all(len(r["counts"]) == 3 and min(r["counts"]) >= 1 for r in rows)
     assert "| SqlSession | get_state |" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_benchmark_counts_every_case(tmp_path: Path) -> None:
+    out = tmp_path / "instructions.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "instructions", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
+    for op in ("get_state", "set_state", "merge_state", "encode"):
+        assert rows[op]["statekeeper_instructions"] > 0
+        assert rows[op]["raw_instructions"] > 0
+        assert rows[op]["ratio"] > 0
+    assert rows["checkout"]["instructions"] > 0
+    assert rows["sqlalchemy get"]["vs_raw"] > 0
+    assert "| get_state |" in run.stdout

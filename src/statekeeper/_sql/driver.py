@@ -149,6 +149,24 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
+def _pooler_error(
+    bind: sa.Engine | AsyncEngine | sa.Connection | AsyncConnection, exc: Exception
+) -> TransactionPoolerError:
+    """The error for a prepared statement lost to a transaction-mode pooler (``_lost_prepare``)."""
+    engine = bind.engine if isinstance(bind, (sa.Connection, AsyncConnection)) else bind
+    setting = _POOLER_SETTING.get(
+        engine.dialect.driver, "the driver's option that turns server-side prepares off"
+    )
+    return TransactionPoolerError(
+        f"the database {safe_url(engine.url)} is behind a connection pooler in "
+        "transaction mode (PgBouncer pool_mode = transaction, or alike), which does not "
+        "keep the driver's "
+        f"prepared statements: {_first_line(exc)}. The statement did not run and no session is "
+        f'half-written. Set {setting}; see "Connection poolers" in statekeeper\'s '
+        "Deploying guide"
+    )
+
+
 @contextlib.contextmanager
 def pooler_failures(
     bind: sa.Engine | AsyncEngine | sa.Connection | AsyncConnection,
@@ -159,18 +177,7 @@ def pooler_failures(
     except Exception as exc:
         if not _lost_prepare(exc):
             raise
-        engine = bind.engine if isinstance(bind, (sa.Connection, AsyncConnection)) else bind
-        setting = _POOLER_SETTING.get(
-            engine.dialect.driver, "the driver's option that turns server-side prepares off"
-        )
-        raise TransactionPoolerError(
-            f"the database {safe_url(engine.url)} is behind a connection pooler in "
-            "transaction mode (PgBouncer pool_mode = transaction, or alike), which does not "
-            "keep the driver's "
-            f"prepared statements: {_first_line(exc)}. The statement did not run and no session is "
-            f'half-written. Set {setting}; see "Connection poolers" in statekeeper\'s '
-            "Deploying guide"
-        ) from exc
+        raise _pooler_error(bind, exc) from exc
 
 
 def _begin_sql(dialect: sa.Dialect) -> str:
@@ -248,11 +255,38 @@ def run(engine: sa.Engine, op: Op[T], *, resend: bool = False) -> T:
     With ``resend``, a first statement that met an ended session is sent again, once.
     """
     try:
-        with connect(engine) as conn:
-            return _drive(op, conn, resend=resend)
+        return _run_once(engine, op, resend, None)
     except _Resend as again:
-        with connect(engine) as conn:
-            return _drive(op, conn, first=again.step)
+        return _run_once(engine, op, False, again.step)
+
+
+def _run_once(engine: sa.Engine, op: Op[T], resend: bool, first: Call | str | None) -> T:
+    """``with connect(engine) as conn: return _drive(...)``, without its context managers.
+
+    A call's every instruction counts here (benchmarks/instructions.py): the
+    errors are turned as ``connect`` turns them, in the same order.
+    """
+    try:
+        conn = engine.connect()
+    except Exception as exc:
+        if _lost_prepare(exc):  # a pool_pre_ping is a statement too
+            raise _pooler_error(engine, exc) from exc
+        if isinstance(exc, _CONNECT_ERRORS):
+            raise unreachable(engine, exc) from exc
+        raise
+    try:
+        return _drive(op, conn, resend=resend, first=first)
+    except TransactionPoolerError:
+        conn.invalidate()  # its driver believes in statements the server lacks
+        raise
+    except sa.exc.DBAPIError as exc:  # as ``unavailable``
+        if exc.connection_invalidated:
+            raise _lost(engine, exc) from exc
+        if _disk_full(exc):
+            raise _storage_full(engine, exc) from exc
+        raise
+    finally:
+        conn.close()
 
 
 def drive(op: Op[T], conn: sa.Connection) -> T:
@@ -261,10 +295,14 @@ def drive(op: Op[T], conn: sa.Connection) -> T:
 
 
 def _execute(conn: sa.Connection, step: Call | str) -> Any:
-    with pooler_failures(conn):  # never thrown into the operation
+    try:  # a pooler's failure is never thrown into the operation
         if isinstance(step, Call):
             return conn.execute(step.statement, step.params)
         conn.exec_driver_sql(_begin_sql(conn.dialect) if step == BEGIN else step)
+    except Exception as exc:
+        if _lost_prepare(exc):
+            raise _pooler_error(conn, exc) from exc
+        raise
     return None
 
 

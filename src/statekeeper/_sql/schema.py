@@ -65,6 +65,27 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         value = value.astimezone(dt.timezone.utc)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """On SQLite, write a UTC datetime's text in one C call; anything else as above.
+
+        ``isoformat(" ", "microseconds")`` writes the fixed-width text SQLAlchemy's
+        SQLite ``DATETIME`` stores (``2026-01-02 03:04:05.000006``), and a UTC
+        datetime's ends in ``+00:00``, cut off. A statement binds the time of
+        a call at every place it appears (SQLite's parameters are positional):
+        seven in an upsert, each converted by itself.
+        """
+        chain = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or chain is None:
+            return chain
+        datetime, utc = dt.datetime, dt.timezone.utc
+
+        def process(value: Any) -> Any:
+            if type(value) is datetime and value.tzinfo is utc:
+                return value.isoformat(" ", "microseconds")[:-6]
+            return chain(value)
+
+        return process
+
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
         """On SQLite, parse the stored text with the C ``fromisoformat`` (no regex)."""
         if dialect.name != "sqlite":

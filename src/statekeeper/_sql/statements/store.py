@@ -24,7 +24,9 @@ from .terms import (
     KEY,
     LIVE,
     NOW,
+    ONE,
     STATE_TEXT,
+    ZERO,
     create_unless_live,
     page_statements,
     pg_merged,
@@ -91,18 +93,21 @@ def _upsert(dialect: str, state_on_live: Any) -> Any:
     """
     stmt = _insert(dialect)
     ex = stmt.excluded
-    live = LIVE
+    # LIVE, reading the time of the call from the row not inserted (its updated_at
+    # is p_now): SQLite binds a parameter at each place it appears, and each bound
+    # value is converted by itself, five times here.
+    live = sa.or_(c.expires_at.is_(None), c.expires_at > ex.updated_at)
     return stmt.on_conflict_do_update(
         index_elements=[c.app_name, c.user_id, c.session_id],
         set_={
             "state": sa.case((live, state_on_live), else_=ex.state),
-            "version": sa.case((live, c.version + 1), else_=1),
+            "version": sa.case((live, c.version + ONE), else_=ONE),
             "created_at": sa.case((live, c.created_at), else_=ex.created_at),
             "updated_at": ex.updated_at,
             "expires_at": ex.expires_at,
             # A new session in an expired one's place starts with an empty log.
             "update_time": sa.case((live, c.update_time), else_=sa.null()),
-            "event_count": sa.case((live, c.event_count), else_=0),
+            "event_count": sa.case((live, c.event_count), else_=ZERO),
         },
     ).returning(c.version)
 
@@ -117,7 +122,7 @@ def _update_cas(state: Any) -> Any:
     return (
         sa.update(t)
         .where(KEY, LIVE, c.version == sa.bindparam("p_expected"))
-        .values(state=state, version=c.version + 1, updated_at=NOW, expires_at=EXPIRES)
+        .values(state=state, version=c.version + ONE, updated_at=NOW, expires_at=EXPIRES)
         .returning(c.version)
     )
 

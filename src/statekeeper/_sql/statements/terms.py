@@ -23,7 +23,9 @@ __all__ = [
     "LIVE",
     "NOW",
     "RECORD",
+    "ONE",
     "STATE_TEXT",
+    "ZERO",
     "TIME",
     "create_unless_live",
     "page_statements",
@@ -43,6 +45,11 @@ KEY = sa.and_(
 
 NOW = sa.bindparam("p_now", type_=c.updated_at.type)
 
+#: The constants of a write, written into the SQL: a plain ``1`` would be bound
+#: as a parameter, which SQLAlchemy converts and passes on every call.
+ONE: sa.ColumnElement[int] = sa.literal_column("1", sa.Integer)
+ZERO: sa.ColumnElement[int] = sa.literal_column("0", sa.Integer)
+
 #: True for a row that has not expired at ``p_now``.
 LIVE = sa.or_(c.expires_at.is_(None), c.expires_at > NOW)
 
@@ -56,7 +63,7 @@ FRESH = {
     "user_id": sa.bindparam("p_user"),
     "session_id": sa.bindparam("p_session"),
     "state": sa.bindparam("p_state", type_=RawJSON()),
-    "version": 1,
+    "version": ONE,
     "created_at": NOW,
     "updated_at": NOW,
     "expires_at": EXPIRES,
