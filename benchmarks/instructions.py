@@ -78,7 +78,17 @@ CASES: dict[str, tuple[str, str]] = {
         "sqlite3: json.dumps + the same upsert",
     ),
     "encode": ("statekeeper.codec.encode_modules", "json.dumps"),
+    "async get_state": (
+        "AsyncSqlSession.get_state (one worker-thread hop)",
+        "sqlite3 in asyncio.to_thread: one point SELECT + json.loads",
+    ),
+    "async set_state": (
+        "AsyncSqlSession.set_state (one worker-thread hop)",
+        "sqlite3 in asyncio.to_thread: json.dumps + the upsert",
+    ),
 }
+#: The cases run as coroutines, ``ops`` of them in one pass of an event loop.
+ASYNC_CASES = ("async get_state", "async set_state")
 #: What bounds the store, on SQLAlchemy's public API on the store's engine: the
 #: least a call can do there (no floor of their own; compared with the raw driver's).
 PARTS = {
@@ -93,6 +103,7 @@ PARTS = {
     ),
 }
 TARGET = 1.5  # issue 16: sync stores <= 1.5x the raw driver's instructions per op
+ASYNC_TARGET = 2.0  # and async ones <= 2x
 SIZE = 10_000
 SK_APP, FLOOR_APP, USER = "bench", "bench_floor", "alice"
 SESSIONS = 8
@@ -103,9 +114,11 @@ SESSIONS = 8
 
 def _child(path: Path, ops: int, warmup: int, rounds: int, labels_file: Path) -> int:
     """Run every case; ``os.getppid()`` between segments makes callgrind dump (see above)."""
+    import asyncio
+
     import sqlalchemy as sa
 
-    from statekeeper import SqlSession, codec
+    from statekeeper import AsyncSqlSession, SqlSession, codec
 
     labels: list[str] = []
 
@@ -164,17 +177,41 @@ def _child(path: Path, ops: int, warmup: int, rounds: int, labels_file: Path) ->
         "sqlalchemy set/sqlalchemy": sa_set,
         "empty": lambda: None,
     }
+    loop = asyncio.new_event_loop()
+    astore = AsyncSqlSession(f"sqlite:///{path}", app_name=SK_APP)
+    threaded = _common.ThreadedSqlite(path)  # the async floor's connection, any thread's
+    twrite, tread = _common.floor(threaded.conn, FLOOR_APP, USER)
+    acalls: dict[str, Callable[[], Any]] = {
+        "async get_state/statekeeper": lambda: astore.get_state(sk_key(), USER),
+        "async get_state/raw": lambda: asyncio.to_thread(tread, floor_key()),
+        "async set_state/statekeeper": lambda: astore.set_state(sk_key(), state, USER),
+        "async set_state/raw": lambda: asyncio.to_thread(twrite, floor_key(), json.dumps(state)),
+    }
+
+    async def repeat(call: Callable[[], Any], times: int) -> None:
+        for _ in range(times):
+            await call()
+
+    def batch(label: str, times: int) -> None:
+        if label in calls:
+            call = calls[label]
+            for _ in range(times):
+                call()
+        else:
+            loop.run_until_complete(repeat(acalls[label], times))
+
     mark("startup")
     for _ in range(rounds):
-        for label, call in calls.items():
+        for label in [*calls, *acalls]:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            for _ in range(warmup):
-                call()
+            batch(label, warmup)
             gc.collect()
             mark("setup")
-            for _ in range(ops):
-                call()
+            batch(label, ops)
             mark(label)
+    loop.run_until_complete(astore.close())
+    loop.close()
+    threaded.conn.close()
     store.close()
     conn.close()
     labels_file.write_text(json.dumps(labels))
@@ -248,7 +285,11 @@ def rows(per_op: dict[str, list[float]]) -> list[dict[str, Any]]:
                 "statekeeper_instructions": sk,
                 "raw_instructions": raw,
                 "ratio": sk / raw,
-                "target": TARGET if case != "encode" else None,
+                "target": None
+                if case == "encode"
+                else ASYNC_TARGET
+                if case in ASYNC_CASES
+                else TARGET,
                 "rounds": {
                     "statekeeper": per_op[f"{case}/statekeeper"],
                     "raw": per_op[f"{case}/raw"],
