@@ -63,15 +63,26 @@ VERSIONS = (
 TEXT = ("The agent looked the order up, found the refund pending and explained why. " * 26)[:1900]
 
 # (scenario, target speed-up over ADK, or None when the target is relative)
-SCENARIOS: list[tuple[str, str, float | None]] = [
-    ("create", "create_session", 5.0),
-    ("append", "append_event (2 KB, 2-key delta)", 5.0),
-    ("get10", "get_session, 10 events", 5.0),
-    ("get1000", "get_session, 1 000 events", 2.0),
-    ("recent1000", "get_session last 10, of 1 000 events", None),
-    ("recent100k", "get_session last 10, of 100 000 events", None),
-    ("list1000", "list_sessions, user with 1 000 sessions", 5.0),
+SCENARIOS: list[tuple[str, str]] = [
+    ("create", "create_session"),
+    ("append", "append_event (2 KB, 2-key delta)"),
+    ("get10", "get_session, 10 events"),
+    ("get1000", "get_session, 1 000 events"),
+    ("recent1000", "get_session last 10, of 1 000 events"),
+    ("recent100k", "get_session last 10, of 100 000 events"),
+    ("list1000", "list_sessions, user with 1 000 sessions"),
 ]
+
+
+def goal(key: str, against: str) -> float:
+    """How many times faster than ``against`` the adapter should be at ``key`` (issue 16).
+
+    Create, append and a small get: 5x ``DatabaseSessionService``, 2x
+    ``SqliteSessionService``; the 1,000-event get 2x either; the rest never slower.
+    """
+    if key in ("create", "append", "get10"):
+        return 2.0 if against == "SqliteSessionService" else 5.0
+    return 2.0 if key == "get1000" else 1.0
 
 
 SIDES = ("_s", "_cpu_s")  # the wall and the CPU time of a scenario's side
@@ -386,12 +397,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for db, against, data in _pairs(results):
         pair = {"db": db, "against": against}
-        for key, label, goal in SCENARIOS:
-            if key in data and goal is not None:
+        for key, label in SCENARIOS:
+            if key in data:
+                times = goal(key, against)
                 wall, cpu = (data[key][f"adk{s}"] / data[key][f"statekeeper{s}"] for s in SIDES)
-                target = f"{label}: ≥ {goal:g}x faster than ADK"
+                target = (
+                    f"{label}: ≥ {times:g}x faster than ADK"
+                    if times > 1
+                    else f"{label}: never slower than ADK"
+                )
                 rows.append({**pair, "target": target, "value": wall, "cpu_value": cpu})
-                rows[-1]["met"] = wall >= goal
+                rows[-1]["met"] = wall >= times
         if "recent100k" in data and "recent1000" in data:
             big, small = data["recent100k"], data["recent1000"]
             wall, cpu = (big[f"statekeeper{s}"] / small[f"statekeeper{s}"] for s in SIDES)
@@ -457,7 +473,7 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for db, against, data in _pairs(results):
-        for key, label, _goal in SCENARIOS:
+        for key, label in SCENARIOS:
             if key not in data:
                 continue
             r = data[key]
@@ -494,9 +510,9 @@ def draw(results: dict[str, Any], path: Path) -> bool:
         print("no chart: pip install matplotlib", flush=True)
         return False
     pairs = _pairs(results)
-    keys = [k for k, _, _ in SCENARIOS]
+    keys = [k for k, _ in SCENARIOS]
     labels = [
-        label.replace("get_session ", "get ").replace(", ", "\n", 1) for _, label, _ in SCENARIOS
+        label.replace("get_session ", "get ").replace(", ", "\n", 1) for _, label in SCENARIOS
     ]
     fig, ax = plt.subplots(figsize=(11, 5))
     width = 0.8 / max(1, len(pairs))
@@ -505,9 +521,17 @@ def draw(results: dict[str, Any], path: Path) -> bool:
         xs = [i + (j - (len(pairs) - 1) / 2) * width for i in range(len(keys))]
         bars = ax.bar(xs, values, width, label=f"{db}: {against}")
         ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=6, padding=2)
-    for i, (_, _, goal) in enumerate(SCENARIOS):
-        if goal:
-            ax.hlines(goal, i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1)
+    for i, (key, _) in enumerate(SCENARIOS):
+        for j, (_, against, _) in enumerate(pairs):
+            x = i + (j - (len(pairs) - 1) / 2) * width
+            ax.hlines(
+                goal(key, against),
+                x - width / 2,
+                x + width / 2,
+                colors="black",
+                linestyles="dashed",
+                linewidth=1,
+            )
     ax.axhline(1, color="grey", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_xticks(range(len(keys)), labels, fontsize=7)
