@@ -134,10 +134,18 @@ def test_instructions_benchmark_counts_every_case(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
-    for op in ("get_state", "set_state", "merge_state", "encode"):
+    for op in (
+        "get_state",
+        "set_state",
+        "merge_state",
+        "encode",
+        "async get_state",
+        "async set_state",
+    ):
         assert rows[op]["statekeeper_instructions"] > 0
         assert rows[op]["raw_instructions"] > 0
         assert rows[op]["ratio"] > 0
     assert rows["checkout"]["instructions"] > 0
     assert rows["sqlalchemy get"]["vs_raw"] > 0
     assert "| get_state |" in run.stdout
+    assert rows["async get_state"]["target"] == 2.0  # the async stores' own target
