@@ -755,6 +755,16 @@ def save(data: Any, name: str, out: Path | None = None, *, quick: bool = False) 
     return path
 
 
+def version(name: str) -> str:
+    """The installed version of the distribution ``name``, or ``"not installed"``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def now_text() -> str:
     """The current UTC time to the minute, as the reports state a run's date."""
     return utcnow().strftime("%Y-%m-%d %H:%M UTC")

@@ -57,7 +57,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -344,13 +343,6 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Count (or load), print and save the instructions per operation."""
     argv = sys.argv[1:] if argv is None else argv
@@ -388,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "storage": measured["storage"],
             "empty_per_op": measured["empty_per_op"],
             "python": sys.version.split()[0],
-            "versions": {n: _version(n) for n in ("statekeeper", "sqlalchemy")},
+            "versions": {n: _common.version(n) for n in ("statekeeper", "sqlalchemy")},
             "valgrind": subprocess.run(
                 [valgrind, "--version"], capture_output=True, text=True
             ).stdout.strip(),

@@ -27,7 +27,6 @@ import json
 import re
 import sys
 import tempfile
-from importlib import metadata
 from types import SimpleNamespace
 from typing import Any
 
@@ -349,13 +348,6 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Count (or load), print, save and document the round trips."""
     p = _common.parser(
@@ -386,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "repeat": repeat,
             "postgresql": version,
-            "versions": {name: _version(name) for name in names},
+            "versions": {name: _common.version(name) for name in names},
             "skipped": skipped,
         }
         data = {"meta": meta, "rows": rows}
