@@ -504,11 +504,7 @@ def list_sessions(
     now: dt.datetime,
 ) -> Op[SessionPage[SessionRecord]]:
     """Return one page of live sessions with merged state and no events, keyset-paginated."""
-    sql = service_statements(ctx.dialect)
-    params = page_params(ctx, user_id, limit, cursor, now, oldest_first=oldest_first)
-    statement = sql.pages[user_id is not None, cursor is not None, oldest_first]
-    fetched = (yield Call(statement, params)).all()
-    rows = fetched[:limit]
+    rows, more = yield from _page(ctx, user_id, limit, cursor, oldest_first, now, lean=False)
     if not rows:
         return SessionPage((), None)
     app = members(rows[0][9])  # the same for every row
@@ -516,10 +512,27 @@ def list_sessions(
         _record(ctx, row[0], row[1], row[2:], _merged_state(row[2], app, members(row[10])), ())
         for row in rows
     )
-    next_cursor = (
-        encode_cursor(items[-1], oldest_first=oldest_first) if len(fetched) > limit else None
-    )
-    return SessionPage(items, next_cursor)
+    return SessionPage(items, encode_cursor(items[-1], oldest_first=oldest_first) if more else None)
+
+
+def _page(
+    ctx: Context,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+    oldest_first: bool,
+    now: dt.datetime,
+    *,
+    lean: bool,
+) -> Op[tuple[list[Any], bool]]:
+    """Read one page's rows (``lean``: the ADK adapter's columns) and whether more follow."""
+    sql = service_statements(ctx.dialect)
+    params = page_params(ctx, user_id, limit, cursor, now, oldest_first=oldest_first)
+    pages = sql.lean_pages if lean else sql.pages
+    fetched = (
+        yield Call(pages[user_id is not None, cursor is not None, oldest_first], params)
+    ).all()
+    return fetched[:limit], len(fetched) > limit
 
 
 #: A listed session as :func:`list_session_rows` gives it: user_id, session_id,
@@ -542,11 +555,7 @@ def list_session_rows(
     :class:`SessionRecord` is made. The pages and cursors are those of
     :func:`list_sessions`.
     """
-    sql = service_statements(ctx.dialect)
-    params = page_params(ctx, user_id, limit, cursor, now, oldest_first=oldest_first)
-    statement = sql.lean_pages[user_id is not None, cursor is not None, oldest_first]
-    fetched = (yield Call(statement, params)).all()
-    rows = fetched[:limit]
+    rows, more = yield from _page(ctx, user_id, limit, cursor, oldest_first, now, lean=True)
     if not rows:
         return [], None
     app = members(rows[0][6])  # the same for every row
@@ -560,10 +569,7 @@ def list_session_rows(
         )
         for owner, session_id, state, version, update_time, updated_at, _, user in rows
     ]
-    next_cursor = (
-        encode_cursor(rows[-1], oldest_first=oldest_first) if len(fetched) > limit else None
-    )
-    return listed, next_cursor
+    return listed, encode_cursor(rows[-1], oldest_first=oldest_first) if more else None
 
 
 # --------------------------------------------------------------------------- pop
