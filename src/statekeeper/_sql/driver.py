@@ -105,16 +105,23 @@ def _storage_full(engine: sa.Engine | AsyncEngine, exc: BaseException) -> Storag
     )
 
 
+def _turned(engine: sa.Engine | AsyncEngine, exc: sa.exc.DBAPIError) -> Exception | None:
+    """statekeeper's error for a lost connection or a full disk, else ``None``."""
+    if exc.connection_invalidated:
+        return _lost(engine, exc)
+    if _disk_full(exc):
+        return _storage_full(engine, exc)
+    return None
+
+
 @contextlib.contextmanager
 def unavailable(engine: sa.Engine | AsyncEngine) -> Iterator[None]:
     """Turn "connection lost" errors raised in the block into ``DatabaseUnavailableError``."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise _lost(engine, exc) from exc
-        if _disk_full(exc):
-            raise _storage_full(engine, exc) from exc
+        if (turned := _turned(engine, exc)) is not None:
+            raise turned from exc
         raise
 
 
@@ -233,14 +240,22 @@ class _Resend(Exception):
 # --------------------------------------------------------------------------- sync
 
 
+def _checkout(engine: sa.Engine) -> sa.Connection:
+    """``engine.connect()``, its refusals turned into statekeeper's errors."""
+    try:
+        return engine.connect()
+    except Exception as exc:
+        if _lost_prepare(exc):  # a pool_pre_ping is a statement too
+            raise _pooler_error(engine, exc) from exc
+        if isinstance(exc, _CONNECT_ERRORS):
+            raise unreachable(engine, exc) from exc
+        raise
+
+
 @contextlib.contextmanager
 def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
     """Check a connection out of ``engine``'s pool; refusals become ``DatabaseUnavailableError``."""
-    try:
-        with pooler_failures(engine):  # a pool_pre_ping is a statement too
-            conn = engine.connect()
-    except _CONNECT_ERRORS as exc:
-        raise unreachable(engine, exc) from exc
+    conn = _checkout(engine)
     with conn, unavailable(engine):
         try:
             yield conn
@@ -266,24 +281,15 @@ def _run_once(engine: sa.Engine, op: Op[T], resend: bool, first: Call | str | No
     A call's every instruction counts here (benchmarks/instructions.py): the
     errors are turned as ``connect`` turns them, in the same order.
     """
-    try:
-        conn = engine.connect()
-    except Exception as exc:
-        if _lost_prepare(exc):  # a pool_pre_ping is a statement too
-            raise _pooler_error(engine, exc) from exc
-        if isinstance(exc, _CONNECT_ERRORS):
-            raise unreachable(engine, exc) from exc
-        raise
+    conn = _checkout(engine)
     try:
         return _drive(op, conn, resend=resend, first=first)
     except TransactionPoolerError:
         conn.invalidate()  # its driver believes in statements the server lacks
         raise
     except sa.exc.DBAPIError as exc:  # as ``unavailable``
-        if exc.connection_invalidated:
-            raise _lost(engine, exc) from exc
-        if _disk_full(exc):
-            raise _storage_full(engine, exc) from exc
+        if (turned := _turned(engine, exc)) is not None:
+            raise turned from exc
         raise
     finally:
         conn.close()
