@@ -146,6 +146,23 @@ class _Base(Generic[E]):
         _engine.record_at_head(self._base_engine, self.schema)
         self._ready = True
 
+    def _upgrade(self, engine: sa.Engine) -> str | None:
+        """Upgrade a sync engine's database under the Alembic lock; return its revision then.
+
+        The revision is read again under the lock: another store may have upgraded.
+        """
+        from . import migrate
+
+        def revision() -> str | None:
+            return run(engine, _ops.schema_revision(self._ctx), resend=self._resend)
+
+        with migrate.alembic_lock():
+            found = revision()
+            if _should_migrate(found):
+                migrate.upgrade_unlocked(engine, self.schema)
+                found = revision()
+        return found
+
     def _close(self) -> Any:
         """Mark the runner closed; return the engine to dispose, if this was its last user."""
         if self._closed:
@@ -196,13 +213,7 @@ class Runner(_Base[sa.Engine]):
                 return
             found = self._revision()
             if self.auto_migrate and _should_migrate(found):
-                from . import migrate
-
-                with migrate.alembic_lock():
-                    found = self._revision()
-                    if _should_migrate(found):
-                        migrate.upgrade_unlocked(self.engine, self.schema)
-                        found = self._revision()
+                found = self._upgrade(self.engine)
             self._settle(found)
 
     def close(self) -> None:
@@ -266,7 +277,7 @@ class AsyncRunner(_Base["AsyncEngine | sa.Engine"]):
                 if isinstance(self.engine, sa.Engine):
                     # The thread takes the lock itself: a cancelled caller cannot
                     # release it while the upgrade still runs.
-                    found = await in_thread(self._upgrade_in_thread, self.engine)
+                    found = await in_thread(self._upgrade, self.engine)
                 else:
                     async with migrate.aalembic_lock():
                         found = await self._revision()
@@ -274,17 +285,6 @@ class AsyncRunner(_Base["AsyncEngine | sa.Engine"]):
                             await migrate.aupgrade_unlocked(self.engine, self.schema)
                             found = await self._revision()
             self._settle(found)
-
-    def _upgrade_in_thread(self, engine: sa.Engine) -> str | None:
-        """Upgrade a sync engine's database under the Alembic lock; return the revision."""
-        from . import migrate
-
-        with migrate.alembic_lock():
-            found = run(engine, _ops.schema_revision(self._ctx))
-            if _should_migrate(found):
-                migrate.upgrade_unlocked(engine, self.schema)
-                found = run(engine, _ops.schema_revision(self._ctx))
-        return found
 
     async def close(self) -> None:
         """Refuse further calls; dispose of the engine if this was its last user."""

@@ -151,18 +151,14 @@ def downgrade(engine_or_url: Bind, revision: str, schema: str | None = None) -> 
         return with_connection(engine_or_url, run_command, "downgrade", revision, schema)
 
 
-def _locked_command(engine: sa.Engine, action: str, revision: str, schema: str | None) -> list[str]:
-    with alembic_lock():
-        return with_connection(engine, run_command, action, revision, schema)
-
-
 async def _arun_command(
     engine: AsyncEngine | sa.Engine, action: str, revision: str, schema: str | None
 ) -> list[str]:
     if isinstance(engine, sa.Engine):
-        # The worker thread holds the lock: a cancelled caller cannot let a
-        # second Alembic run start beside this one.
-        return await in_thread(_locked_command, engine, action, revision, schema)
+        # The sync function, in a worker thread that takes the lock itself: a
+        # cancelled caller cannot let a second Alembic run start beside this one.
+        sync = upgrade if action == "upgrade" else downgrade
+        return await in_thread(sync, engine, revision, schema)
     async with aalembic_lock(), aconnect(engine) as conn:
         return await conn.run_sync(run_command, action, revision, schema)
 
