@@ -42,6 +42,7 @@ TIMEOUT = 60.0  # seconds for all children of one test; a hang fails instead of 
 
 SQL_KINDS = ["SqlSession", "AsyncSqlSession", "SessionService", "AsyncSessionService", "adk"]
 ASYNC_KINDS = {"AsyncSqlSession", "AsyncSessionService", "adk", "AsyncRedisSession"}
+_INHERITED_LOOPS: list[asyncio.AbstractEventLoop] = []  # in a child: the parent's, kept open
 
 
 class Facade:
@@ -129,7 +130,12 @@ class Facade:
     def in_child(self, c: int, calls: int) -> dict[str, Any]:
         """Work as a forked child, on a loop of its own for an async kind."""
         if self.loop is not None:
-            self.loop = asyncio.new_event_loop()  # the parent's loop is the parent's
+            # The parent's loop is the parent's: kept referenced and never closed
+            # here. Its epoll instance is shared with the parent, so closing it
+            # (or letting it be collected) in the child unregisters the parent's
+            # wake-up pipe, and the parent's loop never sees a thread finish.
+            _INHERITED_LOOPS.append(self.loop)
+            self.loop = asyncio.new_event_loop()
         return self.work(c, calls)
 
 
