@@ -12,7 +12,7 @@ from ._sql.runner import AsyncRunner
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import sqlalchemy as sa
     from typing_extensions import Self
@@ -180,6 +180,51 @@ class AsyncSessionService:
         """
         return await self._run(
             self._core.append(session_id, event, user_id, state_delta, timestamp, expected_version)
+        )
+
+    async def append_events(
+        self,
+        session_id: str,
+        events: Sequence[Mapping[str, Any]],
+        user_id: str = "",
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        """Append several events in order, all or none; return the new version.
+
+        The events are one transaction: a failure at any of them (a lost
+        connection, a conflict) writes none, and a concurrent append lands
+        before or after them, never between. Each event bumps the version,
+        as :meth:`append_event` does; the session's ``update_time`` becomes
+        the last event's time. One event is :meth:`append_event` without a
+        delta.
+
+        Args:
+            session_id: the session.
+            events: the events, JSON-able dicts, each stored whole and
+                returned equal. An event's time is its own ``"timestamp"``
+                if it is a number, else the time of the call.
+            user_id: the user owning the session.
+            expected_version: the version the caller last saw, before the
+                first event; another one stored raises
+                :class:`~statekeeper.errors.ConflictError`.
+
+        Returns:
+            The session's version after the last event.
+
+        Raises:
+            SessionNotFoundError: the session does not exist or has expired;
+                nothing was written.
+            ConflictError: the session is not at ``expected_version``; nothing
+                was written.
+            StateEncodingError: an event holds a value JSON cannot store
+                exactly (``path`` starts with ``events[i]``); nothing was written.
+            TypeError: ``events`` is not a list of dicts.
+            ValueError: ``events`` is empty, or an id or ``expected_version``
+                is invalid.
+        """
+        return await self._run(
+            self._core.append_many(session_id, events, user_id, expected_version)
         )
 
     async def list_sessions(

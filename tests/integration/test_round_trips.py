@@ -93,7 +93,8 @@ async def test_each_call_is_one_round_trip(
 #: Service calls, several statements each on PostgreSQL (a transaction, events, scoped keys).
 SERVICE_CALLS: list[tuple[str, tuple[Any, ...], int]] = [  # name, arguments, times
     ("create_session", ("t",), 1),
-    ("append_event", ("t", {"author": "user", "text": "hi"}), 3),
+    ("append_event", ("t", {"author": "user", "text": "hi"}), 2),
+    ("append_events", ("t", [{"text": "a"}, {"text": "b"}, {"text": "c"}]), 1),
     ("get_session", ("t",), 2),
     ("list_sessions", (), 2),
     ("pop_event", ("t",), 2),
@@ -134,4 +135,5 @@ async def test_a_call_sends_its_statements_and_nothing_else(db_url: str, facade:
             pgconn.untrace()
     assert answered == sent
     assert all(sent.values())
+    assert sent["append_events"] == 5  # a list of 3: BEGIN, one append each, COMMIT
     await _call(service, "close")

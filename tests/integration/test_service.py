@@ -319,6 +319,103 @@ async def test_session_state_needing_the_slow_merge_paths(svc: Any) -> None:
 # --------------------------------------------------------------------------- concurrency
 
 
+# --------------------------------------------------------------------------- append_events
+
+
+async def test_append_events_writes_them_in_order_each_bumping_the_version(svc: Any) -> None:
+    await svc.create_session("s", "u", timestamp=10.0)
+    events = [{"n": 1, "timestamp": 12.5}, {"n": 2}, {"n": 3, "timestamp": 11.0}]
+    assert await svc.append_events("s", events, "u", expected_version=1) == 4
+    assert await svc.append_events("s", [{"n": 4, "timestamp": 13.0}], "u") == 5  # one: one append
+    record = await svc.get_session("s", "u")
+    assert [e.data["n"] for e in record.events] == [1, 2, 3, 4]
+    stamps = [e.timestamp for e in record.events]
+    assert (stamps[0], stamps[2], stamps[3]) == (12.5, 11.0, 13.0)
+    assert stamps[1] > 1e9  # no timestamp of its own: the time of the call
+    assert (record.version, record.update_time) == (5, 13.0)
+    last = await svc.get_session("s", "u", recent=2)
+    assert [e.data["n"] for e in last.events] == [3, 4]
+
+
+async def test_append_events_to_a_missing_or_moved_session_writes_none(
+    svc: Any, db_url: str
+) -> None:
+    with pytest.raises(SessionNotFoundError, match="'nope' of user 'u' does not exist"):
+        await svc.append_events("nope", [{"a": 1}, {"a": 2}], "u")
+    assert _count(db_url, "statekeeper_events", app_name=svc.app_name) == 0
+    await svc.create_session("s", "u")
+    await svc.append_event("s", {"first": 1}, "u")
+    with pytest.raises(ConflictError) as info:
+        await svc.append_events("s", [{"stale": 1}, {"stale": 2}], "u", expected_version=1)
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert await svc.append_events("s", [{"n": 1}, {"n": 2}], "u", expected_version=2) == 4
+    record = await svc.get_session("s", "u")
+    assert [e.data for e in record.events] == [{"first": 1}, {"n": 1}, {"n": 2}]
+
+
+@pytest.mark.parametrize(
+    ("events", "error", "match"),
+    [
+        ([], ValueError, "events is empty"),
+        ({"a": 1}, TypeError, "events must be a list of dicts, got dict"),
+        ("ab", TypeError, "events must be a list of dicts, got str"),
+        ([{"a": 1}, ["x"]], TypeError, r"events\[1\] must be a dict"),
+        ([{"a": 1}, {"score": float("nan")}], StateEncodingError, r"events\[1\]\.score"),
+    ],
+)
+async def test_append_events_refuses_a_bad_list_and_writes_none(
+    svc: Any, events: Any, error: type[Exception], match: str
+) -> None:
+    await svc.create_session("s", "u")
+    with pytest.raises(error, match=match):
+        await svc.append_events("s", events, "u")
+    record = await svc.get_session("s", "u")
+    assert (record.version, record.events) == (1, ())
+
+
+async def test_a_failure_inside_append_events_writes_none_of_them(svc: Any) -> None:
+    await svc.create_session("s", "u")
+    await svc.append_event("s", {"n": 0}, "u")
+    engine = getattr(svc.engine, "sync_engine", svc.engine)
+    inserts = [0]
+
+    def lose_the_third(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "INSERT INTO statekeeper_events" in statement:
+            inserts[0] += 1
+            if inserts[0] == 3:
+                raise ConnectionResetError("the connection went away mid-list")
+
+    sa.event.listen(engine, "before_cursor_execute", lose_the_third)
+    try:
+        with pytest.raises(ConnectionResetError):
+            await svc.append_events("s", [{"n": 1}, {"n": 2}, {"n": 3}], "u")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", lose_the_third)
+    assert inserts[0] == 3  # two were sent before the failure
+    record = await svc.get_session("s", "u")
+    assert ([e.data["n"] for e in record.events], record.version) == ([0], 2)
+    assert await svc.append_events("s", [{"n": 1}, {"n": 2}], "u") == 4  # the service goes on
+
+
+async def test_concurrent_append_events_never_interleave(svc: Any, facade: str) -> None:
+    await svc.create_session("s", "u")
+    calls = [
+        ("append_events", ("s", [{"w": w, "i": i} for i in range(5)], "u"), {}) for w in range(4)
+    ]
+    for _ in range(3):
+        results = await _concurrently(svc, facade, calls)
+        assert all(isinstance(r, int) for r in results), results
+    record = await svc.get_session("s", "u")
+    writers = [e.data["w"] for e in record.events]
+    blocks = [writers[k : k + 5] for k in range(0, len(writers), 5)]
+    assert len(writers) == 60
+    assert all(len(set(block)) == 1 for block in blocks), writers
+    assert all(
+        [e.data["i"] for e in record.events[k : k + 5]] == list(range(5)) for k in range(0, 60, 5)
+    )
+    assert record.version == 61
+
+
 async def _concurrently(
     svc: Any, facade: str, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
 ) -> list[Any]:

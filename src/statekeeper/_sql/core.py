@@ -64,6 +64,14 @@ def _count(value: object, what: str) -> int | None:
     return value
 
 
+def _event_time(event: Mapping[str, Any], clock: float | None = None) -> float:
+    """An event's own ``"timestamp"`` if it is a finite number, else ``clock`` (default: now)."""
+    own = event.get("timestamp")
+    if isinstance(own, (int, float)) and not isinstance(own, bool) and math.isfinite(own):
+        return float(own)
+    return time.time() if clock is None else clock
+
+
 class StoreCore:
     """The I/O-free half of a SQL store: builds the operation for each public method."""
 
@@ -205,11 +213,7 @@ class ServiceCore:
         """Build ``append_event``."""
         check_ids(user_id, session_id)
         check_mapping(event, "event")
-        if timestamp is None:
-            own = event.get("timestamp")
-            usable = isinstance(own, (int, float)) and not isinstance(own, bool)
-            timestamp = own if usable and math.isfinite(own) else time.time()  # type: ignore[arg-type]
-        stamp = _seconds(timestamp, "timestamp")
+        stamp = _seconds(_event_time(event) if timestamp is None else timestamp, "timestamp")
         expected = _count(expected, "expected_version")
         text = codec.encode(dict(event), root="event")
         delta = (
@@ -220,6 +224,29 @@ class ServiceCore:
         return _ops_service.append_event(
             self.ctx, user_id, session_id, text, delta, stamp, expected, now()
         )
+
+    def append_many(
+        self,
+        session_id: str,
+        events: Sequence[Mapping[str, Any]],
+        user_id: str,
+        expected: int | None,
+    ) -> _ops.Op[int]:
+        """Build ``append_events``."""
+        check_ids(user_id, session_id)
+        if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
+            raise TypeError(f"events must be a list of dicts, got {type(events).__name__}")
+        if not events:
+            raise ValueError("events is empty: append_events needs at least one event")
+        clock = time.time()
+        items = []
+        for n, event in enumerate(events):
+            check_mapping(event, f"events[{n}]")
+            items.append(
+                (codec.encode(dict(event), root=f"events[{n}]"), _event_time(event, clock))
+            )
+        expected = _count(expected, "expected_version")
+        return _ops_service.append_events(self.ctx, user_id, session_id, items, expected, now())
 
     def list(
         self, user_id: str | None, limit: int, cursor: str | None, oldest_first: bool

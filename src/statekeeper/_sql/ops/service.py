@@ -47,6 +47,7 @@ __all__ = [
     "USER_PREFIX",
     "Delta",
     "append_event",
+    "append_events",
     "create_session",
     "encode_scoped",
     "get_scoped_state",
@@ -75,6 +76,9 @@ class Delta:
     entries: dict[str, str] = field(default_factory=dict)  # session keys, encoded
     app: dict[str, str] = field(default_factory=dict)
     user: dict[str, str] = field(default_factory=dict)
+
+
+_NO_DELTA = Delta()  # an append that leaves the states as they are
 
 
 def split_state(state: Mapping[str, Any], what: str) -> Delta:
@@ -381,6 +385,62 @@ def _append_sqlite(
     yield from _sqlite_scoped(ctx, user_id, delta)
     yield COMMIT
     return int(row[0])
+
+
+def append_events(
+    ctx: Context,
+    user_id: str,
+    session_id: str,
+    items: Sequence[tuple[str, float]],
+    expected: int | None,
+    now: dt.datetime,
+) -> Op[int]:
+    """Append encoded events ``(text, timestamp)`` in order, all or none; return the last version.
+
+    One event is :func:`append_event`'s one statement. Several are one
+    transaction of one append each (the statements of an append without a
+    delta), the first of which locks the session's row (PostgreSQL) or the
+    database (SQLite's ``BEGIN IMMEDIATE``): events of a concurrent append
+    come before or after them, never between. ``expected`` is checked once,
+    against the version before the first.
+    """
+    if len(items) == 1:
+        text, stamp = items[0]
+        return (
+            yield from append_event(ctx, user_id, session_id, text, _NO_DELTA, stamp, expected, now)
+        )
+    yield BEGIN
+    version = 0
+    for n, (text, stamp) in enumerate(items):
+        params = session_params(ctx, user_id, session_id, now)
+        params["p_time"], params["p_event"] = stamp, text
+        checked = n == 0 and expected is not None
+        if checked:
+            params["p_expected"] = expected
+        row = yield from _append_kept(ctx, params, checked)
+        if row is None:  # only the first can miss: the others follow its lock
+            actual = yield from current_version(ctx, params)
+            if expected is None and actual:  # created after the UPDATE looked: append to it
+                row = yield from _append_kept(ctx, params, False)
+            if row is None:  # the driver rolls back
+                raise _refused(expected, actual if checked else 0, session_id, user_id, ctx)
+        version = int(row[0])
+    yield COMMIT
+    return version
+
+
+def _append_kept(ctx: Context, params: dict[str, Any], checked: bool) -> Op[Any]:
+    """One append that leaves the states as they are; its ``(version, count)`` row or ``None``."""
+    if ctx.dialect == "postgresql":
+        _pg_scoped(params, _NO_DELTA)
+        return (yield Call(append_statement(ctx.dialect, "keep", checked), params)).first()
+    row = (yield Call(append_statement(ctx.dialect, "keep", checked), params)).first()
+    if row is not None:
+        insert = service_statements(ctx.dialect).event_insert
+        assert insert is not None
+        params["p_seq"] = int(row[1])
+        yield Call(insert, params)
+    return row
 
 
 # --------------------------------------------------------------------------- reads
