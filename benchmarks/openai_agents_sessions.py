@@ -2,9 +2,10 @@
 
 Same machine, same setup: each backend on its own SQLite file on disk, with
 its default durability, driven through the SDK's public ``Session`` methods
-only. Four operations, medians of repeated calls:
+only. Five operations, medians of repeated calls:
 
 * ``add 1`` -- ``add_items([item])`` of one ~2 KB message;
+* ``add 3`` -- ``add_items`` of three of them (a turn: input, tool call, reply);
 * ``last 10 of 1,000`` -- ``get_items(limit=10)`` on a 1,000-item conversation;
 * ``all 1,000`` -- ``get_items()`` of that conversation;
 * ``pop`` -- ``pop_item()`` on it.
@@ -69,6 +70,7 @@ async def _measure(make: Callable[[str], Any], repeat: int) -> dict[str, float]:
     await adder.add_items([_item(0)])  # the first write creates tables / the session
     counter = iter(range(1, 10**9))
     add = await _median(lambda: adder.add_items([_item(next(counter))]), repeat)
+    turn = await _median(lambda: adder.add_items([_item(next(counter)) for _ in range(3)]), repeat)
     log = make("log")
     for start in range(0, LOG, 100):
         await log.add_items([_item(n) for n in range(start, start + 100)])
@@ -83,7 +85,7 @@ async def _measure(make: Callable[[str], Any], repeat: int) -> dict[str, float]:
         closing = session.close()
         if asyncio.iscoroutine(closing):
             await closing
-    return {"add 1": add, "last 10 of 1,000": last, "all 1,000": whole, "pop": pop}
+    return {"add 1": add, "add 3": turn, "last 10 of 1,000": last, "all 1,000": whole, "pop": pop}
 
 
 def main(argv: list[str] | None = None) -> int:

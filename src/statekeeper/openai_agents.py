@@ -179,8 +179,9 @@ class StatekeeperSession(SessionABC):
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append items to the conversation, in order; the first add creates the session.
 
-        Each item is one atomic append; items of concurrent callers may
-        interleave, none is lost. An empty list writes nothing.
+        The items are one atomic append: a failure at any of them writes
+        none, and the items of a concurrent caller land before or after
+        them, never between. An empty list writes nothing.
 
         Args:
             items: the items, dicts or the SDK's pydantic models (stored as
@@ -188,30 +189,32 @@ class StatekeeperSession(SessionABC):
 
         Raises:
             StateEncodingError: an item holds a value JSON cannot store exactly
-                (NaN, a non-JSON object); no item of the list was written.
+                (NaN, a non-JSON object; ``path`` starts with ``items[i]``); no
+                item of the list was written.
         """
         documents = [_item_document(item) for item in items]
-        if len(documents) > 1:  # a bad item anywhere in the list: nothing is written
-            for n, document in enumerate(documents):
-                codec.encode(document, root=f"items[{n}]")
-        for document in documents:
-            await self._append(document)
+        if not documents:
+            return
+        for n, document in enumerate(documents):  # named as the caller knows them
+            codec.encode(document, root=f"items[{n}]")
+        await self._append(documents)
 
-    async def _append(self, document: dict[str, Any]) -> None:
-        """Append one item, creating the session first if it does not exist."""
+    async def _append(self, documents: list[dict[str, Any]]) -> None:
+        """Append the items, creating the session first if it does not exist."""
+        service, session_id, user_id = self._service, self.session_id, self.user_id
         if self._created:
             try:
-                await self._service.append_event(self.session_id, document, self.user_id)
+                await service.append_events(session_id, documents, user_id)
                 return
             except SessionNotFoundError:  # cleared, deleted or expired since
                 self._created = False
         try:
-            await self._service.append_event(self.session_id, document, self.user_id)
+            await service.append_events(session_id, documents, user_id)
         except SessionNotFoundError:
             # Another writer may create it first: then append to theirs.
             with contextlib.suppress(SessionExistsError):
-                await self._service.create_session(self.session_id, self.user_id)
-            await self._service.append_event(self.session_id, document, self.user_id)
+                await service.create_session(session_id, user_id)
+            await service.append_events(session_id, documents, user_id)
         self._created = True
 
     async def pop_item(self) -> TResponseInputItem | None:

@@ -29,5 +29,5 @@ def test_benchmark_reports_every_backend_and_operation(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())["seconds"]
     assert len(figures) == 3
     for per_op in figures.values():
-        assert set(per_op) == {"add 1", "last 10 of 1,000", "all 1,000", "pop"}
+        assert set(per_op) == {"add 1", "add 3", "last 10 of 1,000", "all 1,000", "pop"}
         assert all(seconds > 0 for seconds in per_op.values())

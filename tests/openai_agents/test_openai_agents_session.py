@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import sqlalchemy as sa
 
 pytest.importorskip("agents", reason="the openai-agents extra is not installed here")
 
@@ -75,6 +76,44 @@ async def test_eight_writers_lose_no_item(make_session: Make) -> None:
     assert sorted(got) == sorted(f"{n}-{i}" for n in range(8) for i in range(10))
     for n in range(8):  # each writer's items keep their order
         assert [g for g in got if g.startswith(f"{n}-")] == [f"{n}-{i}" for i in range(10)]
+
+
+async def test_a_turns_items_land_whole_and_never_interleave(make_session: Make) -> None:
+    sessions = [make_session("turns", user_id="alice") for _ in range(6)]
+
+    async def turn(n: int, session: StatekeeperSession) -> None:
+        for t in range(3):  # a user message, a tool call, the reply: one add_items
+            await session.add_items([{"turn": f"{n}-{t}", "part": p} for p in range(3)])
+
+    await asyncio.gather(*(turn(n, s) for n, s in enumerate(sessions)))
+    got = await sessions[0].get_items()
+    assert len(got) == 6 * 3 * 3
+    for k in range(0, len(got), 3):  # each turn's three items together, in order
+        assert [i["part"] for i in got[k : k + 3]] == [0, 1, 2]
+        assert len({i["turn"] for i in got[k : k + 3]}) == 1
+
+
+async def test_a_failure_mid_turn_writes_none_of_its_items(make_session: Make) -> None:
+    session = make_session("lost")
+    await session.add_items([{"n": 0}])
+    engine = getattr(session.service.engine, "sync_engine", session.service.engine)
+    inserts = [0]
+
+    def lose_the_second(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "INSERT INTO statekeeper_events" in statement:
+            inserts[0] += 1
+            if inserts[0] == 2:
+                raise ConnectionResetError("the connection went away mid-turn")
+
+    sa.event.listen(engine, "before_cursor_execute", lose_the_second)
+    try:
+        with pytest.raises(ConnectionResetError):
+            await session.add_items([{"n": 1}, {"n": 2}, {"n": 3}])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", lose_the_second)
+    assert await session.get_items() == [{"n": 0}]
+    await session.add_items([{"n": 1}, {"n": 2}])  # the next turn goes in
+    assert await session.get_items() == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
 async def test_concurrent_pops_never_return_the_same_item(make_session: Make) -> None:
