@@ -17,6 +17,7 @@ except under ``CI=true``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
@@ -392,6 +393,30 @@ def store_factory(
 def engine_maker(facade: str, driver: str) -> Callable[..., Any]:
     """How a caller makes its engine: async for the async facade, but a pysqlite Engine."""
     return create_async_engine if facade == "async" and driver != "pysqlite" else sa.create_engine
+
+
+@contextlib.contextmanager
+def failing_event_insert(store: Any, nth: int) -> Iterator[list[int]]:
+    """Make the ``nth`` event INSERT a store sends fail, as a lost connection would.
+
+    Yields the count of event INSERTs sent so far. Statements before the
+    failing one reach the database, so a write that is not one transaction
+    shows what it left.
+    """
+    engine = getattr(store.engine, "sync_engine", store.engine)
+    sent = [0]
+
+    def fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "INSERT INTO statekeeper_events" in statement:
+            sent[0] += 1
+            if sent[0] == nth:
+                raise ConnectionResetError("the connection went away mid-write")
+
+    sa.event.listen(engine, "before_cursor_execute", fail)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", fail)
 
 
 class SyncAsAsync:

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from tests.conftest import SyncAsAsync, engine_maker, pooler_connect_args, with_pooler_setting
+from tests.conftest import (
+    SyncAsAsync,
+    engine_maker,
+    failing_event_insert,
+    pooler_connect_args,
+    with_pooler_setting,
+)
 from tests.integration.test_cursors import HOSTILE
 
 from statekeeper import (
@@ -376,22 +382,9 @@ async def test_append_events_refuses_a_bad_list_and_writes_none(
 async def test_a_failure_inside_append_events_writes_none_of_them(svc: Any) -> None:
     await svc.create_session("s", "u")
     await svc.append_event("s", {"n": 0}, "u")
-    engine = getattr(svc.engine, "sync_engine", svc.engine)
-    inserts = [0]
-
-    def lose_the_third(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "INSERT INTO statekeeper_events" in statement:
-            inserts[0] += 1
-            if inserts[0] == 3:
-                raise ConnectionResetError("the connection went away mid-list")
-
-    sa.event.listen(engine, "before_cursor_execute", lose_the_third)
-    try:
-        with pytest.raises(ConnectionResetError):
-            await svc.append_events("s", [{"n": 1}, {"n": 2}, {"n": 3}], "u")
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", lose_the_third)
-    assert inserts[0] == 3  # two were sent before the failure
+    with failing_event_insert(svc, 3) as sent, pytest.raises(ConnectionResetError):
+        await svc.append_events("s", [{"n": 1}, {"n": 2}, {"n": 3}], "u")
+    assert sent == [3]  # two were sent before the failure
     record = await svc.get_session("s", "u")
     assert ([e.data["n"] for e in record.events], record.version) == ([0], 2)
     assert await svc.append_events("s", [{"n": 1}, {"n": 2}], "u") == 4  # the service goes on

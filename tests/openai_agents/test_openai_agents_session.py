@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import sqlalchemy as sa
 
 pytest.importorskip("agents", reason="the openai-agents extra is not installed here")
 
@@ -19,6 +18,7 @@ from agents import Runner
 from click.testing import CliRunner
 from oa_fake_model import canned_agent
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+from tests.conftest import failing_event_insert
 
 from statekeeper import AsyncSessionService
 from statekeeper.cli import main as cli
@@ -96,21 +96,8 @@ async def test_a_turns_items_land_whole_and_never_interleave(make_session: Make)
 async def test_a_failure_mid_turn_writes_none_of_its_items(make_session: Make) -> None:
     session = make_session("lost")
     await session.add_items([{"n": 0}])
-    engine = getattr(session.service.engine, "sync_engine", session.service.engine)
-    inserts = [0]
-
-    def lose_the_second(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "INSERT INTO statekeeper_events" in statement:
-            inserts[0] += 1
-            if inserts[0] == 2:
-                raise ConnectionResetError("the connection went away mid-turn")
-
-    sa.event.listen(engine, "before_cursor_execute", lose_the_second)
-    try:
-        with pytest.raises(ConnectionResetError):
-            await session.add_items([{"n": 1}, {"n": 2}, {"n": 3}])
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", lose_the_second)
+    with failing_event_insert(session.service, 2), pytest.raises(ConnectionResetError):
+        await session.add_items([{"n": 1}, {"n": 2}, {"n": 3}])
     assert await session.get_items() == [{"n": 0}]
     await session.add_items([{"n": 1}, {"n": 2}])  # the next turn goes in
     assert await session.get_items() == [{"n": 0}, {"n": 1}, {"n": 2}]
