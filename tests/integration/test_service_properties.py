@@ -45,6 +45,22 @@ def test_sync_event_round_trip(
         assert svc.get_session("s", "u", after=stamp) == record
 
 
+def test_sync_events_appended_together_round_trip(db_url: str) -> None:
+    with SessionService(db_url, app_name=f"prop-{uuid.uuid4().hex}") as svc:
+
+        @SETTINGS
+        @given(batch=st.lists(events, min_size=1, max_size=5))
+        def check(batch: list[dict[str, Any]]) -> None:
+            session_id = uuid.uuid4().hex
+            svc.create_session(session_id, "u")
+            assert svc.append_events(session_id, batch, "u") == 1 + len(batch)
+            record = svc.get_session(session_id, "u")
+            assert record is not None
+            assert [(e.seq, e.data) for e in record.events] == list(enumerate(batch, start=1))
+
+        check()
+
+
 def test_async_event_round_trip(db_url: str) -> None:
     loop = asyncio.new_event_loop()
 
