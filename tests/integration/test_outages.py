@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.conftest import PG_URL, pooler_connect_args, with_pooler_setting
 
 from statekeeper import (
     AsyncSqlSession,
@@ -28,6 +29,8 @@ async def _call(store: Any, name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def _store(facade: str, target: Any, **kwargs: Any) -> Any:
+    if isinstance(target, str):  # behind the run's PgBouncer: with the documented setting
+        kwargs = with_pooler_setting(kwargs, target)
     return SqlSession(target, **kwargs) if facade == "sync" else AsyncSqlSession(target, **kwargs)
 
 
@@ -60,9 +63,13 @@ def test_migrations_on_an_unreachable_database_raise_it_too() -> None:
 
 
 def _terminate_other_backends(url: str, *, wait: bool = True) -> int:
-    engine = sa.create_engine(
-        sa.make_url(url).set(drivername="postgresql+psycopg"), poolclass=sa.NullPool
+    # On the server itself, not through a pooler the store may be behind (its
+    # server connections would include this one's).
+    server = sa.make_url(PG_URL)
+    target = sa.make_url(url).set(
+        drivername="postgresql+psycopg", host=server.host, port=server.port
     )
+    engine = sa.create_engine(target, poolclass=sa.NullPool)
     # With a timeout, PostgreSQL returns once each backend has exited, not when
     # the signal is sent: the store meets a dead connection every time. Without
     # one it returns at once, and a store's next call may reach a backend that
@@ -135,12 +142,17 @@ async def test_a_connection_lost_mid_use_is_a_typed_error_then_recovers(
 ) -> None:
     # A caller's engine without pre-ping: the store meets the dead connection.
     url = sa.make_url(db_url).set(drivername="postgresql+psycopg")
-    engine: Any = create_async_engine(url) if facade == "async" else sa.create_engine(url)
+    args = pooler_connect_args(url, "psycopg")
+    make: Any = create_async_engine if facade == "async" else sa.create_engine
+    engine = make(url, connect_args=args)
     store = _store(facade, engine, app_name=f"lost-{facade}")
     await _call(store, "set_state", "s", {"a": 1})
     _terminate_other_backends(db_url)
-    with pytest.raises(DatabaseUnavailableError, match="lost the connection"):
-        await _call(store, "get_state", "s")
+    if args:  # behind a pooler: its connection to the app lives on, it replaces its own
+        assert await _call(store, "get_state", "s") == {"a": 1}
+    else:
+        with pytest.raises(DatabaseUnavailableError, match="lost the connection"):
+            await _call(store, "get_state", "s")
     assert await _call(store, "get_state", "s") == {"a": 1}  # the pool replaced it
     await _call(store, "close")
     await _call(engine, "dispose")
