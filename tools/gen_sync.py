@@ -41,6 +41,7 @@ NAMES = {
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "aclose": "close",
+    "loop_scope": "process_scope",
 }
 
 #: Words in strings (docstrings, messages): a regex and its replacement.

@@ -23,11 +23,13 @@ are read where no statekeeper key exists, and taken over by the first write.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
+import os
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,14 +48,18 @@ from .errors import DatabaseUnavailableError, StorageFullError
 
 __all__ = [
     "SCRIPTS",
+    "Clients",
     "Cmd",
     "Keys",
     "RedisOp",
     "connect_settings",
     "is_out_of_memory",
+    "loop_scope",
+    "process_scope",
     "redis_module",
     "storage_full",
     "unavailable",
+    "with_scripts",
 ]
 
 T = TypeVar("T")
@@ -440,3 +446,69 @@ def storage_full(where: str, exc: Exception) -> StorageFullError:
     )
     error.__cause__ = exc
     return error
+
+
+# --------------------------------------------------------------------------- clients
+
+#: Where a client may be used: a process id and the event loop (``None``: any thread).
+Scope = tuple[int, Any]
+
+
+def loop_scope() -> Scope:
+    """Where an async client may be used: this process and the running event loop."""
+    return os.getpid(), asyncio.get_running_loop()
+
+
+def process_scope() -> Scope:
+    """Where a sync client may be used: this process (redis-py's pool is thread-safe)."""
+    return os.getpid(), None
+
+
+def with_scripts(client: Any) -> tuple[Any, dict[str, Any]]:
+    """``client`` and the stores' Lua scripts registered on it (no round trip until used)."""
+    return client, {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+
+def _live(scope: Scope) -> bool:
+    pid, loop = scope
+    return pid == os.getpid() and (loop is None or not loop.is_closed())
+
+
+class Clients:
+    """The clients a store made from a URL runs on: one per scope, made when first needed.
+
+    No connection crosses a fork (the child would talk on its parent's sockets;
+    redis.asyncio's pool, unlike redis-py's, would not notice), and an asyncio
+    client's connections belong to the event loop that opened them, so an app
+    that runs each request in ``asyncio.run`` gets a client per loop. Clients
+    of a scope that is gone (another process's, a closed loop's) are dropped
+    when a new scope binds, never closed here: their sockets are the parent's,
+    or their loop is closed.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._fresh: tuple[Any, dict[str, Any]] | None = self._open()
+        self._by_scope: dict[Scope, tuple[Any, dict[str, Any]]] = {}
+        self.latest: Any = self._fresh[0]  # the newest client, for the ``client`` property
+
+    def _open(self) -> tuple[Any, dict[str, Any]]:
+        return with_scripts(self._make())
+
+    def here(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
+        """The client of ``scope`` and its registered scripts."""
+        pair = self._by_scope.get(scope)
+        if pair is None:
+            self._by_scope = {s: p for s, p in self._by_scope.items() if _live(s)}
+            pair, self._fresh = self._fresh or self._open(), None
+            self._by_scope[scope] = pair
+            self.latest = pair[0]
+        return pair
+
+    def release(self, scope: Scope) -> list[Any]:
+        """Forget every client; return those the caller may close (``scope``'s, the unused)."""
+        mine = [p[0] for s, p in self._by_scope.items() if s == scope]
+        if self._fresh is not None:
+            mine.append(self._fresh[0])
+        self._by_scope, self._fresh = {}, None
+        return mine

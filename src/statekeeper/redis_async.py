@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _redis_ops, codec
 from ._redis_ops import (
+    Clients,
     connect_settings,
     is_out_of_memory,
+    loop_scope,
     redis_module,
     storage_full,
     unavailable,
+    with_scripts,
 )
 from ._rules import (
     apply_loaded,
@@ -76,34 +78,29 @@ class AsyncRedisSession(AsyncSessionBase):
         self._keys = connect_settings(key_prefix, app_name, ttl)
         self._owned = isinstance(url_or_client, str)
         self._where = url_or_client if self._owned else repr(url_or_client)
-        self._connect(redis.asyncio.Redis.from_url(url_or_client) if self._owned else url_or_client)
+        # A URL: clients of the store's own, one per scope (Clients); a client: that one.
+        self._clients = (
+            Clients(lambda: redis.asyncio.Redis.from_url(url_or_client)) if self._owned else None
+        )
+        self._given = None if self._owned else with_scripts(url_or_client)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._refused = redis.ResponseError
         self._closed = False
 
-    def _connect(self, client: Any) -> None:
-        """Run on ``client`` from this process on (a forked child makes a client of its own)."""
-        self._client = client
-        self._pid = os.getpid()
-        self._scripts = {
-            name: client.register_script(source) for name, source in _redis_ops.SCRIPTS.items()
-        }
-
     @property
     def client(self) -> Any:
-        """The redis-py client the store runs on."""
-        return self._client
+        """The redis-py client the store runs on (from a URL: the one it made last)."""
+        if self._given is not None:
+            return self._given[0]
+        assert self._clients is not None
+        return self._clients.latest
 
     async def _run(self, op: _redis_ops.RedisOp[T]) -> T:
-        if self._owned and self._pid != os.getpid():
-            # A forked child: the parent's connections stay the parent's (and
-            # redis.asyncio's pool, unlike redis-py's, would not notice).
-            redis = redis_module()
-            self._connect(redis.asyncio.Redis.from_url(self._where))
+        client, scripts = self._given or self._here()
         try:
             cmd = next(op)
             while True:
-                cmd = op.send(await self._execute(cmd))
+                cmd = op.send(await self._execute(client, scripts, cmd))
         except StopIteration as stop:
             result: T = stop.value
             return result
@@ -114,16 +111,21 @@ class AsyncRedisSession(AsyncSessionBase):
                 raise storage_full(self._where, exc) from exc
             raise
 
-    async def _execute(self, cmd: _redis_ops.Cmd) -> Any:
+    def _here(self) -> tuple[Any, dict[str, Any]]:
+        assert self._clients is not None
+        return self._clients.here(loop_scope())
+
+    @staticmethod
+    async def _execute(client: Any, scripts: dict[str, Any], cmd: _redis_ops.Cmd) -> Any:
         if cmd.name.startswith("script:"):
             keys, args = cmd.args
-            return await self._scripts[cmd.name[7:]](keys=keys, args=args)
+            return await scripts[cmd.name[7:]](keys=keys, args=args)
         if cmd.name == "pipe":
-            pipe = self._client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for name, args in cmd.args:
                 getattr(pipe, name)(*args)
             return await pipe.execute()
-        return await getattr(self._client, cmd.name)(*cmd.args, **(cmd.kwargs or {}))
+        return await getattr(client, cmd.name)(*cmd.args, **(cmd.kwargs or {}))
 
     def _check(self, user_id: str, session_id: str) -> None:
         if self._closed:
@@ -197,6 +199,9 @@ class AsyncRedisSession(AsyncSessionBase):
         return await self._run(_redis_ops.purge_expired(self._keys))
 
     async def close(self) -> None:
-        if not self._closed and self._owned:
-            await self._client.aclose()
+        if not self._closed and self._clients is not None:
+            # This process's and loop's client closes; the others are dropped
+            # (a parent's, or of a loop that is closed or not this one).
+            for client in self._clients.release(loop_scope()):
+                await client.aclose()
         self._closed = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 from typing import Any
@@ -195,3 +196,26 @@ def test_processes_saving_different_modules_lose_nothing(redis_url: str, redis_p
             f"m{i}": ROUNDS for i in range(WRITERS)
         }
         assert store.list_sessions("u").items[0].version == WRITERS * ROUNDS
+
+
+def test_an_async_store_works_from_one_event_loop_after_another(
+    redis_url: str, redis_prefix: str, client: Any
+) -> None:
+    # An app that runs each request in asyncio.run (a sync framework, a task
+    # queue): the store made once, at import, serves every loop, and the
+    # clients of closed loops are let go, not kept open.
+    store = AsyncRedisSession(redis_url, key_prefix=redis_prefix)
+
+    async def request(n: int) -> Any:
+        await store.merge_state("s", {f"m{n}": n}, user_id="u")
+        return await store.get_state("s", user_id="u")
+
+    def connections() -> int:
+        return sum(1 for c in client.client_list() if c.get("cmd") != "client|list")
+
+    before = connections()
+    for n in range(12):
+        assert asyncio.run(request(n)) == {f"m{k}": k for k in range(n + 1)}
+    gc.collect()  # a closed loop's sockets close when their transports are collected
+    assert connections() - before <= 1  # the last loop's client, which the store keeps
+    asyncio.run(store.close())
