@@ -28,6 +28,7 @@ import base64
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
@@ -488,27 +489,34 @@ class Clients:
 
     def __init__(self, make: Callable[[], Any]) -> None:
         self._make = make
-        self._fresh: tuple[Any, dict[str, Any]] | None = self._open()
+        self._fresh: tuple[Any, dict[str, Any]] | None = with_scripts(make())
         self._by_scope: dict[Scope, tuple[Any, dict[str, Any]]] = {}
+        self._binding = threading.Lock()  # loops of two threads binding at once
+        self._binding_pid = os.getpid()
         self.latest: Any = self._fresh[0]  # the newest client, for the ``client`` property
-
-    def _open(self) -> tuple[Any, dict[str, Any]]:
-        return with_scripts(self._make())
 
     def here(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
         """The client of ``scope`` and its registered scripts."""
         pair = self._by_scope.get(scope)
-        if pair is None:
-            self._by_scope = {s: p for s, p in self._by_scope.items() if _live(s)}
-            pair, self._fresh = self._fresh or self._open(), None
-            self._by_scope[scope] = pair
-            self.latest = pair[0]
-        return pair
+        return self._bind(scope) if pair is None else pair
+
+    def _bind(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
+        if self._binding_pid != os.getpid():  # forked while another thread held it, maybe
+            self._binding, self._binding_pid = threading.Lock(), os.getpid()
+        with self._binding:
+            pair = self._by_scope.get(scope)
+            if pair is None:
+                live = {s: p for s, p in self._by_scope.items() if _live(s)}
+                pair, self._fresh = self._fresh or with_scripts(self._make()), None
+                self._by_scope = {**live, scope: pair}
+                self.latest = pair[0]
+            return pair
 
     def release(self, scope: Scope) -> list[Any]:
         """Forget every client; return those the caller may close (``scope``'s, the unused)."""
-        mine = [p[0] for s, p in self._by_scope.items() if s == scope]
-        if self._fresh is not None:
-            mine.append(self._fresh[0])
-        self._by_scope, self._fresh = {}, None
-        return mine
+        with self._binding:
+            mine = [p[0] for s, p in self._by_scope.items() if s == scope]
+            if self._fresh is not None:
+                mine.append(self._fresh[0])
+            self._by_scope, self._fresh = {}, None
+            return mine
