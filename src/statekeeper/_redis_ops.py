@@ -500,10 +500,13 @@ class Clients:
         pair = self._by_scope.get(scope)
         return self._bind(scope) if pair is None else pair
 
-    def _bind(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
+    def _lock(self) -> threading.Lock:
         if self._binding_pid != os.getpid():  # forked while another thread held it, maybe
             self._binding, self._binding_pid = threading.Lock(), os.getpid()
-        with self._binding:
+        return self._binding
+
+    def _bind(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
+        with self._lock():
             pair = self._by_scope.get(scope)
             if pair is None:
                 live = {s: p for s, p in self._by_scope.items() if _live(s)}
@@ -514,7 +517,7 @@ class Clients:
 
     def release(self, scope: Scope) -> list[Any]:
         """Forget every client; return those the caller may close (``scope``'s, the unused)."""
-        with self._binding:
+        with self._lock():
             mine = [p[0] for s, p in self._by_scope.items() if s == scope]
             if self._fresh is not None:
                 mine.append(self._fresh[0])
