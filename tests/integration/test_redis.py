@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import multiprocessing as mp
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -219,3 +220,20 @@ def test_an_async_store_works_from_one_event_loop_after_another(
     gc.collect()  # a closed loop's sockets close when their transports are collected
     assert connections() - before <= 1  # the last loop's client, which the store keeps
     asyncio.run(store.close())
+
+
+def test_an_async_store_serves_loops_of_several_threads_at_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = AsyncRedisSession(redis_url, key_prefix=redis_prefix)
+
+    async def work(t: int) -> list[Any]:
+        got = []
+        for i in range(20):
+            await store.merge_state("s", {f"t{t}": i}, user_id=f"u{t}")
+            got.append((await store.get_state("s", user_id=f"u{t}"))[f"t{t}"])
+        return got
+
+    with ThreadPoolExecutor(4) as pool:  # a loop in each thread, all started at once
+        results = list(pool.map(lambda t: asyncio.run(work(t)), range(4)))
+    assert results == [list(range(20))] * 4
