@@ -340,8 +340,9 @@ def test_what_cannot_be_imported_is_a_clear_error(tmp_path: Path) -> None:
     to = f"sqlite:///{tmp_path / 'statekeeper.db'}"
     migrations.upgrade(to)
     missing = run_cli("import", "adk-database", f"sqlite:///{tmp_path}/none.db", "--to", to)
-    assert missing.code == 1
-    assert "no SQLite database file at" in missing.stderr
+    assert missing.code == 4  # unreachable, as for a PostgreSQL source that is down
+    assert "the ADK database: could not reach the database" in missing.stderr
+    assert f"the SQLite file {tmp_path / 'none.db'} does not exist" in missing.stderr
     assert not (tmp_path / "none.db").exists()  # the source is never created
 
     not_adk = run_cli("import", "adk-database", to, "--to", to)

@@ -34,6 +34,7 @@ from .._sql import engine as _engine
 from .._sql.driver import connect, run
 from .._sql.engine import safe_url
 from .._sql.ops.store import Call, Op
+from ..errors import DatabaseUnavailableError
 
 __all__ = [
     "PAGE",
@@ -186,8 +187,11 @@ def _engine_for(url: str) -> sa.Engine:
             "import: pass the URL of the database file the DatabaseSessionService used"
         )
     path = Path(name)
-    if not path.is_file():
-        raise ValueError(f"no SQLite database file at {name!r} ({safe_url(url)}): check the path")
+    if not path.is_file():  # unreachable, as the CLI's exit status 4 says: never created here
+        raise DatabaseUnavailableError(
+            f"could not reach the database {safe_url(url)}: the SQLite file "
+            f"{path.resolve()} does not exist (check the path)"
+        )
     uri = path.resolve().as_uri() + "?mode=ro"
     return sa.create_engine(
         "sqlite+pysqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.NullPool
@@ -230,10 +234,11 @@ class AdkDatabase:
             ``postgresql+asyncpg``) are read with statekeeper's sync ones.
 
     Raises:
-        ValueError: not SQLite or PostgreSQL, no such SQLite file, no ADK
-            tables, or ADK's older layout.
+        ValueError: not SQLite or PostgreSQL, no ADK tables, or ADK's older
+            layout.
         ImportError: the driver is missing; the message names the extra.
-        DatabaseUnavailableError: the database cannot be reached.
+        DatabaseUnavailableError: the database cannot be reached, or the
+            SQLite file does not exist.
     """
 
     def __init__(self, url: str) -> None:
