@@ -60,7 +60,6 @@ __all__ = [
     "redis_module",
     "storage_full",
     "unavailable",
-    "with_scripts",
 ]
 
 T = TypeVar("T")
@@ -465,7 +464,7 @@ def process_scope() -> Scope:
     return os.getpid(), None
 
 
-def with_scripts(client: Any) -> tuple[Any, dict[str, Any]]:
+def _with_scripts(client: Any) -> tuple[Any, dict[str, Any]]:
     """``client`` and the stores' Lua scripts registered on it (no round trip until used)."""
     return client, {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
@@ -476,28 +475,33 @@ def _live(scope: Scope) -> bool:
 
 
 class Clients:
-    """The clients a store made from a URL runs on: one per scope, made when first needed.
+    """The clients a store runs on: one per scope, made when first needed.
 
-    No connection crosses a fork (the child would talk on its parent's sockets;
-    redis.asyncio's pool, unlike redis-py's, would not notice), and an asyncio
-    client's connections belong to the event loop that opened them, so an app
-    that runs each request in ``asyncio.run`` gets a client per loop. Clients
-    of a scope that is gone (another process's, a closed loop's) are dropped
-    when a new scope binds, never closed here: their sockets are the parent's,
-    or their loop is closed.
+    A store made from a URL (``make`` opens a client) never lets a connection
+    cross a fork (the child would talk on its parent's sockets; redis.asyncio's
+    pool, unlike redis-py's, would not notice), and an asyncio client's
+    connections belong to the event loop that opened them, so an app that runs
+    each request in ``asyncio.run`` gets a client per loop. Clients of a scope
+    that is gone (another process's, a closed loop's) are dropped when a new
+    scope binds, never closed here: their sockets are the parent's, or their
+    loop is closed. A store on a caller's client (``given``) uses it in every
+    scope and never closes it.
     """
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any] | None = None, given: Any = None) -> None:
         self._make = make
-        self._fresh: tuple[Any, dict[str, Any]] | None = with_scripts(make())
+        self._given = None if make is not None else _with_scripts(given)
+        self._fresh = None if make is None else _with_scripts(make())
         self._by_scope: dict[Scope, tuple[Any, dict[str, Any]]] = {}
         self._binding = threading.Lock()  # loops of two threads binding at once
         self._binding_pid = os.getpid()
-        self.latest: Any = self._fresh[0]  # the newest client, for the ``client`` property
+        first = self._fresh or self._given
+        assert first is not None
+        self.latest: Any = first[0]  # the newest client, for the stores' ``client`` property
 
     def here(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
         """The client of ``scope`` and its registered scripts."""
-        pair = self._by_scope.get(scope)
+        pair = self._given or self._by_scope.get(scope)
         return self._bind(scope) if pair is None else pair
 
     def _lock(self) -> threading.Lock:
@@ -506,17 +510,18 @@ class Clients:
         return self._binding
 
     def _bind(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
+        assert self._make is not None
         with self._lock():
             pair = self._by_scope.get(scope)
             if pair is None:
                 live = {s: p for s, p in self._by_scope.items() if _live(s)}
-                pair, self._fresh = self._fresh or with_scripts(self._make()), None
+                pair, self._fresh = self._fresh or _with_scripts(self._make()), None
                 self._by_scope = {**live, scope: pair}
                 self.latest = pair[0]
             return pair
 
     def release(self, scope: Scope) -> list[Any]:
-        """Forget every client; return those the caller may close (``scope``'s, the unused)."""
+        """Forget the store's own clients; return those to close (``scope``'s, the unused)."""
         with self._lock():
             mine = [p[0] for s, p in self._by_scope.items() if s == scope]
             if self._fresh is not None:

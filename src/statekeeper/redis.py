@@ -15,7 +15,6 @@ from ._redis_ops import (
     redis_module,
     storage_full,
     unavailable,
-    with_scripts,
 )
 from ._rules import (
     apply_loaded,
@@ -78,13 +77,14 @@ class RedisSession(SessionBase):
     ) -> None:
         redis = redis_module()
         self._keys = connect_settings(key_prefix, app_name, ttl)
-        self._owned = isinstance(url_or_client, str)
-        self._where = url_or_client if self._owned else repr(url_or_client)
-        # A URL: clients of the store's own, one per scope (Clients); a client: that one.
+        owned = isinstance(url_or_client, str)
+        self._where = url_or_client if owned else repr(url_or_client)
+        # A URL: clients of the store's own, one per scope; a client: that one.
         self._clients = (
-            Clients(lambda: redis.Redis.from_url(url_or_client)) if self._owned else None
+            Clients(lambda: redis.Redis.from_url(url_or_client))
+            if owned
+            else Clients(given=url_or_client)
         )
-        self._given = None if self._owned else with_scripts(url_or_client)
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._refused = redis.ResponseError
         self._closed = False
@@ -92,13 +92,10 @@ class RedisSession(SessionBase):
     @property
     def client(self) -> Any:
         """The redis-py client the store runs on (from a URL: the one it made last)."""
-        if self._given is not None:
-            return self._given[0]
-        assert self._clients is not None
         return self._clients.latest
 
     def _run(self, op: _redis_ops.RedisOp[T]) -> T:
-        client, scripts = self._given or self._here()
+        client, scripts = self._clients.here(process_scope())
         try:
             cmd = next(op)
             while True:
@@ -112,10 +109,6 @@ class RedisSession(SessionBase):
             if is_out_of_memory(exc):
                 raise storage_full(self._where, exc) from exc
             raise
-
-    def _here(self) -> tuple[Any, dict[str, Any]]:
-        assert self._clients is not None
-        return self._clients.here(process_scope())
 
     @staticmethod
     def _execute(client: Any, scripts: dict[str, Any], cmd: _redis_ops.Cmd) -> Any:
@@ -197,9 +190,10 @@ class RedisSession(SessionBase):
         return self._run(_redis_ops.purge_expired(self._keys))
 
     def close(self) -> None:
-        if not self._closed and self._clients is not None:
+        if not self._closed:
             # This process's and loop's client closes; the others are dropped
-            # (a parent's, or of a loop that is closed or not this one).
+            # (a parent's, or of a loop that is closed or not this one); a
+            # caller's client is never closed.
             for client in self._clients.release(process_scope()):
                 client.close()
         self._closed = True
