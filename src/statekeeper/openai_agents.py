@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any, cast
 from agents.memory.session import SessionABC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import codec
 from ._rules import check_ids
-from .errors import SessionExistsError, SessionNotFoundError
+from .errors import SessionExistsError, SessionNotFoundError, StateEncodingError
 from .service_async import AsyncSessionService
 
 try:  # openai-agents >= 0.4 carries per-session settings (a default ``limit``).
@@ -60,6 +59,15 @@ def _item_document(item: Any) -> dict[str, Any]:
     if callable(dump):
         return cast("dict[str, Any]", dump(exclude_unset=True))
     raise TypeError(f"a session item must be a dict or a pydantic model, not {type(item).__name__}")
+
+
+def _as_items(exc: StateEncodingError) -> StateEncodingError:
+    """``exc`` naming the item as the caller knows it: ``items[i]`` for ``events[i]``."""
+    head = exc.path.partition("]")[0] + "]"  # "events[i]", where append_events names it
+    if not head.startswith("events["):
+        return exc
+    item = "items" + head[len("events") :]
+    return StateEncodingError(str(exc).replace(head, item), path=item + exc.path[len(head) :])
 
 
 class StatekeeperSession(SessionABC):
@@ -195,9 +203,10 @@ class StatekeeperSession(SessionABC):
         documents = [_item_document(item) for item in items]
         if not documents:
             return
-        for n, document in enumerate(documents):  # named as the caller knows them
-            codec.encode(document, root=f"items[{n}]")
-        await self._append(documents)
+        try:
+            await self._append(documents)
+        except StateEncodingError as exc:  # refused before anything was sent
+            raise _as_items(exc) from exc.__cause__
 
     async def _append(self, documents: list[dict[str, Any]]) -> None:
         """Append the items, creating the session first if it does not exist."""

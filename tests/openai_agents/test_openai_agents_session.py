@@ -161,8 +161,10 @@ async def test_items_round_trip_exactly(make_session: Make) -> None:
 
 async def test_a_bad_item_writes_nothing(make_session: Make) -> None:
     session = make_session("bad")
-    with pytest.raises(StateEncodingError, match=r"items\[1\]"):
+    with pytest.raises(StateEncodingError, match=r"items\[1\]") as info:
         await session.add_items([{"n": 1}, {"role": "user", "content": float("nan")}])
+    assert info.value.path == "items[1].content"
+    assert "events[" not in str(info.value)
     with pytest.raises(TypeError, match="dict or a pydantic model"):
         await session.add_items([object()])  # type: ignore[list-item]
     assert await session.get_items() == []
